@@ -1,0 +1,225 @@
+"""The job contract: request, result and error models (pydantic v2).
+
+One set of models validates every provider's input (RunPod ``input``, Modal call or web body,
+local CLI) and shapes every reply. ``schema/`` holds their JSON Schema export.
+
+Units: pixels (px) of the *original* image after EXIF orientation; milliseconds (ms); bytes.
+Masks follow the diffusers convention: white (255) = repaint, black (0) = keep.
+
+Torch-free on purpose: handlers import this module.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from core.errors import ErrorCode, JobError
+
+#: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+MAX_PROMPT_CHARS = 2000
+#: Upper bound on an image/mask string (base64 of the byte cap, plus a data-URL header); the
+#: byte cap itself is a setting (``MASKPAINT_MAX_INPUT_BYTES``) checked before decoding.
+MAX_INPUT_CHARS = 48 * 1024 * 1024
+
+TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+
+_JOB_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_INPUT_CHARS)
+
+
+class OutputOptions(_Strict):
+    """How the result image is encoded and delivered."""
+
+    format: OutputFormat = Field("png", description="Result image format.")
+    quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG).")
+    url_expires_s: int = Field(
+        3600,
+        ge=1,
+        le=MAX_PRESIGN_SECONDS,
+        description="Presigned URL lifetime in seconds; S3 allows at most 7 days (604800 s).",
+    )
+    return_base64: bool = Field(
+        False, description="Also return each artefact inline as base64 (mind RunPod's payload cap)."
+    )
+
+
+class JobRequest(_Strict):
+    """One masking / inpainting job, as sent by a client."""
+
+    image: str = Field(
+        ...,
+        min_length=1,
+        description="Input photo: `data:image/...;base64,...`, bare base64, `https://...` or "
+        "`s3://bucket/key`. PNG, JPEG or WebP.",
+    )
+    mask: str | None = Field(
+        None,
+        description="Optional mask in the same forms: white = repaint, black = keep. RGBA masks "
+        "are composited over black first, so white strokes on a transparent layer work. A mask "
+        "of another size but the same aspect ratio is resized (nearest); otherwise rejected. "
+        "When absent the mask is made automatically (garments, faces protected).",
+    )
+    task: Literal["inpaint", "mask"] = Field(
+        "inpaint",
+        description="`inpaint`: mask then repaint. `mask`: only the mask and a preview overlay "
+        "(no diffusion), for a person to check or edit before paying for inpainting.",
+    )
+    targets: list[TargetGroup] = Field(
+        default_factory=lambda: ["upper"],
+        min_length=1,
+        max_length=5,
+        description="Garment groups to mask automatically (ignored when `mask` is given).",
+    )
+    protect_face: bool = Field(True, description="Never repaint detected faces.")
+    face_margin: float = Field(
+        0.25,
+        ge=0.0,
+        le=2.0,
+        description="Grow each face box by this fraction of its width/height on every side "
+        "before it is removed from the mask.",
+    )
+    mask_dilate_px: int = Field(8, ge=0, le=256, description="Grow the mask by this many px.")
+    mask_feather_px: int = Field(
+        8, ge=0, le=256, description="Soft blend band, px outside the grown mask."
+    )
+    prompt: str | None = Field(
+        None, max_length=MAX_PROMPT_CHARS, description="What to paint (required for `inpaint`)."
+    )
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    num_inference_steps: int = Field(30, ge=1, le=150, description="Denoising steps.")
+    guidance_scale: float = Field(7.5, ge=0.0, le=30.0, description="Classifier-free guidance.")
+    strength: float = Field(
+        1.0, gt=0.0, le=1.0, description="How far to move from the original (1 = full repaint)."
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Random seed. When absent one is derived from the job id (so a retried job "
+        "repeats its output exactly) and returned.",
+    )
+    model: str = Field("sd15-inpaint", max_length=64, description="Inpainting model key.")
+    output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @model_validator(mode="after")
+    def _prompt_for_inpaint(self) -> JobRequest:
+        if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
+            raise PydanticCustomError("prompt_required", "required when task is 'inpaint'")
+        return self
+
+
+class Artifact(BaseModel):
+    """One stored output."""
+
+    key: str = Field(..., description="Storage key (S3) or file path (local output dir).")
+    url: str = Field(..., description="Presigned GET URL (S3) or `file://` URL (local).")
+    content_type: str
+    width: int = Field(..., description="px")
+    height: int = Field(..., description="px")
+    bytes: int = Field(..., description="Encoded size in bytes.")
+    sha256: str
+    base64: str | None = Field(None, description="Inline copy when `output.return_base64`.")
+
+
+class Detection(BaseModel):
+    label: str
+    group: TargetGroup | None = None
+    score: float
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px in the original image.")
+    sam_score: float | None = None
+
+
+class Face(BaseModel):
+    score: float
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px, before the margin.")
+
+
+class MaskInfo(BaseModel):
+    source: Literal["provided", "auto", "fallback"]
+    reason: str | None = Field(None, description="Why the fallback was used.")
+    coverage: float = Field(..., description="Fraction of the image repainted (alpha > 0).")
+    detections: list[Detection] = Field(default_factory=list)
+    faces: list[Face] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    key: str
+    source: str = Field(..., description="Repo or URL the weights came from.")
+    revision: str
+    dev: bool = Field(False, description="True for the random-weight dev models.")
+
+
+class JobResult(BaseModel):
+    """What a successful job returns."""
+
+    job_id: str
+    task: Literal["inpaint", "mask"]
+    seed: int | None = Field(None, description="The seed used (inpaint only).")
+    image: Artifact | None = Field(None, description="The edited photo (inpaint only).")
+    mask: Artifact
+    overlay: Artifact = Field(..., description="Preview: photo, tinted mask, boxes, labels.")
+    mask_info: MaskInfo
+    models: list[ModelInfo] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")
+
+
+class JobErrorBody(BaseModel):
+    """What a failed job returns (RunPod additionally gets a top-level string `error`)."""
+
+    code: ErrorCode
+    message: str
+    field: str | None = None
+    retryable: bool
+
+
+def error_body(err: JobError) -> JobErrorBody:
+    return JobErrorBody(code=err.code, message=err.message, field=err.field, retryable=err.retryable)
+
+
+class Job(BaseModel):
+    """A validated request plus its platform job id (safe for use in storage keys)."""
+
+    id: str
+    request: JobRequest
+
+
+def safe_job_id(raw: str) -> str:
+    """Map a platform job id to a storage-key-safe token (``[A-Za-z0-9._-]``, 1-128 chars)."""
+    cleaned = re.sub(r"\.{2,}", "_", _JOB_ID_SAFE.sub("_", str(raw)))[:128].strip(".") or "job"
+    return cleaned
+
+
+def parse_job(job_id: str, payload: object) -> Job:
+    """Validate a raw request dict into a :class:`Job`.
+
+    Raises:
+        JobError(invalid_input): not a dict, an unknown field, a wrong type or an out-of-bounds
+            value. The message names the field and the constraint but never echoes the value.
+    """
+    if not isinstance(payload, dict):
+        raise JobError(ErrorCode.invalid_input, "job input must be a JSON object", field="input")
+    try:
+        req = JobRequest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        if first.get("type") == "prompt_required":
+            field = "prompt"
+        msg = first.get("msg", "invalid value")
+        if first.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        raise JobError(
+            ErrorCode.invalid_input, f"{field or 'input'}: {msg}", field=field
+        ) from None
+    return Job(id=safe_job_id(job_id), request=req)
+
