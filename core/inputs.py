@@ -1,0 +1,135 @@
+"""Turn an input reference (data URL, bare base64, ``s3://``, ``https://``) into bytes.
+
+Sizes are checked before decoding or downloading: the base64 text length against the byte cap,
+the S3 object's ``ContentLength`` by HEAD before GET, and HTTP bodies by :mod:`core.net`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+
+from core.errors import ErrorCode, JobError
+from core.settings import Settings
+
+_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+)?(;[a-z0-9=._+-]+)*;base64,", re.I)
+_B64_CHARS = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+
+def _b64(text: str, field: str, max_bytes: int) -> bytes:
+    """Strict standard-alphabet base64 (no whitespace); length checked before decoding."""
+    if len(text) > 4 * (max_bytes // 3 + 1):
+        raise JobError(ErrorCode.image_too_large,
+                       f"{field}: encoded input exceeds {max_bytes} bytes", field=field)
+    if len(text) % 4 or not _B64_CHARS.match(text):
+        raise JobError(ErrorCode.invalid_image, f"{field}: invalid base64", field=field)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise JobError(ErrorCode.invalid_image, f"{field}: invalid base64", field=field) from None
+
+
+def parse_s3_url(url: str, field: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key).
+
+    Raises:
+        JobError(invalid_input): malformed.
+        JobError(blocked_url): a ``..`` path segment.
+    """
+    rest = url[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key:
+        raise JobError(ErrorCode.invalid_input, f"{field}: expected s3://bucket/key", field=field)
+    if ".." in key.split("/") or key.startswith("/"):
+        raise JobError(ErrorCode.blocked_url, f"{field}: path traversal in s3 key", field=field)
+    return bucket, key
+
+
+def s3_allowed(bucket: str, key: str, allowed: list[str]) -> bool:
+    """True when ``bucket/key`` falls under one of ``allowed`` (``bucket`` or ``bucket/prefix``)."""
+    for entry in allowed:
+        b, _, prefix = entry.partition("/")
+        if b == bucket and key.startswith(prefix):
+            return True
+    return False
+
+
+def read_s3(client, bucket: str, key: str, *, max_bytes: int, field: str) -> bytes:
+    """HEAD (size check), then GET. Raises JobError input_not_found / image_too_large /
+    input_fetch_failed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        if head.get("ContentLength", 0) > max_bytes:
+            raise JobError(ErrorCode.image_too_large,
+                           f"{field}: object exceeds {max_bytes} bytes", field=field)
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        data = body.read(max_bytes + 1)
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if err.get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchBucket") or status == 404:
+            raise JobError(ErrorCode.input_not_found, f"{field}: s3 object not found",
+                           field=field) from None
+        if status == 403:
+            raise JobError(ErrorCode.input_fetch_failed, f"{field}: access denied to s3 object",
+                           field=field, retryable=False) from None
+        raise JobError(ErrorCode.input_fetch_failed,
+                       f"{field}: reading s3 object failed ({err.get('Code') or status})",
+                       field=field) from None
+    except BotoCoreError as exc:
+        raise JobError(ErrorCode.input_fetch_failed,
+                       f"{field}: reading s3 object failed ({type(exc).__name__})",
+                       field=field) from None
+    if len(data) > max_bytes:
+        raise JobError(ErrorCode.image_too_large, f"{field}: object exceeds {max_bytes} bytes",
+                       field=field)
+    return data
+
+
+def load_bytes(
+    ref: str,
+    field: str,
+    settings: Settings,
+    s3_client: Callable[[], object] | None = None,
+) -> bytes:
+    """Fetch the bytes an input reference points at.
+
+    Args:
+        ref: ``data:image/...;base64,...``, bare base64, ``s3://bucket/key`` or ``https://...``.
+        field: the request field name, for error messages.
+        settings: limits, allowed buckets, private-URL switch.
+        s3_client: returns a boto3 S3 client (only called for ``s3://`` inputs).
+
+    Raises:
+        JobError: invalid_input, invalid_image, image_too_large, blocked_url, input_not_found,
+            input_fetch_failed.
+    """
+    max_bytes = settings.max_input_bytes
+    if ref.startswith("data:"):
+        m = _DATA_URL.match(ref[:256])
+        if not m:
+            raise JobError(ErrorCode.invalid_image,
+                           f"{field}: expected data:image/...;base64,...", field=field)
+        return _b64(ref[m.end():], field, max_bytes)
+    if ref.startswith("s3://"):
+        bucket, key = parse_s3_url(ref, field)
+        allowed = list(settings.input_buckets)
+        if settings.s3_bucket:
+            allowed.append(settings.s3_bucket)
+        if not s3_allowed(bucket, key, allowed) or s3_client is None:
+            raise JobError(ErrorCode.blocked_url, f"{field}: bucket not allowed for inputs",
+                           field=field)
+        return read_s3(s3_client(), bucket, key, max_bytes=max_bytes, field=field)
+    scheme = ref.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", ref) else ""
+    if scheme in ("https", "http"):
+        from core.net import fetch_https
+
+        return fetch_https(ref, max_bytes=max_bytes, deadline_s=settings.fetch_deadline_s,
+                           allow_private=settings.allow_private_urls, field=field)
+    if scheme:
+        raise JobError(ErrorCode.blocked_url, f"{field}: URL scheme not allowed", field=field)
+    return _b64(ref, field, max_bytes)

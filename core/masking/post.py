@@ -1,0 +1,136 @@
+"""Mask post-processing in numpy/OpenCV. Units are px of the original (oriented) image.
+
+Shapes: binary masks are H x W bool (True = repaint); ``alpha`` is H x W float32 in [0, 1]
+(the blend weight of the generated pixels). Boxes are ``(x0, y0, x1, y1)`` float px, x1/y1
+exclusive edges.
+
+Distances use OpenCV's exact Euclidean distance transform (``DIST_L2``, ``DIST_MASK_PRECISE``;
+Felzenszwalb & Huttenlocher 2012), so a dilation of ``n`` px is a disc of radius ``n`` whatever
+its size, and it costs O(H x W) for any ``n`` (a structuring-element dilation grows with n^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+Box = Sequence[float]
+
+
+def _dist_outside(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance (px, float32) from each pixel outside ``mask`` to the nearest inside."""
+    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def remove_islands(mask: np.ndarray, min_area_px: int) -> np.ndarray:
+    """Drop 8-connected components smaller than ``min_area_px`` px. Returns H x W bool."""
+    if min_area_px <= 1 or not mask.any():
+        return mask.copy()
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, dtype=bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
+    return keep[labels]
+
+
+def fill_holes(mask: np.ndarray, max_hole_px: int | None = None) -> np.ndarray:
+    """Fill background regions fully enclosed by the mask (4-connected, not touching the border).
+
+    ``max_hole_px`` limits filling to holes up to that area (None = all). Returns H x W bool.
+    """
+    if not mask.any():
+        return mask.copy()
+    inv = (~mask).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+    h, w = mask.shape
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    fill = np.ones(n, dtype=bool)
+    fill[0] = False  # label 0 = the mask itself in `inv`
+    fill[border] = False
+    if max_hole_px is not None:
+        fill &= stats[:, cv2.CC_STAT_AREA] <= max_hole_px
+    return mask | fill[labels]
+
+
+def dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    """Grow ``mask`` by a disc of radius ``px`` (negative ``px`` erodes). Returns H x W bool."""
+    if px == 0 or not mask.any():
+        return mask.copy()
+    if px > 0:
+        return _dist_outside(mask) <= px
+    return ~(_dist_outside(~mask) <= -px)
+
+
+def feather(mask: np.ndarray, px: int) -> np.ndarray:
+    """Alpha ramp: 1.0 inside ``mask``, falling linearly to 0 over ``px`` px outside it.
+
+    A pixel at distance d (0 < d <= px) gets ``1 - d / (px + 1)``; beyond ``px`` it is exactly
+    0.0, so the band that changes is ``mask`` grown by ``px``. Returns H x W float32 in [0, 1].
+    """
+    if px <= 0:
+        return mask.astype(np.float32)
+    d = _dist_outside(mask)
+    alpha = np.clip(1.0 - d / np.float32(px + 1), 0.0, 1.0).astype(np.float32)
+    alpha[d > px] = 0.0
+    return alpha
+
+
+def grow_box(box: Box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """Grow ``box`` by ``margin`` x its width/height on every side; round outward; clip.
+
+    Returns integer ``(x0, y0, x1, y1)`` with x1/y1 exclusive, inside a ``width`` x ``height`` image.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return (
+        max(0, int(np.floor(x0 - mx))),
+        max(0, int(np.floor(y0 - my))),
+        min(width, int(np.ceil(x1 + mx))),
+        min(height, int(np.ceil(y1 + my))),
+    )
+
+
+def subtract_boxes(alpha: np.ndarray, boxes: Iterable[Box], margin: float) -> np.ndarray:
+    """Zero ``alpha`` (or a bool mask) inside every box grown by ``margin``. Returns a copy.
+
+    Applied last, after dilation and feathering, so nothing can grow back into a protected box.
+    """
+    out = alpha.copy()
+    h, w = out.shape[:2]
+    for box in boxes:
+        x0, y0, x1, y1 = grow_box(box, margin, w, h)
+        if x1 > x0 and y1 > y0:
+            out[y0:y1, x0:x1] = 0
+    return out
+
+
+def finalize(
+    mask: np.ndarray,
+    *,
+    dilate_px: int,
+    feather_px: int,
+    protect_boxes: Iterable[Box] = (),
+    face_margin: float = 0.0,
+) -> np.ndarray:
+    """Binary mask -> blend alpha: dilate, feather, then remove protected (face) boxes.
+
+    Returns H x W float32 alpha in [0, 1]; the region the model repaints is ``alpha > 0``.
+    """
+    alpha = feather(dilate(mask, dilate_px), feather_px)
+    return subtract_boxes(alpha, protect_boxes, face_margin)
+
+
+def clean(mask: np.ndarray, *, min_island_frac: float = 0.0005, fill: bool = True) -> np.ndarray:
+    """Remove islands smaller than ``min_island_frac`` of the image area, then fill holes."""
+    h, w = mask.shape
+    out = remove_islands(mask, int(min_island_frac * h * w))
+    return fill_holes(out) if fill else out
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight ``(x0, y0, x1, y1)`` (exclusive ends) of the True pixels, or None if empty."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1

@@ -1,0 +1,130 @@
+"""The model set: every model a worker needs, loaded once per container at cold start.
+
+Inpainting pipelines load with diffusers ``from_pretrained(local_files_only=True)`` straight to
+the device (fp16 on CUDA, fp32 on CPU) from the baked layout; the masking models (garment
+detector, SAM, face detector) load through their own libraries' loaders. A masking model that is
+not baked is recorded as missing and the masking stage falls back; a missing inpainting model is
+an error at cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings
+from weights.manifest import Manifest, load_manifest
+from weights.resolve import ModelMissing, ResolvedModel, resolve, set_offline_env
+
+log = logging.getLogger("maskpaint.models")
+
+
+@dataclass
+class InpaintModel:
+    key: str
+    pipe: Any
+    resolution: int  # px, the model's native side
+    identity: dict
+
+
+@dataclass
+class ModelSet:
+    """Loaded models. ``missing`` maps a masking role to why it is unavailable."""
+
+    device: str
+    inpainters: dict[str, InpaintModel] = field(default_factory=dict)
+    garments: Any = None
+    sam: Any = None
+    faces: Any = None
+    identities: dict[str, dict] = field(default_factory=dict)  # role -> identity
+    missing: dict[str, str] = field(default_factory=dict)
+    load_ms: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: Settings, manifest: Manifest | None = None) -> ModelSet:
+        """Load everything baked under ``settings.weights_dir``.
+
+        Raises:
+            ModelMissing: no inpainting model is baked (or a requested one is absent).
+        """
+        set_offline_env()
+        import torch
+
+        manifest = manifest or load_manifest()
+        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        ms = cls(device=device)
+        wd = Path(settings.weights_dir)
+        keys = settings.inpaint_models or [
+            k for k, e in manifest.models.items() if e.kind == "diffusers_inpaint"
+        ]
+        for key in keys:
+            try:
+                res = resolve(key, wd, manifest)
+            except ModelMissing:
+                if settings.inpaint_models:  # explicitly asked for
+                    raise
+                continue
+            t = time.perf_counter()
+            ms.inpainters[key] = _load_inpainter(res, device)
+            ms.load_ms[key] = (time.perf_counter() - t) * 1000
+        if not ms.inpainters:
+            default = manifest.roles["inpaint_default"]
+            raise ModelMissing(default, wd / manifest.models[default].path)
+
+        for role in ("garments", "sam", "faces"):
+            key = manifest.roles[role]
+            try:
+                res = resolve(key, wd, manifest)
+                t = time.perf_counter()
+                setattr(ms, role, _load_masking(role, res, device))
+                ms.load_ms[key] = (time.perf_counter() - t) * 1000
+                ms.identities[role] = res.identity
+            except ModelMissing as exc:
+                ms.missing[role] = f"{key} not baked"
+                log.warning("masking model missing: %s", exc)
+            except Exception as exc:  # a broken file must not take the worker down
+                ms.missing[role] = f"{key} failed to load"
+                log.exception("masking model %s failed to load: %s", key, type(exc).__name__)
+        return ms
+
+
+def _load_inpainter(res: ResolvedModel, device: str) -> InpaintModel:
+    """diffusers ``from_pretrained`` from the baked directory, offline, fp16 weights on disk."""
+    import diffusers
+    import torch
+
+    cls = getattr(diffusers, res.entry.pipeline or "StableDiffusionInpaintPipeline")
+    fp16_variant = any(".fp16." in f.name for f in res.path.rglob("*.safetensors"))
+    pipe = cls.from_pretrained(
+        res.path,
+        dtype=torch.float16 if device.startswith("cuda") else torch.float32,
+        variant="fp16" if fp16_variant else None,
+        use_safetensors=True,
+        local_files_only=True,
+        **({"safety_checker": None, "requires_safety_checker": False}
+           if "safety_checker" in cls._optional_components else {}),
+    )
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    resolution = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    return InpaintModel(key=res.key, pipe=pipe, resolution=resolution, identity=res.identity)
+
+
+def _load_masking(role: str, res: ResolvedModel, device: str):
+    if role == "garments":
+        from core.masking.garments import GarmentDetector
+
+        return GarmentDetector.load(res.path, device=device)
+    if role == "sam":
+        from core.masking.sam import SamRefiner
+
+        return SamRefiner.load(res.path, arch=res.entry.arch or "vit_b",
+                               arch_overrides=res.receipt.arch, device=device)
+    from core.masking.faces import FaceDetector
+
+    # layout: <root>/models/<pack>/<file>.onnx
+    return FaceDetector.load(res.path.parent.parent.parent, res.entry.pack or "buffalo_l",
+                             device=device)

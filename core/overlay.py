@@ -1,0 +1,62 @@
+"""Preview overlay: the photo with the mask tinted and detections/faces outlined and labelled.
+
+Drawn with OpenCV's built-in Hershey font so nothing is downloaded (ultralytics' plotting would
+fetch Arial.ttf). Line widths and font scale follow the image size so labels stay legible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+MASK_TINT = (255, 40, 120)  # RGB, magenta: distinct from skin and most garments
+DET_COLOUR = (255, 200, 0)
+FACE_COLOUR = (0, 220, 80)
+TINT_OPACITY = 0.5
+
+
+def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float, thick: int) -> None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    y = max(y, th + base + 2)
+    cv2.rectangle(img, (x, y - th - base - 2), (x + tw + 4, y), colour, -1)
+    cv2.putText(img, text, (x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick,
+                cv2.LINE_AA)
+
+
+def render_overlay(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    detections: Sequence[tuple[str, float, Sequence[float]]] = (),
+    faces: Sequence[tuple[float, Sequence[float]]] = (),
+) -> np.ndarray:
+    """Draw the preview.
+
+    Args:
+        image: H x W x 3 uint8 RGB.
+        alpha: H x W float32 in [0, 1] (the blend mask); tinted in proportion.
+        detections: ``(label, score, (x0, y0, x1, y1) px)``.
+        faces: ``(score, (x0, y0, x1, y1) px)``.
+
+    Returns:
+        H x W x 3 uint8 RGB.
+    """
+    h, w = image.shape[:2]
+    a = (alpha * TINT_OPACITY)[..., None]
+    out = (image * (1 - a) + np.asarray(MASK_TINT, np.float32) * a + 0.5).astype(np.uint8)
+    # the mask's outline, so its edge is visible on busy photos
+    contours, _ = cv2.findContours((alpha > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    thick = max(1, round(max(h, w) / 400))
+    scale = max(0.4, max(h, w) / 1400)
+    cv2.drawContours(out, contours, -1, MASK_TINT, thick, cv2.LINE_AA)
+    for label, score, box in detections:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), DET_COLOUR, thick, cv2.LINE_AA)
+        _label(out, f"{label} {score:.2f}", x0, y0, DET_COLOUR, scale, max(1, thick - 1))
+    for score, box in faces:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), FACE_COLOUR, thick, cv2.LINE_AA)
+        _label(out, f"face {score:.2f}", x0, y0, FACE_COLOUR, scale, max(1, thick - 1))
+    return out

@@ -1,0 +1,243 @@
+"""One job, end to end: fetch -> decode -> mask -> inpaint -> encode -> upload -> JobResult.
+
+:class:`Worker` is built once per container (cold start: settings, storage, the model set) and
+runs jobs one after another. Import is torch-free so handlers can import it; torch loads in
+:meth:`Worker.cold_start`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.contract import Artifact, Job, JobResult, MaskInfo, ModelInfo
+from core.errors import ErrorCode, JobError
+from core.imageio import CONTENT_TYPES, Limits, decode_image, decode_mask, encode_image
+from core.inputs import load_bytes
+from core.settings import Settings
+from core.storage import Storage, make_s3_client, make_storage
+
+if TYPE_CHECKING:
+    from core.models import ModelSet
+
+log = logging.getLogger("maskpaint.job")
+
+Progress = Callable[[dict], None]
+OVERLAY_JPEG_QUALITY = 85
+
+
+def derive_seed(job_id: str) -> int:
+    """Seed for a job that gave none: the first 4 bytes of sha256(job id), so a redelivered job
+    (at-least-once delivery) repaints identically and finds its own stored outputs."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big")
+
+
+def _classify_runtime_error(exc: BaseException) -> JobError | None:
+    """Map accelerator failures to stable codes without importing torch."""
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+        return JobError(ErrorCode.gpu_oom, "the GPU ran out of memory; try a smaller image")
+    if any(s in text for s in ("CUDA error", "cudaError", "device-side assert", "CUBLAS_STATUS",
+                               "CUDNN_STATUS", "NCCL error")):
+        return JobError(ErrorCode.device_error, "the accelerator failed; the worker will be "
+                        "recycled", refresh_worker=True)
+    return None
+
+
+class _Clock:
+    def __init__(self, deadline_s: float) -> None:
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + deadline_s
+        self.timings: dict[str, float] = {}
+
+    def check(self) -> None:
+        if time.perf_counter() > self.deadline:
+            raise JobError(ErrorCode.timeout, "the job passed its deadline; nothing was stored")
+
+    def stage(self, name: str, t: float) -> None:
+        self.timings[name] = round((time.perf_counter() - t) * 1000, 2)
+
+
+class Worker:
+    """Per-container state: settings, model set and storage. ``run`` is one job."""
+
+    def __init__(self, settings: Settings, models: ModelSet, storage: Storage,
+                 s3_client_factory: Callable[[], object] | None = None) -> None:
+        self.settings = settings
+        self.models = models
+        self.storage = storage
+        self._s3_factory = s3_client_factory
+        self.limits = Limits(max_bytes=settings.max_input_bytes,
+                             max_pixels=settings.max_image_pixels,
+                             max_side=settings.max_image_side,
+                             max_aspect_ratio=settings.max_aspect_ratio)
+        self.cold_start_ms: dict[str, float] = {}
+
+    @classmethod
+    def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
+        """Load every model once (from local disk, offline) and set up storage.
+
+        Raises:
+            weights.resolve.ModelMissing: no inpainting model baked under ``weights_dir``.
+        """
+        from core.models import ModelSet
+
+        settings = settings or Settings()
+        t = time.perf_counter()
+        models = ModelSet.load(settings)
+        load_ms = (time.perf_counter() - t) * 1000
+        client = s3_client
+        if client is None and (settings.s3_bucket or settings.input_buckets):
+            client = make_s3_client(settings)
+        worker = cls(settings, models, make_storage(settings, client),
+                     (lambda: client) if client is not None else None)
+        worker.cold_start_ms = {"models": round(load_ms, 1), **{
+            k: round(v, 1) for k, v in models.load_ms.items()}}
+        log.info("cold start: models loaded in %.0f ms on %s", load_ms, models.device)
+        return worker
+
+    # ---------------------------------------------------------------- one job
+    def run(self, job: Job, progress: Progress | None = None) -> JobResult:
+        """Run one job. Raises :class:`JobError` (codes in :mod:`core.errors`) on failure."""
+        try:
+            return self._run(job, progress or (lambda _p: None))
+        except JobError:
+            raise
+        except Exception as exc:
+            mapped = _classify_runtime_error(exc)
+            if mapped is None:
+                raise
+            if mapped.code == ErrorCode.gpu_oom:
+                _free_gpu_memory()
+            raise mapped from exc
+
+    def _run(self, job: Job, progress: Progress) -> JobResult:
+        req = job.request
+        clock = _Clock(self.settings.job_deadline_s)
+        s = self.settings
+
+        def stage(name: str) -> float:
+            clock.check()
+            progress({"stage": name})
+            return time.perf_counter()
+
+        t = stage("fetch")
+        image_bytes = load_bytes(req.image, "image", s, self._s3_factory)
+        mask_bytes = load_bytes(req.mask, "mask", s, self._s3_factory) if req.mask else None
+        clock.stage("fetch", t)
+
+        t = stage("decode")
+        image = decode_image(image_bytes, field="image", limits=self.limits)
+        h, w = image.shape[:2]
+        provided = (decode_mask(mask_bytes, (w, h), field="mask", limits=self.limits)
+                    if mask_bytes is not None else None)
+        del image_bytes, mask_bytes
+        clock.stage("decode", t)
+
+        t = stage("mask")
+        from core.masking.auto import make_mask
+
+        mo = make_mask(self.models, image, req, provided)
+        clock.stage("mask", t)
+
+        seed = None
+        result_img = None
+        inpainter = None
+        if req.task == "inpaint":
+            inpainter = self.models.inpainters.get(req.model)
+            if inpainter is None:
+                raise JobError(ErrorCode.model_not_found,
+                               f"model: {req.model!r} is not available on this worker "
+                               f"(available: {sorted(self.models.inpainters)})", field="model")
+            seed = req.seed if req.seed is not None else derive_seed(job.id)
+            t = stage("inpaint")
+            from core.inpaint import InpaintParams, inpaint
+
+            def on_step(step: int, total: int) -> None:
+                clock.check()
+                progress({"stage": "inpaint", "step": step, "steps": total})
+
+            result_img, facts = inpaint(
+                inpainter.pipe, inpainter.resolution, image, mo.alpha,
+                InpaintParams(prompt=req.prompt or "", negative_prompt=req.negative_prompt,
+                              num_inference_steps=req.num_inference_steps,
+                              guidance_scale=req.guidance_scale, strength=req.strength,
+                              seed=seed),
+                on_step=on_step,
+            )
+            clock.stage("inpaint", t)
+
+        t = stage("encode")
+        from core.overlay import render_overlay
+
+        outputs: dict[str, tuple[bytes, str]] = {}
+        fmt = req.output.format
+        if result_img is not None:
+            outputs["image"] = (encode_image(result_img, fmt, req.output.quality),
+                                f"result.{'jpg' if fmt == 'jpeg' else fmt}")
+        outputs["mask"] = (encode_image((mo.binary * 255).astype(np.uint8), "png"), "mask.png")
+        overlay = render_overlay(
+            image, mo.alpha,
+            [(d.label, d.score, d.box) for d in mo.detections],
+            [(f.score, f.box) for f in mo.faces],
+        )
+        outputs["overlay"] = (encode_image(overlay, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg")
+        clock.stage("encode", t)
+
+        t = stage("upload")
+        artifacts = self._store(job.id, outputs, w, h, req.output.url_expires_s,
+                                req.output.return_base64)
+        clock.stage("upload", t)
+        clock.timings["total"] = round((time.perf_counter() - clock.t0) * 1000, 2)
+        for k, v in mo.timings_ms.items():
+            clock.timings[f"mask.{k}"] = round(v, 2)
+
+        models = []
+        if inpainter is not None:
+            models.append(ModelInfo(**inpainter.identity))
+        models += [ModelInfo(**self.models.identities[r]) for r in dict.fromkeys(mo.used_roles)
+                   if r in self.models.identities]
+        log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
+                 mo.source, mo.coverage, clock.timings)
+        return JobResult(
+            job_id=job.id, task=req.task, seed=seed, size=[w, h],
+            image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
+            mask_info=MaskInfo(source=mo.source, reason=mo.reason, coverage=round(mo.coverage, 5),
+                               detections=mo.detections, faces=mo.faces),
+            models=models, timings_ms=clock.timings,
+        )
+
+    def _store(self, job_id: str, outputs: dict[str, tuple[bytes, str]], w: int, h: int,
+               expires_s: int, inline: bool) -> dict[str, Artifact]:
+        """Upload every artefact (in parallel threads: boto3 clients are thread-safe)."""
+
+        def put(item):
+            name, (data, filename) = item
+            ctype = CONTENT_TYPES["jpeg" if filename.endswith(".jpg") else filename.rsplit(".")[-1]]
+            st = self.storage.put(self.storage.key_for(job_id, filename), data, ctype, expires_s)
+            return name, Artifact(key=st.key, url=st.url, content_type=ctype, width=w, height=h,
+                                  bytes=st.bytes, sha256=st.sha256,
+                                  base64=base64.b64encode(data).decode() if inline else None)
+
+        with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
+            return dict(ex.map(put, outputs.items()))
+
+
+def _free_gpu_memory() -> None:
+    try:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # best effort
+        log.exception("freeing GPU memory failed")

@@ -1,0 +1,55 @@
+"""Deployment settings, read from ``MASKPAINT_*`` environment variables (pydantic-settings).
+
+These are the operator's knobs (where weights and outputs live, limits, deadlines); the caller's
+knobs are the job contract (:mod:`core.contract`). Torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Worker settings. Every field maps to ``MASKPAINT_<FIELD>`` (e.g. ``MASKPAINT_S3_BUCKET``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MASKPAINT_", extra="ignore")
+
+    weights_dir: Path = Field(Path(".weights"), description="Root of the baked weights layout.")
+    inpaint_models: list[str] | None = Field(
+        None, description="Inpaint model keys to load at cold start (default: all baked ones)."
+    )
+    device: str | None = Field(None, description="`cuda`, `cpu`; default cuda when available.")
+    verify_weights: bool = Field(False, description="Re-hash weight files at cold start.")
+
+    # outputs
+    s3_bucket: str | None = Field(None, description="Output bucket; unset = local output dir.")
+    s3_prefix: str = Field("maskpaint", description="Key prefix: <prefix>/<job_id>/<name>.")
+    s3_endpoint_url: str | None = Field(None, description="R2 / MinIO / B2 endpoint URL.")
+    s3_region: str | None = Field(None)
+    s3_max_attempts: int = Field(4, ge=1, le=10, description="botocore standard-mode attempts.")
+    s3_connect_timeout_s: float = Field(5.0, gt=0)
+    s3_read_timeout_s: float = Field(30.0, gt=0)
+    output_dir: Path = Field(Path("outputs"), description="Local outputs when no bucket is set.")
+
+    # inputs
+    input_buckets: list[str] = Field(
+        default_factory=list,
+        description="Buckets (optionally `bucket/prefix`) that `s3://` inputs may read; the "
+        "output bucket is always allowed.",
+    )
+    allow_private_urls: bool = Field(
+        False, description="Let https inputs reach private addresses (self-hosted only)."
+    )
+    max_input_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Per input, bytes.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height, px.")
+    max_image_side: int = Field(12_000, ge=16, description="Longest side, px.")
+    max_aspect_ratio: float = Field(8.0, ge=1.0, description="Long side / short side.")
+    fetch_deadline_s: float = Field(20.0, gt=0, description="Whole download, seconds.")
+
+    # runtime
+    job_deadline_s: float = Field(
+        270.0, gt=0, description="Internal deadline; keep below the platform's job timeout."
+    )

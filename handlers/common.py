@@ -1,0 +1,46 @@
+"""Provider-neutral translation: raw payload -> Job -> Worker.run -> reply dict.
+
+Every provider handler (RunPod, Modal, the local CLI) goes through :func:`execute`, so they all
+validate the same way and reply with the same shapes:
+
+- success: ``JobResult`` as a JSON-ready dict;
+- failure: ``{"error": {"code", "message", "field", "retryable"}}``; providers reshape the
+  envelope (RunPod wants a top-level string ``error``), never the body.
+
+Unexpected exceptions become ``internal``: the traceback goes to the log only, never to the
+caller (no host names, paths or worker ids leave the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from core.contract import error_body, parse_job
+from core.errors import ErrorCode, JobError
+
+if TYPE_CHECKING:
+    from core.pipeline import Worker
+
+log = logging.getLogger("maskpaint.handler")
+
+
+def execute(worker: Worker, job_id: str, payload: Any,
+            progress: Callable[[dict], None] | None = None) -> tuple[dict, JobError | None]:
+    """Validate and run one job.
+
+    Returns:
+        (reply dict, the JobError if the job failed else None).
+    """
+    try:
+        job = parse_job(job_id, payload)
+        result = worker.run(job, progress)
+        return result.model_dump(mode="json", exclude_none=True), None
+    except JobError as err:
+        log.warning("job %s failed: %s (field=%s)", job_id, err.code.value, err.field)
+        return {"error": error_body(err).model_dump(mode="json")}, err
+    except Exception:
+        log.exception("job %s: unexpected error", job_id)
+        err = JobError(ErrorCode.internal, "internal error; the worker logged the details")
+        return {"error": error_body(err).model_dump(mode="json")}, err
