@@ -1,0 +1,114 @@
+"""Shared fixtures: real photos, dev weights (tiny random models, real loaders), moto S3."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weights.resolve import set_offline_env
+
+set_offline_env()
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_WEIGHTS = Path(os.environ.get("MASKPAINT_TEST_WEIGHTS_DIR", REPO / ".weights"))
+
+
+def _asset(pkg: str, rel: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(pkg)
+    return Path(spec.origin).parent / rel
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    """Real photos shipped inside installed packages."""
+    p = {
+        "bus": _asset("ultralytics", "assets/bus.jpg"),  # 810x1080 JPEG
+        "zidane": _asset("ultralytics", "assets/zidane.jpg"),  # 1280x720 JPEG
+        "astronaut": _asset("skimage", "data/astronaut.png"),  # 512x512 PNG
+    }
+    for path in p.values():
+        assert path.exists(), path
+    return p
+
+
+def data_url(data: bytes, mime: str = "image/jpeg") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def dev_weights() -> Path:
+    """Tiny random-weight models in the production layout (written once, reused)."""
+    from weights.tiny import ensure_dev_weights
+
+    ensure_dev_weights(DEV_WEIGHTS, ["sd15-inpaint"])  # TMPDEV
+    return DEV_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def settings_factory(dev_weights, tmp_path_factory):
+    from core.settings import Settings
+
+    def make(**kw) -> Settings:
+        base = dict(weights_dir=dev_weights, output_dir=tmp_path_factory.mktemp("out"),
+                    device="cpu")
+        base.update(kw)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def model_set(settings_factory):
+    """The model set, loaded once per test session like once per container."""
+    from core.models import ModelSet
+
+    return ModelSet.load(settings_factory())
+
+
+BUCKET = "maskpaint-test"
+
+
+@pytest.fixture
+def s3():
+    """A moto S3 with the output bucket; yields a boto3 client configured like production."""
+    from moto import mock_aws
+
+    from core.settings import Settings
+    from core.storage import make_s3_client
+
+    with mock_aws():
+        client = make_s3_client(Settings(s3_bucket=BUCKET, s3_region="us-east-1"))
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def s3_worker(model_set, settings_factory, s3):
+    """A worker writing to moto S3, sharing the session's model set."""
+    from core.pipeline import Worker
+    from core.storage import S3Storage
+
+    settings = settings_factory(s3_bucket=BUCKET, s3_region="us-east-1")
+    return Worker(settings, model_set, S3Storage(s3, BUCKET, settings.s3_prefix), lambda: s3)
+
+
+@pytest.fixture
+def runpod_handler(s3_worker):
+    from handlers.runpod import make_handler
+
+    return make_handler(s3_worker)
