@@ -90,6 +90,24 @@ class ModelSet:
                 log.exception("masking model %s failed to load: %s", key, type(exc).__name__)
         return ms
 
+    def to(self, device: str) -> ModelSet:
+        """Move every torch model to ``device`` (e.g. after a CPU-side memory snapshot).
+
+        Inpainting pipelines move with their fp16 weights cast on CUDA; SAM and the garment
+        detector follow; the ONNX face detector stays on its execution provider.
+        """
+        import torch
+
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        for m in self.inpainters.values():
+            m.pipe.to(device, dtype)
+        for role in ("garments", "sam"):
+            model = getattr(self, role)
+            if model is not None and hasattr(model, "to"):
+                model.to(device)
+        self.device = device
+        return self
+
 
 def _load_inpainter(res: ResolvedModel, device: str) -> InpaintModel:
     """diffusers ``from_pretrained`` from the baked directory, offline, fp16 weights on disk."""

@@ -154,8 +154,8 @@ class Worker:
             inpainter = self.models.inpainters.get(req.model)
             if inpainter is None:
                 raise JobError(ErrorCode.model_not_found,
-                               f"model: {req.model!r} is not available on this worker "
-                               f"(available: {sorted(self.models.inpainters)})", field="model")
+                               f"model: not available on this worker (available: "
+                               f"{sorted(self.models.inpainters)})", field="model")
             seed = req.seed if req.seed is not None else derive_seed(job.id)
             t = stage("inpaint")
             from core.inpaint import InpaintParams, inpaint

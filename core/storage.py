@@ -96,8 +96,9 @@ class S3Storage:
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
                 self._check_existing(key, digest)
             else:
-                raise JobError(ErrorCode.storage_error,
-                               f"writing output failed ({code or status})") from None
+                # 403/404 (credentials, bucket) will not heal by retrying the same job
+                raise JobError(ErrorCode.storage_error, f"writing output failed ({code or status})",
+                               retryable=status not in (400, 403, 404)) from None
         except BotoCoreError as exc:
             raise JobError(ErrorCode.storage_error,
                            f"writing output failed ({type(exc).__name__})") from None
