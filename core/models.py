@@ -88,6 +88,13 @@ class ModelSet:
             except Exception as exc:  # a broken file must not take the worker down
                 ms.missing[role] = f"{key} failed to load"
                 log.exception("masking model %s failed to load: %s", key, type(exc).__name__)
+        if ms.faces is None:
+            # face protection never silently turns off: OpenCV's cascade stands in
+            from core.masking.haar import HaarFaceDetector
+
+            ms.faces = HaarFaceDetector()
+            ms.identities["faces"] = HaarFaceDetector.identity
+            log.warning("face detector: using OpenCV's Haar cascade (%s)", ms.missing["faces"])
         return ms
 
     def to(self, device: str) -> ModelSet:

@@ -55,7 +55,7 @@ def dev_weights() -> Path:
     """Tiny random-weight models in the production layout (written once, reused)."""
     from weights.tiny import ensure_dev_weights
 
-    ensure_dev_weights(DEV_WEIGHTS, ["sd15-inpaint"])  # TMPDEV
+    ensure_dev_weights(DEV_WEIGHTS)
     return DEV_WEIGHTS
 
 

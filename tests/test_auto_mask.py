@@ -141,7 +141,7 @@ def test_mask_entirely_inside_a_face_is_empty_mask():
 
 
 # face boxes measured by eye on the photos (x0, y0, x1, y1 px)
-FACES = {"astronaut": (170, 40, 300, 210), "bus": (210, 400, 290, 500), "zidane": (720, 50, 880, 290)}
+FACES = {"astronaut": (175, 60, 275, 170), "bus": (105, 400, 160, 475), "zidane": (905, 80, 1060, 280)}
 
 
 @pytest.mark.parametrize("name", ["astronaut", "bus", "zidane"])
@@ -157,3 +157,26 @@ def test_fallback_is_a_plausible_torso_below_the_face(photos, name):
     assert ys.mean() < face[3] + 3.5 * fh
     # documented band: 0.5..8 face areas (a torso is ~3-5 face areas; clipped by the frame)
     assert 0.5 * fw * fh <= mask.sum() <= 8 * fw * fh
+
+
+def test_haar_stands_in_when_no_face_model_is_baked(dev_weights, tmp_path, photos):
+    """Without SCRFD weights the worker still protects faces (OpenCV's cascade)."""
+    import shutil
+
+    from core.models import ModelSet
+    from core.settings import Settings
+    from weights.manifest import load_receipt, write_receipt_entry
+
+    shutil.copytree(dev_weights / "diffusers", tmp_path / "diffusers")
+    write_receipt_entry(tmp_path, "sd15-inpaint", load_receipt(dev_weights).models["sd15-inpaint"])
+    ms = ModelSet.load(Settings(weights_dir=tmp_path, device="cpu"))
+    assert ms.identities["faces"]["key"] == "opencv-haar-frontalface"
+    img = np.asarray(Image.open(photos["astronaut"]).convert("RGB"))
+    out = make_mask(ms, img, _req(targets=["upper"]), None)
+    assert out.source == "fallback"
+    (face,) = out.faces
+    fx0, fy0, fx1, fy1 = FACES["astronaut"]
+    bx0, by0, bx1, by1 = face.box
+    assert bx0 < (fx0 + fx1) / 2 < bx1 and by0 < (fy0 + fy1) / 2 < by1  # on the real face
+    assert "below the largest face" in out.reason
+    assert out.alpha[int(by0):int(by1), int(bx0):int(bx1)].max() == 0

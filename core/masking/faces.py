@@ -1,0 +1,150 @@
+"""Face boxes with InsightFace's SCRFD detector (``insightface.app.FaceAnalysis``, 2.1 API).
+
+The production model is ``det_10g.onnx`` of the ``buffalo_l`` pack (manifest key
+``faces-scrfd``) at ``<weights_dir>/insightface/models/buffalo_l/det_10g.onnx``;
+``weights.tiny.masking.write_tiny_scrfd`` writes a stand-in graph of the same signature.
+Faces are only used to *protect* pixels, so only the detection module is loaded.
+
+Arrays: images are H x W x 3 uint8 RGB (converted to InsightFace's BGR here); boxes
+``(x0, y0, x1, y1)`` float px of the original image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from weights.resolve import ModelMissing, set_offline_env
+
+set_offline_env()
+
+import onnxruntime  # noqa: E402
+from insightface.app import FaceAnalysis  # noqa: E402
+
+log = logging.getLogger("maskpaint.faces")
+
+DetSize = tuple[int, int] | Sequence[tuple[int, int]] | None
+
+
+@dataclass
+class FaceBox:
+    """One detected face.
+
+    Attributes:
+        box: ``(x0, y0, x1, y1)`` float px in the original image, clipped to it (no margin).
+        score: detection confidence in [0, 1].
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+
+
+def _check_rgb(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+            or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError("image must be an H x W x 3 uint8 RGB array")
+
+
+def _device_index(device: str) -> int | None:
+    """``"cuda"`` / ``"cuda:N"`` -> N (0 by default); anything else -> None (CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    _, _, idx = device.partition(":")
+    return int(idx) if idx else 0
+
+
+class FaceDetector:
+    """A loaded SCRFD face detector. Build with :meth:`load`; one per container."""
+
+    def __init__(self, app: FaceAnalysis, device: str) -> None:
+        self.app = app
+        self.device = device
+
+    @classmethod
+    def load(
+        cls,
+        root: Path | str,
+        pack: str,
+        device: str = "cpu",
+        det_size: DetSize = (640, 640),
+        det_thresh: float = 0.5,
+        *,
+        key: str = "faces-scrfd",
+    ) -> FaceDetector:
+        """Load the detection model of an InsightFace pack through ``FaceAnalysis``.
+
+        Layout: ``<root>/models/<pack>/*.onnx`` (``root`` = ``<weights_dir>/insightface``).
+        The pack directory is checked first and handed to ``FaceAnalysis`` as an absolute path:
+        given a bare pack name, InsightFace 2.1 first tries ``<cwd>/<pack>`` and downloads a
+        zip when ``<root>/models/<pack>`` is missing - neither is wanted in a worker.
+
+        Args:
+            root: the InsightFace root (``<weights_dir>/insightface``).
+            pack: the model pack name (manifest ``pack``, e.g. ``"buffalo_l"``).
+            device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (ONNX Runtime's CUDA provider, CPU
+                as fallback; a warning is logged if this onnxruntime build has no CUDA).
+            det_size: detector input ``(width, height)`` px, a list of them (each image is run
+                at every size, boxes merged by NMS), or None for InsightFace 2.1's own default
+                ``[(128, 128), (640, 640)]``. Default (640, 640): the size SCRFD was trained and
+                benchmarked at (InsightFace 0.7's default), one pass per image.
+            det_thresh: minimum face score, 0-1 (InsightFace's default 0.5).
+            key: manifest key, only used in the :class:`ModelMissing` message.
+
+        Raises:
+            ModelMissing: ``<root>/models/<pack>`` has no ``.onnx`` file.
+            ValueError: InsightFace found no detection model among the pack's files.
+        """
+        model_dir = Path(root) / "models" / pack
+        if not model_dir.is_dir() or not any(model_dir.glob("*.onnx")):
+            raise ModelMissing(key, model_dir)
+        idx = _device_index(device)
+        if idx is None:
+            providers: list = ["CPUExecutionProvider"]
+        else:
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                log.warning("onnxruntime has no CUDAExecutionProvider; faces run on CPU")
+            providers = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
+        if det_size is None:
+            sizes = None
+        elif isinstance(det_size[0], (int, np.integer)):
+            sizes = (int(det_size[0]), int(det_size[1]))
+        else:
+            sizes = [(int(s[0]), int(s[1])) for s in det_size]
+        try:
+            app = FaceAnalysis(name=str(model_dir.resolve()), root=str(root),
+                               allowed_modules=["detection"], providers=providers)
+        except (AssertionError, KeyError) as exc:  # FaceAnalysis asserts a detection model
+            raise ValueError(f"{model_dir}: no SCRFD detection model among its .onnx files") \
+                from exc
+        app.prepare(ctx_id=-1 if idx is None else idx, det_thresh=det_thresh, det_size=sizes)
+        return cls(app, device)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """Detect faces.
+
+        Args:
+            image: H x W x 3 uint8 RGB.
+
+        Returns:
+            Faces sorted by descending score, boxes in original-image px clipped to the image
+            (faces cut by the border are kept); empty when none reaches ``det_thresh``.
+
+        Raises:
+            ValueError: ``image`` is not H x W x 3 uint8.
+        """
+        _check_rgb(image)
+        h, w = image.shape[:2]
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        out = []
+        for face in self.app.get(bgr):
+            x0, y0, x1, y1 = (float(v) for v in face.bbox[:4])
+            box = (min(max(x0, 0.0), w), min(max(y0, 0.0), h),
+                   min(max(x1, 0.0), w), min(max(y1, 0.0), h))
+            if box[2] > box[0] and box[3] > box[1]:
+                out.append(FaceBox(box=box, score=float(face.det_score)))
+        out.sort(key=lambda f: -f.score)
+        return out

@@ -1,0 +1,89 @@
+"""The Modal image for maskpaint: the RunPod image's recipe in Modal's builder.
+
+Same CUDA base and Python as ``image_build/Dockerfile``, the same pins (``requirements.lock``),
+the same bake (``python -m weights.bake``, run inside the image build so weights are in the image
+and a cold start reads local disk), then offline env and the code last (mounted at container
+start, so a code edit never rebuilds the weights layer).
+
+Importing this module and calling :func:`build_image` needs no Modal credentials: a
+``modal.Image`` is a lazy recipe until an app using it is deployed or run.
+
+    from image_build.modal_image import build_image
+    app = modal.App("maskpaint", image=build_image("sd15"))
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import modal
+
+from weights.manifest import load_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+CUDA_IMAGE = "nvidia/cuda:13.0.3-runtime-ubuntu24.04"  #: same base as the Dockerfile
+PYTHON_VERSION = "3.12"  #: Ubuntu 24.04's Python, which the Dockerfile uses
+APT_PACKAGES = ("libgl1", "libglib2.0-0t64")  #: opencv-python's shared libraries
+WEIGHTS_DIR = "/weights"
+BAKE_SRC = "/opt/bake"  #: where the bake's copy of weights/ lives inside the image
+REMOTE_ROOT = "/root"  #: Modal's working directory and import root for local sources
+
+#: Set after the bake (the bake itself needs the network).
+RUNTIME_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "YOLO_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "PYTHONUNBUFFERED": "1",
+    "MASKPAINT_WEIGHTS_DIR": WEIGHTS_DIR,
+}
+
+_IGNORE = ["**/__pycache__/**", "**/*.pyc", "**/*.part", "**/.bake-staging/**"]
+
+
+def bake_command(profile: str) -> str:
+    """The shell command that bakes ``profile`` into :data:`WEIGHTS_DIR` during the build."""
+    return (
+        f"cd {BAKE_SRC} && HF_HOME=/tmp/hf-home python -m weights.bake "
+        f"--profile {shlex.quote(profile)} --out {WEIGHTS_DIR} && rm -rf /tmp/hf-home"
+    )
+
+
+def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Image:
+    """The worker image with the weights of ``profile`` baked in.
+
+    Args:
+        profile: a weights profile of ``weights/manifest.json`` (``sd15``, ``sdxl``, ``full``).
+        hf_secret: name of a Modal secret that sets ``HF_TOKEN`` for the bake (default:
+            ``$MASKPAINT_MODAL_HF_SECRET``; none = anonymous downloads of public repos).
+
+    Returns:
+        A lazy ``modal.Image`` (built by Modal when an app using it is deployed).
+
+    Raises:
+        ValueError: ``profile`` is not in the manifest.
+    """
+    try:
+        load_manifest().profile(profile)
+    except KeyError as e:
+        raise ValueError(str(e.args[0])) from None
+    hf_secret = hf_secret or os.environ.get("MASKPAINT_MODAL_HF_SECRET") or None
+    secrets = [modal.Secret.from_name(hf_secret)] if hf_secret else []
+
+    return (
+        modal.Image.from_registry(CUDA_IMAGE, add_python=PYTHON_VERSION)
+        .apt_install(*APT_PACKAGES)
+        # 1. dependencies: the same lock file as the RunPod image
+        .pip_install_from_requirements(str(REPO / "requirements.lock"))
+        # 2. weights: only weights/ is copied for the bake, so code edits keep this layer
+        .add_local_dir(REPO / "weights", f"{BAKE_SRC}/weights", copy=True, ignore=_IGNORE)
+        .run_commands(bake_command(profile), secrets=secrets)
+        # 3. offline from here on; code last (mounted at start, never rebuilds the layers above)
+        .env(RUNTIME_ENV)
+        .workdir(REMOTE_ROOT)
+        .add_local_dir(REPO / "schema", f"{REMOTE_ROOT}/schema", ignore=_IGNORE)
+        .add_local_python_source("core", "handlers", "weights", ignore=_IGNORE)
+    )
