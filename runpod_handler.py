@@ -3,11 +3,16 @@
 Locally: ``python runpod_handler.py --test_input '{"input": {...}}'`` or ``--rp_serve_api``.
 """
 
-import runpod
+import os
 
-from core.logs import setup_logging
-from core.pipeline import Worker
-from handlers.runpod import make_handler
+# runpod's logger defaults to DEBUG, which prints every handler output (presigned URLs included)
+os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+
+import runpod  # noqa: E402
+
+from core.logs import setup_logging  # noqa: E402
+from core.pipeline import Worker  # noqa: E402
+from handlers.runpod import make_handler  # noqa: E402
 
 if __name__ == "__main__":
     setup_logging()
