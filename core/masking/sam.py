@@ -39,6 +39,24 @@ MAX_UPSAMPLE_ELEMENTS = 64 * 1024 * 1024
 Box = Sequence[float]
 
 
+def infer_encoder_dims(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Image-encoder dims read off a SAM ``state_dict`` (None if it is not one).
+
+    embed dim = rows of the patch-embedding conv; depth = number of blocks; a block is global
+    when its relative-position table spans the whole 64 x 64 token grid (2 * 64 - 1 rows; SAM's
+    windowed blocks span 2 * 14 - 1); heads = embed dim / the table's head dim.
+    """
+    try:
+        embed = int(state["image_encoder.patch_embed.proj.weight"].shape[0])
+        blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks.")})
+        rel = [state[f"image_encoder.blocks.{i}.attn.rel_pos_h"] for i in blocks]
+    except (KeyError, ValueError, IndexError):
+        return None
+    return {"encoder_embed_dim": embed, "encoder_depth": len(blocks),
+            "encoder_num_heads": embed // int(rel[0].shape[1]),
+            "encoder_global_attn_indexes": [i for i, r in zip(blocks, rel) if r.shape[0] == 127]}
+
+
 def _check_rgb(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
             or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
@@ -76,7 +94,8 @@ class SamRefiner:
             arch_overrides: image-encoder dims replacing those of ``arch`` (``_build_sam``
                 keywords: encoder_embed_dim, encoder_depth, encoder_num_heads,
                 encoder_global_attn_indexes) - the receipt's ``arch`` of the tiny dev model.
-                None / empty: the registry's dims.
+                None / empty: the dims read off the checkpoint (:func:`infer_encoder_dims`),
+                which equal the registry's for the real checkpoints.
             device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
             key: manifest key, only used in the :class:`ModelMissing` message.
 
@@ -90,14 +109,16 @@ class SamRefiner:
             raise ModelMissing(key, path)
         if arch not in ARCH_DIMS or arch not in sam_model_registry:
             raise ValueError(f"unknown SAM arch {arch!r}; known: {sorted(ARCH_DIMS)}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if arch_overrides:
             unknown = set(arch_overrides) - set(ARCH_DIMS[arch])
             if unknown:
                 raise ValueError(f"unknown SAM arch override(s) {sorted(unknown)}")
             model = _build_sam(checkpoint=None, **{**ARCH_DIMS[arch], **dict(arch_overrides)})
         else:
-            model = sam_model_registry[arch](checkpoint=None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            dims = infer_encoder_dims(state)
+            model = (_build_sam(checkpoint=None, **dims) if dims and dims != ARCH_DIMS[arch]
+                     else sam_model_registry[arch](checkpoint=None))
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

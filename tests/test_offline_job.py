@@ -1,0 +1,95 @@
+"""Bake from a local mirror, then run a job, with every non-loopback connection forbidden.
+
+The mirror holds the tiny dev models; a manifest derived from the real one (same keys, kinds and
+paths, the tiny files' sha256 and sizes as the pins) drives the real bake. The worker then loads
+what the bake laid out and runs a real-photo job through the RunPod handler.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+
+import pytest
+
+from tests.conftest import data_url
+
+KEYS = ["sd15-inpaint", "garments-yolov8s-seg", "sam-vit-b", "faces-scrfd"]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connect() to a non-loopback address fails, and so does DNS for non-local names."""
+    real_connect = socket.socket.connect
+    attempts = []
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                raise ValueError
+        except ValueError:
+            attempts.append(host)
+            raise OSError(f"network forbidden in this test: {host}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host, *a, **kw):
+        if host not in ("localhost", "127.0.0.1", "::1"):
+            attempts.append(host)
+            raise socket.gaierror(f"DNS forbidden in this test: {host}")
+        return real_getaddrinfo(host, *a, **kw)
+
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts
+
+
+def _mirror_manifest(dev_weights, mirror):
+    """The real manifest with each model's pins replaced by its tiny files, mirrored."""
+    from weights.manifest import Source, SourceFile, load_manifest, load_receipt
+
+    manifest = load_manifest()
+    receipt = load_receipt(dev_weights)
+    for key in KEYS:
+        entry = manifest.models[key]
+        files = []
+        model_dir = dev_weights / entry.path if entry.layout == "dir" else (dev_weights / entry.path).parent
+        for f in receipt.models[key].files:
+            dst = mirror / key / f["path"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_dir / f["path"], dst)
+            files.append(SourceFile(path=f["path"], sha256=f["sha256"], size=f["size"]))
+        entry.source = Source(type="hf", repo=f"maskpaint/tiny-{key}", revision="0" * 40,
+                              files=files)
+    return manifest
+
+
+@pytest.mark.slow
+def test_bake_from_mirror_then_job_offline(dev_weights, tmp_path, photos, no_network):
+    from core.models import ModelSet
+    from core.pipeline import Worker
+    from core.settings import Settings
+    from core.storage import LocalStorage
+    from handlers.runpod import make_handler
+    from weights.bake import bake
+
+    manifest = _mirror_manifest(dev_weights, tmp_path / "mirror")
+    out = tmp_path / "weights"
+    results = bake(manifest, KEYS, out, mirror=tmp_path / "mirror", log=lambda _m: None)
+    assert [r.key for r in results] == KEYS
+
+    settings = Settings(weights_dir=out, output_dir=tmp_path / "outputs", device="cpu")
+    models = ModelSet.load(settings, manifest)
+    assert models.missing == {}  # all four loaded through their real loaders
+    handler = make_handler(Worker(settings, models, LocalStorage(settings.output_dir)))
+    reply = handler({"id": "offline", "input": {
+        "image": data_url(photos["zidane"].read_bytes()), "prompt": "a white shirt",
+        "num_inference_steps": 2, "seed": 1}})
+    assert "error" not in reply, reply
+    assert (tmp_path / "outputs" / "offline" / "result.png").is_file()
+    assert {m["key"] for m in reply["models"]} >= {"sd15-inpaint", "garments-yolov8s-seg"}
+    assert all(m["source"] == f"maskpaint/tiny-{m['key']}" for m in reply["models"]
+               if m["key"] in KEYS)  # the identities the bake recorded
+    assert no_network == []  # nothing even tried to reach the network
