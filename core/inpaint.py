@@ -100,11 +100,10 @@ def inpaint(
     crop_mask = Image.fromarray(((crop_alpha > 0) * 255).astype(np.uint8)).resize(
         (mw, mh), Image.Resampling.NEAREST)
 
-    total = max(1, int(params.num_inference_steps * params.strength))
-
-    def _cb(_pipe, step, _t, kwargs):
+    def _cb(pipe_, step, _t, kwargs):
+        # the scheduler decides the count (strength < 1 skips steps; PNDM adds one)
         if on_step is not None:
-            on_step(step + 1, total)
+            on_step(step + 1, int(getattr(pipe_, "num_timesteps", 0)) or step + 1)
         return kwargs
 
     with torch.inference_mode():

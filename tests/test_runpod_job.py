@@ -144,3 +144,31 @@ def test_mask_task_returns_mask_and_overlay_only(runpod_handler, s3, photos):
     assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["mask.png", "overlay.jpg"]
     assert out["mask_info"]["source"] in ("auto", "fallback")
     assert 0 < out["mask_info"]["coverage"] < 0.6
+
+
+def test_progress_stages_and_steps_in_order(s3_worker, photos):
+    from core.contract import parse_job
+
+    raw = photos["astronaut"].read_bytes()
+    seen = []
+    job = parse_job("progress", _job(raw, _rect_mask(512, 512, (200, 300, 330, 460))))
+    s3_worker.run(job, seen.append)
+    stages = list(dict.fromkeys(p["stage"] for p in seen))
+    assert stages == ["fetch", "decode", "mask", "inpaint", "encode", "upload"]
+    steps = [(p["step"], p["steps"]) for p in seen if "step" in p]
+    total = steps[-1][1]
+    assert total >= STEPS  # PNDM (SD 1.5's scheduler) runs one extra step
+    assert steps == [(i, total) for i in range(1, total + 1)]
+
+
+def test_return_base64_inlines_the_stored_bytes(runpod_handler, s3, photos):
+    import base64
+
+    raw = photos["astronaut"].read_bytes()
+    out = runpod_handler({"id": "inline", "input": _job(
+        raw, _rect_mask(512, 512, (200, 300, 330, 460)),
+        output={"format": "webp", "quality": 80, "return_base64": True, "url_expires_s": 600})})
+    assert out["image"]["content_type"] == "image/webp" and out["image"]["key"].endswith("result.webp")
+    stored, _ = _get(s3, out["image"]["key"])
+    assert base64.b64decode(out["image"]["base64"]) == stored
+    assert "X-Amz-Expires=600" in out["image"]["url"]

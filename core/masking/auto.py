@@ -127,7 +127,9 @@ def make_mask(models, image: np.ndarray, req: JobRequest, provided: np.ndarray |
         binary = _auto(models, image, req, out)
         out.source = "auto"
         if binary is None:
+            tf = time.perf_counter()
             binary, how = fallback_mask(image, req.targets, [f.box for f in out.faces])
+            out.timings_ms["fallback"] = (time.perf_counter() - tf) * 1000
             out.source = "fallback"
             out.reason = f"{out.reason}; {how}"
     face_boxes = [f.box for f in out.faces] if req.protect_face else []
@@ -136,7 +138,7 @@ def make_mask(models, image: np.ndarray, req: JobRequest, provided: np.ndarray |
                               feather_px=req.mask_feather_px, protect_boxes=face_boxes,
                               face_margin=req.face_margin)
     out.timings_ms["post"] = (time.perf_counter() - t) * 1000 - sum(
-        out.timings_ms.get(k, 0.0) for k in ("detect", "sam"))
+        out.timings_ms.get(k, 0.0) for k in ("detect", "sam", "fallback"))
     if not (out.alpha > 0).any():
         raise JobError(ErrorCode.empty_mask,
                        "mask: nothing to repaint (empty, or entirely inside protected faces)",
