@@ -152,6 +152,14 @@ class GarmentDetector:
             det.detect(np.zeros((64, 64, 3), np.uint8))
         return det
 
+    def to(self, device: str) -> GarmentDetector:
+        """Run on ``device`` from now on (e.g. after a CPU-side memory snapshot). ultralytics 8.4
+        rebuilds its predictor when ``device`` changes; the warm-up makes that happen now, at
+        cold start, not in the first job."""
+        self.device = device
+        self.detect(np.zeros((64, 64, 3), np.uint8))
+        return self
+
     def detect(self, image: np.ndarray) -> list[GarmentDetection]:
         """Detect and segment garments.
 

@@ -129,6 +129,13 @@ class SamRefiner:
         model.to(device).eval()
         return cls(model, device)
 
+    def to(self, device: str) -> SamRefiner:
+        """Move SAM to ``device``; a fresh predictor drops any image embedding from before."""
+        self.model.to(device)
+        self.device = device
+        self.predictor = SamPredictor(self.model)
+        return self
+
     def refine(self, image: np.ndarray, boxes: Sequence[Box]) -> list[tuple[np.ndarray, float]]:
         """Segment the object in each box: one box prompt per box, best of SAM's 3 masks.
 

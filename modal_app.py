@@ -1,0 +1,79 @@
+"""Modal entry point: one GPU class that runs jobs, one web app that queues and polls them.
+
+    modal deploy modal_app.py     # deploy (secrets and knobs: README, section "Modal")
+    modal run modal_app.py        # one job on bus.jpg, printed as JSON
+
+Only Modal declarations live here; the logic (knobs, job shaping, cold start, web API) is in
+``handlers/modal.py`` and is tested without a Modal account. Importing this module needs no
+Modal credentials, no GPU and no torch.
+"""
+
+import modal
+
+from handlers import modal as glue
+
+cfg = glue.ModalConfig.from_env()  # MASKPAINT_MODAL_* knobs, read where `modal deploy` runs
+app = modal.App(cfg.app_name)
+if modal.is_local():  # deploy/run side: the recipe (pins + weights baked for the profile)
+    from image_build.modal_image import build_image
+
+    image = build_image(cfg.weights_profile)
+else:  # in a container the image already exists; its recipe (image_build/) is not shipped
+    image = None
+# Storage settings and credentials (MASKPAINT_S3_*, AWS_*) and the web API token.
+s3_secret = modal.Secret.from_name(cfg.s3_secret)
+api_secret = modal.Secret.from_name(cfg.api_secret, required_keys=[glue.TOKEN_ENV])
+
+
+@app.cls(
+    image=image,
+    gpu=cfg.gpu,
+    secrets=[s3_secret],
+    env=cfg.container_env(),  # containers re-import this file: same knobs as at deploy
+    # Jobs return their failures as values (handlers.common.execute), so these retries fire
+    # only on crashes (OOM kill, segfault, lost host) or Modal's timeout; the caller's own
+    # mistakes are never retried. Deterministic keys + conditional writes make a retry safe.
+    retries=cfg.retries(),
+    timeout=cfg.timeout_s,  # above MASKPAINT_JOB_DEADLINE_S: slow jobs end as `timeout` values
+    startup_timeout=cfg.startup_timeout_s,
+    single_use_containers=cfg.single_use,  # one job per container when the deployer asks
+    scaledown_window=cfg.scaledown_window_s,  # otherwise warm reuse
+    min_containers=cfg.min_containers,
+    max_containers=cfg.max_containers,
+    enable_memory_snapshot=cfg.memory_snapshot,
+)
+class MaskPaint:
+    @modal.enter(snap=cfg.memory_snapshot)
+    def load(self) -> None:
+        """Load every model on CPU; with snapshots on, this state is what gets snapshotted."""
+        glue.setup_container_logging()
+        self.models = glue.load_models(on_cpu=cfg.memory_snapshot)
+
+    @modal.enter(snap=False)
+    def ready(self) -> None:
+        """After restore: move models to the GPU, read settings/secrets, open storage."""
+        self.worker = glue.make_worker(self.models, cfg.default_device)
+
+    @modal.method()
+    def run(self, job: dict, job_id: str | None = None) -> dict:
+        """One job (``{"id", "input"}`` or a bare input) -> result dict or ``{"error": {...}}``.
+        An accelerator failure makes this container stop taking inputs after replying."""
+        return glue.run_job(self.worker, job, job_id)
+
+
+@app.function(image=image, secrets=[api_secret], env=cfg.container_env(), timeout=60,
+              scaledown_window=300)
+@modal.concurrent(max_inputs=64)  # submit/poll only: no request waits on the GPU
+@modal.asgi_app(label=f"{cfg.app_name}-api")
+def web():
+    """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
+    return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run))
+
+
+@app.local_entrypoint()
+def main(photo: str = "", prompt: str = glue.DEMO_PROMPT, steps: int = 30, task: str = "inpaint"):
+    """Submit one job (bus.jpg as a data URL unless --photo) and print the result."""
+    import json
+
+    job = glue.demo_job(photo or None, prompt=prompt, steps=steps, task=task)
+    print(json.dumps(MaskPaint().run.remote(job), indent=2))
