@@ -14,6 +14,7 @@ caller (no host names, paths or worker ids leave the worker).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,24 @@ if TYPE_CHECKING:
     from core.pipeline import Worker
 
 log = logging.getLogger("maskpaint.handler")
+
+#: Denoising-step updates of one stage are sent at most this often (s); stage changes always.
+PROGRESS_MIN_INTERVAL_S = 0.5
+
+
+def throttled(send: Callable[[dict], None],
+              min_interval_s: float = PROGRESS_MIN_INTERVAL_S) -> Callable[[dict], None]:
+    """Wrap a progress sink so a stage's repeated updates go out at most every interval."""
+    last = {"t": 0.0, "stage": None}
+
+    def wrapped(update: dict) -> None:
+        now = time.monotonic()
+        if update.get("stage") == last["stage"] and now - last["t"] < min_interval_s:
+            return
+        last.update(t=now, stage=update.get("stage"))
+        send(update)
+
+    return wrapped
 
 
 def execute(worker: Worker, job_id: str, payload: Any,

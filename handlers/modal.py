@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.contract import MAX_INPUT_CHARS, parse_job
 from core.errors import JobError
-from handlers.common import execute
+from handlers.common import execute, throttled
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -84,7 +84,6 @@ MIN_TOKEN_CHARS = 16
 MAX_BODY_BYTES = 2 * MAX_INPUT_CHARS + 256 * 1024
 #: Modal function-call ids, e.g. ``fc-01JD...``; anything else is unknown without asking Modal.
 _CALL_ID = re.compile(r"fc-[A-Za-z0-9]{1,64}")
-PROGRESS_MIN_INTERVAL_S = 0.5
 DEMO_PROMPT = "a red leather jacket, studio lighting"
 
 
@@ -361,16 +360,7 @@ def stop_fetching_inputs() -> bool:
 
 def _progress_logger(job_id: str) -> Callable[[dict], None]:
     """Modal has no progress channel for spawned calls: stage changes go to the log."""
-    last = {"t": 0.0, "stage": None}
-
-    def send(update: dict) -> None:
-        now = time.monotonic()
-        if update.get("stage") == last["stage"] and now - last["t"] < PROGRESS_MIN_INTERVAL_S:
-            return
-        last.update(t=now, stage=update.get("stage"))
-        log.debug("job %s progress %s", job_id, update)
-
-    return send
+    return throttled(lambda update: log.debug("job %s progress %s", job_id, update))
 
 
 def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,

@@ -7,43 +7,30 @@ Reply shapes (RunPod marks a job FAILED when the handler's dict has a top-level 
   worker).
 
 Progress goes through ``runpod.serverless.progress_update`` (stage changes and denoising steps,
-at most every :data:`PROGRESS_MIN_INTERVAL_S`) when running on RunPod; locally it is logged.
+at most every ``handlers.common.PROGRESS_MIN_INTERVAL_S``) when running on RunPod; locally it is logged.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from handlers.common import execute
+from handlers.common import execute, throttled
 
 if TYPE_CHECKING:
     from core.pipeline import Worker
 
 log = logging.getLogger("maskpaint.runpod")
-PROGRESS_MIN_INTERVAL_S = 0.5
 
 
 def _progress_sender(job: dict) -> Callable[[dict], None]:
-    on_runpod = bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"))
-    last = {"t": 0.0, "stage": None}
+    if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):  # on RunPod: its progress channel
+        import runpod
 
-    def send(update: dict) -> None:
-        now = time.monotonic()
-        if update.get("stage") == last["stage"] and now - last["t"] < PROGRESS_MIN_INTERVAL_S:
-            return
-        last.update(t=now, stage=update.get("stage"))
-        if on_runpod:
-            import runpod
-
-            runpod.serverless.progress_update(job, update)
-        else:
-            log.debug("progress %s", update)
-
-    return send
+        return throttled(lambda update: runpod.serverless.progress_update(job, update))
+    return throttled(lambda update: log.debug("progress %s", update))
 
 
 def make_handler(worker: Worker) -> Callable[[dict], dict]:

@@ -55,6 +55,7 @@ from weights.manifest import (
     ManifestEntry,
     ReceiptEntry,
     SourceFile,
+    WeightsError,
     load_manifest,
     load_receipt,
     remove_receipt_entry,
@@ -74,14 +75,8 @@ HfDownload = Callable[[str, str, str, Path, "str | None"], "str | Path"]
 # --------------------------------------------------------------------------- errors
 
 
-class BakeError(RuntimeError):
+class BakeError(WeightsError):
     """A model could not be baked. ``str()`` names the model (and file) and says why."""
-
-    def __init__(self, key: str, message: str, file: str | None = None) -> None:
-        self.key = key
-        self.file = file
-        where = f"model {key!r}" + (f", file {file!r}" if file else "")
-        super().__init__(f"{where}: {message}")
 
 
 class UnpinnedError(BakeError):

@@ -60,6 +60,16 @@ def _check_size(v: int | None) -> int | None:
     return v
 
 
+class WeightsError(RuntimeError):
+    """A model's weights are unusable. ``str()`` names the model (and file) and says why."""
+
+    def __init__(self, key: str, message: str, file: str | None = None) -> None:
+        self.key = key
+        self.file = file
+        where = f"model {key!r}" + (f", file {file!r}" if file else "")
+        super().__init__(f"{where}: {message}")
+
+
 class SourceFile(BaseModel):
     """One file of a model: where it is in the source and what its bytes must hash to."""
 

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from weights.manifest import Manifest, ManifestEntry, ReceiptEntry, load_manifest, load_receipt
+from weights.manifest import (
+    Manifest,
+    ManifestEntry,
+    ReceiptEntry,
+    WeightsError,
+    load_manifest,
+    load_receipt,
+)
 
 #: Environment set before any hub-aware library is imported, so nothing tries the network
 #: (huggingface_hub, diffusers, transformers, ultralytics all honour these).
@@ -42,14 +49,8 @@ class ModelMissing(LookupError):
         )
 
 
-class WeightsIntegrityError(RuntimeError):
+class WeightsIntegrityError(WeightsError):
     """A model's files on disk do not match its receipt (missing, wrong size or sha256)."""
-
-    def __init__(self, key: str, message: str, file: str | None = None) -> None:
-        self.key = key
-        self.file = file
-        where = f"model {key!r}" + (f", file {file!r}" if file else "")
-        super().__init__(f"{where}: {message}")
 
 
 #: Set to 1/true/yes/on to re-hash weights at cold start (same knob as ``Settings.verify_weights``).
