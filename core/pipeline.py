@@ -177,18 +177,21 @@ class Worker:
         t = stage("encode")
         from core.overlay import render_overlay
 
-        outputs: dict[str, tuple[bytes, str]] = {}
+        # artefact -> (bytes, file name, content type)
+        outputs: dict[str, tuple[bytes, str, str]] = {}
         fmt = req.output.format
         if result_img is not None:
             outputs["image"] = (encode_image(result_img, fmt, req.output.quality),
-                                f"result.{'jpg' if fmt == 'jpeg' else fmt}")
-        outputs["mask"] = (encode_image((mo.binary * 255).astype(np.uint8), "png"), "mask.png")
+                                f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
+        outputs["mask"] = (encode_image((mo.binary * 255).astype(np.uint8), "png"), "mask.png",
+                           CONTENT_TYPES["png"])
         overlay = render_overlay(
             image, mo.alpha,
             [(d.label, d.score, d.box) for d in mo.detections],
             [(f.score, f.box) for f in mo.faces],
         )
-        outputs["overlay"] = (encode_image(overlay, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg")
+        outputs["overlay"] = (encode_image(overlay, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg",
+                              CONTENT_TYPES["jpeg"])
         clock.stage("encode", t)
 
         t = stage("upload")
@@ -214,13 +217,12 @@ class Worker:
             models=models, timings_ms=clock.timings,
         )
 
-    def _store(self, job_id: str, outputs: dict[str, tuple[bytes, str]], w: int, h: int,
+    def _store(self, job_id: str, outputs: dict[str, tuple[bytes, str, str]], w: int, h: int,
                expires_s: int, inline: bool) -> dict[str, Artifact]:
         """Upload every artefact (in parallel threads: boto3 clients are thread-safe)."""
 
         def put(item):
-            name, (data, filename) = item
-            ctype = CONTENT_TYPES["jpeg" if filename.endswith(".jpg") else filename.rsplit(".")[-1]]
+            name, (data, filename, ctype) = item
             st = self.storage.put(self.storage.key_for(job_id, filename), data, ctype, expires_s)
             return name, Artifact(key=st.key, url=st.url, content_type=ctype, width=w, height=h,
                                   bytes=st.bytes, sha256=st.sha256,
