@@ -28,5 +28,9 @@ test: setup
 bench: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m bench
 
+schema: setup
+	$(PY) -m core.schema
+	cd clients/ts && { test -d node_modules || npm ci; } && npm run gen
+
 clean:
-	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache
+	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache clients/ts/node_modules clients/ts/dist

@@ -1,0 +1,139 @@
+import { MaskpaintError } from "./errors.js";
+import {
+  Deadline,
+  DEFAULT_TIMEOUT_MS,
+  fromErrorBody,
+  httpError,
+  isObject,
+  makePoller,
+  pollLoop,
+  requestJson,
+  trimBase,
+} from "./http.js";
+import type { CallOptions, CommonClientOptions, Poller, PollStep, Transport } from "./http.js";
+import { checkResult, ProgressTracker } from "./progress.js";
+import type { ProgressOptions } from "./progress.js";
+import type { JobRequest, JobResult, ModalJobStatus, ModalSubmitResponse } from "./types.generated.js";
+
+export interface ModalClientOptions extends CommonClientOptions {
+  /** The web app's URL, e.g. `https://<workspace>--maskpaint-web.modal.run`. */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string;
+}
+
+export type ModalRunOptions = CallOptions & ProgressOptions;
+
+/**
+ * Client of the maskpaint Modal web endpoints:
+ * `POST /jobs` -> 202 `{id, status: "queued"}`; `GET /jobs/{id}` -> `{status: "pending"}` |
+ * `{status: "done", output}` | `{status: "failed", error}` | 404; `GET /health`.
+ */
+export class ModalClient {
+  readonly baseUrl: string;
+  private readonly transport: Transport;
+  private readonly poller: Poller;
+  private readonly timeoutMs: number;
+
+  constructor(opts: ModalClientOptions) {
+    if (!opts.baseUrl) throw new TypeError("ModalClient: baseUrl is required");
+    this.baseUrl = trimBase(opts.baseUrl);
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    this.transport = { provider: "modal", fetch: opts.fetch, headers };
+    this.poller = makePoller(opts);
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** `POST /jobs`: queue a job; returns `{id, status: "queued"}`. */
+  async submit(input: JobRequest, opts: CallOptions = {}): Promise<ModalSubmitResponse> {
+    return this.withDeadline(opts, (dl) => this.submitIn(dl, input));
+  }
+
+  /** One `GET /jobs/{id}`; returns the reply as is (`failed` is not thrown here; 404 is). */
+  async status(jobId: string, opts: CallOptions = {}): Promise<ModalJobStatus> {
+    return this.withDeadline(opts, (dl) => {
+      dl.jobId = jobId;
+      return this.statusIn(dl, jobId);
+    });
+  }
+
+  /** Poll `GET /jobs/{id}` until done (the JobResult) or failed (a thrown MaskpaintError). */
+  async wait(jobId: string, opts: ModalRunOptions = {}): Promise<JobResult> {
+    return this.withDeadline(opts, (dl) => {
+      dl.jobId = jobId;
+      return this.waitIn(dl, jobId, new ProgressTracker("modal", opts.onProgress));
+    });
+  }
+
+  /** `submit` then `wait`. */
+  async run(input: JobRequest, opts: ModalRunOptions = {}): Promise<JobResult> {
+    return this.withDeadline(opts, async (dl) => {
+      const progress = new ProgressTracker("modal", opts.onProgress);
+      const sub = await this.submitIn(dl, input);
+      progress.report(sub.id, sub.status);
+      return this.waitIn(dl, sub.id, progress);
+    });
+  }
+
+  /** `GET /health`: the parsed body (throws MaskpaintError when not 2xx). */
+  async health(opts: CallOptions = {}): Promise<unknown> {
+    return this.withDeadline(opts, async (dl) => {
+      const reply = await requestJson(this.transport, dl, "GET", `${this.baseUrl}/health`);
+      if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "health");
+      return reply.body;
+    });
+  }
+
+  // ------------------------------------------------------------------------------ internals
+  private async withDeadline<T>(opts: CallOptions, fn: (dl: Deadline) => Promise<T>): Promise<T> {
+    const dl = new Deadline("modal", opts.timeoutMs ?? this.timeoutMs, opts.signal);
+    try {
+      dl.throwIfDone();
+      return await fn(dl);
+    } finally {
+      dl.dispose();
+    }
+  }
+
+  private async submitIn(dl: Deadline, input: JobRequest): Promise<ModalSubmitResponse> {
+    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}/jobs`, input);
+    if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "submit");
+    const body = reply.body;
+    if (!isObject(body) || typeof body.id !== "string" || !body.id) {
+      throw new MaskpaintError({ code: "bad_response", message: "POST /jobs replied without a job id", provider: "modal" });
+    }
+    dl.jobId = body.id;
+    return { id: body.id, status: "queued" };
+  }
+
+  private async statusIn(dl: Deadline, jobId: string): Promise<ModalJobStatus> {
+    const reply = await requestJson(this.transport, dl, "GET", `${this.baseUrl}/jobs/${encodeURIComponent(jobId)}`);
+    if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "status", jobId);
+    const body = reply.body;
+    if (!isObject(body) || !["pending", "done", "failed"].includes(body.status as string)) {
+      throw new MaskpaintError({
+        code: "bad_response",
+        message: "GET /jobs/{id} replied without a known status",
+        jobId,
+        provider: "modal",
+      });
+    }
+    return body as unknown as ModalJobStatus;
+  }
+
+  private waitIn(dl: Deadline, jobId: string, progress: ProgressTracker): Promise<JobResult> {
+    return pollLoop<JobResult>(this.poller, dl, async (): Promise<PollStep<JobResult>> => {
+      const st = await this.statusIn(dl, jobId);
+      if (st.status === "done") return { done: true, value: checkResult(st.output, "modal", jobId) };
+      if (st.status === "failed") {
+        throw (
+          fromErrorBody(st.error, "modal", { jobId }) ??
+          new MaskpaintError({ code: "internal", message: "the job failed without an error body", jobId, provider: "modal" })
+        );
+      }
+      progress.report(jobId, st.status);
+      return { done: false };
+    });
+  }
+}
