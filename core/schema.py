@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from core.contract import JobErrorBody, JobRequest, JobResult
+from core.errors import ErrorCode
 from core.errors import RETRYABLE, ErrorCode
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
@@ -109,17 +110,27 @@ class ModalJobFailed(BaseModel):
 
 
 class ModalJobStatus(RootModel):
-    """`GET /jobs/{id}` -> 200 (404 when the id is unknown or expired)."""
+    """`GET /jobs/{id}` -> 200 (404 unknown id; 410 with code `expired` once Modal drops it)."""
 
     root: Annotated[
         Union[ModalJobPending, ModalJobDone, ModalJobFailed], Field(discriminator="status")
     ]
 
 
-class ModalErrorResponse(BaseModel):
-    """Any 4xx/5xx body from the Modal web endpoints (400/422: an invalid request body)."""
+class ModalWebErrorBody(BaseModel):
+    """Error body of the web layer: a job's code, or one of the web-only codes."""
 
-    error: JobErrorBody
+    code: ErrorCode | Literal["unauthorized", "not_found", "expired", "unavailable"]
+    message: str
+    field: str | None = None
+    retryable: bool
+
+
+class ModalErrorResponse(BaseModel):
+    """Any 4xx/5xx body from the Modal web endpoints: 400/413/422 invalid body (a job code),
+    401 `unauthorized`, 404 `not_found`, 410 `expired`, 503 `unavailable`."""
+
+    error: ModalWebErrorBody
 
 
 # ------------------------------------------------------------------------------- export
@@ -135,7 +146,7 @@ BUNDLE = "maskpaint.schema.json"
 BUNDLE_MODELS: list[type[BaseModel]] = [
     JobRequest, JobResult, JobErrorBody, JobProgress, RunpodErrorOutput, RunpodJobResponse,
     ModalSubmitResponse, ModalJobPending, ModalJobDone, ModalJobFailed, ModalJobStatus,
-    ModalErrorResponse,
+    ModalWebErrorBody, ModalErrorResponse,
 ]
 
 

@@ -535,3 +535,18 @@ def test_a_dispatcher_bug_is_a_json_500_without_details():
     r = client.post("/jobs", json={"image": "x", "prompt": "p"}, headers=AUTH)
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal"
     assert "secret-internal-detail" not in r.text
+
+
+def test_web_error_bodies_match_the_published_schema(web, photos):
+    """Every error the web API returns validates against schema/modal.schema.json's
+    ModalErrorResponse (what the TypeScript client's types are generated from)."""
+    from core.schema import ModalErrorResponse
+
+    bodies = [
+        web.post("/jobs", json=_input(photos), headers={}),  # 401
+        web.get("/jobs/local-doesnotexist", headers=AUTH),  # 404
+        web.post("/jobs", json={"image": "x"}, headers=AUTH),  # 4xx invalid body
+    ]
+    for r in bodies:
+        assert r.status_code >= 400
+        ModalErrorResponse.model_validate(r.json())

@@ -24,7 +24,7 @@ export type ErrorCode =
   | "timeout"
   | "internal";
 /**
- * `GET /jobs/{id}` -> 200 (404 when the id is unknown or expired).
+ * `GET /jobs/{id}` -> 200 (404 unknown id; 410 with code `expired` once Modal drops it).
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "ModalJobStatus".
@@ -46,6 +46,7 @@ export interface MaskpaintContract {
   ModalJobDone?: ModalJobDone;
   ModalJobFailed?: ModalJobFailed;
   ModalJobStatus?: ModalJobStatus;
+  ModalWebErrorBody?: ModalWebErrorBody;
   ModalErrorResponse?: ModalErrorResponse;
 }
 /**
@@ -374,13 +375,26 @@ export interface ModalJobFailed {
   error: JobErrorBody;
 }
 /**
- * Any 4xx/5xx body from the Modal web endpoints (400/422: an invalid request body).
+ * Error body of the web layer: a job's code, or one of the web-only codes.
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ModalWebErrorBody".
+ */
+export interface ModalWebErrorBody {
+  code: ErrorCode | ("unauthorized" | "not_found" | "expired" | "unavailable");
+  message: string;
+  field?: string | null;
+  retryable: boolean;
+}
+/**
+ * Any 4xx/5xx body from the Modal web endpoints: 400/413/422 invalid body (a job code),
+ * 401 `unauthorized`, 404 `not_found`, 410 `expired`, 503 `unavailable`.
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "ModalErrorResponse".
  */
 export interface ModalErrorResponse {
-  error: JobErrorBody;
+  error: ModalWebErrorBody;
 }
 
 /** Every server error code, in contract order (`ErrorCode`). */
