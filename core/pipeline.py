@@ -52,7 +52,8 @@ def _classify_runtime_error(exc: BaseException) -> JobError | None:
 
 
 class _Clock:
-    def __init__(self, deadline_s: float) -> None:
+    def __init__(self, deadline_s: float, job_id: str) -> None:
+        self.job_id = job_id
         self.t0 = time.perf_counter()
         self.deadline = self.t0 + deadline_s
         self.timings: dict[str, float] = {}
@@ -62,7 +63,10 @@ class _Clock:
             raise JobError(ErrorCode.timeout, "the job passed its deadline; nothing was stored")
 
     def stage(self, name: str, t: float) -> None:
-        self.timings[name] = round((time.perf_counter() - t) * 1000, 2)
+        """Record a finished stage and log one structured line for it."""
+        ms = self.timings[name] = round((time.perf_counter() - t) * 1000, 2)
+        log.info("job %s stage %s %.1f ms", self.job_id, name, ms,
+                 extra={"job_id": self.job_id, "stage": name, "ms": ms})
 
 
 class Worker:
@@ -120,7 +124,7 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
-        clock = _Clock(self.settings.job_deadline_s)
+        clock = _Clock(self.settings.job_deadline_s, job.id)
         s = self.settings
 
         def stage(name: str) -> float:

@@ -334,3 +334,12 @@ def test_logs_carry_no_payload_signature_or_key(runpod_handler, astro, monkeypat
     assert "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY" not in text
     for line in text.splitlines():
         json.loads(line)  # structured: one JSON object per line
+
+
+def test_one_structured_log_line_per_stage(runpod_handler, astro, caplog):
+    with caplog.at_level(logging.INFO, logger="maskpaint.job"):
+        out = runpod_handler({"id": "staged", "input": _good(astro)})
+    assert "error" not in out
+    stages = [(r.job_id, r.stage) for r in caplog.records if hasattr(r, "stage")]
+    assert stages == [("staged", s) for s in ("fetch", "decode", "mask", "inpaint", "encode", "upload")]
+    assert all(isinstance(r.ms, float) for r in caplog.records if hasattr(r, "stage"))
