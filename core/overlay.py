@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from core.masking.post import bbox
+
 MASK_TINT = (255, 40, 120)  # RGB, magenta: distinct from skin and most garments
 DET_COLOUR = (255, 200, 0)
 FACE_COLOUR = (0, 220, 80)
@@ -43,14 +45,21 @@ def render_overlay(
         H x W x 3 uint8 RGB.
     """
     h, w = image.shape[:2]
-    a = (alpha * TINT_OPACITY)[..., None]
-    out = (image * (1 - a) + np.asarray(MASK_TINT, np.float32) * a + 0.5).astype(np.uint8)
-    # the mask's outline, so its edge is visible on busy photos
-    contours, _ = cv2.findContours((alpha > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
+    out = image.copy()
     thick = max(1, round(max(h, w) / 400))
     scale = max(0.4, max(h, w) / 1400)
-    cv2.drawContours(out, contours, -1, MASK_TINT, thick, cv2.LINE_AA)
+    box = bbox(alpha > 0)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        # tint only the mask's bounding box: the cost follows the mask, not the photo
+        a = (alpha[y0:y1, x0:x1] * TINT_OPACITY)[..., None]
+        out[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * (1 - a)
+                             + np.asarray(MASK_TINT, np.float32) * a + 0.5).astype(np.uint8)
+        # the mask's outline, so its edge is visible on busy photos
+        contours, _ = cv2.findContours((alpha[y0:y1, x0:x1] > 0).astype(np.uint8),
+                                       cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(int(x0), int(y0)))
+        cv2.drawContours(out, contours, -1, MASK_TINT, thick, cv2.LINE_AA)
     for label, score, box in detections:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), DET_COLOUR, thick, cv2.LINE_AA)

@@ -116,8 +116,19 @@ def finalize(
     """Binary mask -> blend alpha: dilate, feather, then remove protected (face) boxes.
 
     Returns H x W float32 alpha in [0, 1]; the region the model repaints is ``alpha > 0``.
+
+    The distance transforms run on the mask's bounding box grown by ``dilate_px + feather_px``
+    only: nothing outside it can become non-zero, so the result is identical and the cost
+    follows the garment, not the photo (a 12 MP photo otherwise spends ~0.5 s here).
     """
-    alpha = feather(dilate(mask, dilate_px), feather_px)
+    h, w = mask.shape
+    alpha = np.zeros((h, w), np.float32)
+    box = bbox(mask)
+    if box is not None:
+        r = max(0, dilate_px) + max(0, feather_px) + 2
+        x0, y0 = max(0, box[0] - r), max(0, box[1] - r)
+        x1, y1 = min(w, box[2] + r), min(h, box[3] + r)
+        alpha[y0:y1, x0:x1] = feather(dilate(mask[y0:y1, x0:x1], dilate_px), feather_px)
     return subtract_boxes(alpha, protect_boxes, face_margin)
 
 
