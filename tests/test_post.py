@@ -56,3 +56,15 @@ def test_no_pixel_in_a_grown_face_box_after_dilation_and_feathering(dilate_px, f
         inside = (xx + 1 > x0 - mx) & (xx < x1 + mx) & (yy + 1 > y0 - my) & (yy < y1 + my)
         assert alpha[inside].max() == 0.0
     assert alpha.max() == 1.0  # the garment is still there
+
+
+@pytest.mark.parametrize("dilate_px,feather_px", [(0, 0), (3, 9), (40, 25)])
+def test_windowed_finalize_equals_full_frame(dilate_px, feather_px):
+    rng = np.random.default_rng(dilate_px)
+    m = np.zeros((240, 320), bool)
+    m[rng.integers(0, 240, 30), rng.integers(0, 320, 30)] = True
+    m[100:140, 5:60] = True  # near the border: the window is clipped there
+    faces = [(30.0, 20.0, 70.0, 60.0)]
+    full = post.subtract_boxes(post.feather(post.dilate(m, dilate_px), feather_px), faces, 0.3)
+    assert np.array_equal(post.finalize(m, dilate_px=dilate_px, feather_px=feather_px,
+                                        protect_boxes=faces, face_margin=0.3), full)
