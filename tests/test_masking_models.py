@@ -310,3 +310,22 @@ def test_face_detector_multiscale_and_missing_pack(weights_dir, images, tmp_path
     assert f.box == pytest.approx(tuple(float(v) for v in box), abs=1280 / 128 * 2)
     with pytest.raises(ModelMissing):  # checked before FaceAnalysis could try a download
         FaceDetector.load(tmp_path / "insightface", "buffalo_l")
+
+
+def test_face_detector_opens_no_session_during_jobs(tmp_path_factory, monkeypatch):
+    """insightface opens ONNX sessions lazily per resolution: all must exist after load."""
+    import onnxruntime
+
+    from core.masking.faces import FaceDetector
+    from weights.tiny.masking import write_tiny_scrfd
+
+    d = tmp_path_factory.mktemp("scrfd-sessions")
+    write_tiny_scrfd(d)
+    det = FaceDetector.load(d / "insightface", "buffalo_l")
+    opened = []
+    real = onnxruntime.InferenceSession.__init__
+    monkeypatch.setattr(onnxruntime.InferenceSession, "__init__",
+                        lambda self, *a, **k: (opened.append(a), real(self, *a, **k))[1])
+    for shape in [(300, 400, 3), (1080, 810, 3), (720, 1280, 3)]:
+        det.detect(np.zeros(shape, np.uint8))
+    assert opened == []

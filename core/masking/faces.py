@@ -121,7 +121,11 @@ class FaceDetector:
             raise ValueError(f"{model_dir}: no SCRFD detection model among its .onnx files") \
                 from exc
         app.prepare(ctx_id=-1 if idx is None else idx, det_thresh=det_thresh, det_size=sizes)
-        return cls(app, device)
+        det = cls(app, device)
+        # insightface 2.1 opens an onnxruntime session per input resolution on first use:
+        # open it now, at cold start, instead of inside the first job
+        det.detect(np.zeros((64, 64, 3), np.uint8))
+        return det
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """Detect faces.
