@@ -74,6 +74,7 @@ class ModelSet:
             default = manifest.roles["inpaint_default"]
             raise ModelMissing(default, wd / manifest.models[default].path)
 
+        threads = torch.get_num_threads()  # ultralytics' select_device lowers it (to 1 here)
         for role in ("garments", "sam", "faces"):
             key = manifest.roles[role]
             try:
@@ -88,6 +89,7 @@ class ModelSet:
             except Exception as exc:  # a broken file must not take the worker down
                 ms.missing[role] = f"{key} failed to load"
                 log.exception("masking model %s failed to load: %s", key, type(exc).__name__)
+        torch.set_num_threads(threads)
         if ms.faces is None:
             # face protection never silently turns off: OpenCV's cascade stands in
             from core.masking.haar import HaarFaceDetector

@@ -187,7 +187,7 @@ class Worker:
         if result_img is not None:
             outputs["image"] = (encode_image(result_img, fmt, req.output.quality),
                                 f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
-        outputs["mask"] = (encode_image((mo.binary * 255).astype(np.uint8), "png"), "mask.png",
+        outputs["mask"] = (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8), "png"), "mask.png",
                            CONTENT_TYPES["png"])
         overlay = render_overlay(
             image, mo.alpha,

@@ -180,3 +180,10 @@ def test_haar_stands_in_when_no_face_model_is_baked(dev_weights, tmp_path, photo
     assert bx0 < (fx0 + fx1) / 2 < bx1 and by0 < (fy0 + fy1) / 2 < by1  # on the real face
     assert "below the largest face" in out.reason
     assert out.alpha[int(by0):int(by1), int(bx0):int(bx1)].max() == 0
+
+
+def test_fallback_is_repeatable(photos):
+    """A redelivered job must repaint the same region (GrabCut draws from OpenCV's RNG)."""
+    img = np.asarray(Image.open(photos["bus"]).convert("RGB"))
+    masks = [fallback_mask(img, ["upper"], [])[0] for _ in range(3)]
+    assert all(np.array_equal(masks[0], m) for m in masks[1:])

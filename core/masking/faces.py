@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from weights.resolve import ModelMissing, set_offline_env
@@ -142,7 +143,7 @@ class FaceDetector:
         """
         _check_rgb(image)
         h, w = image.shape[:2]
-        bgr = np.ascontiguousarray(image[..., ::-1])
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         out = []
         for face in self.app.get(bgr):
             x0, y0, x1, y1 = (float(v) for v in face.bbox[:4])

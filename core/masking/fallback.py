@@ -38,6 +38,7 @@ GRABCUT_SIDE = 320
 GRABCUT_ITERS = 3
 #: Background context around the region box given to GrabCut, as a fraction of the box size.
 GRABCUT_CONTEXT = 0.3
+GRABCUT_SEED = 12345
 #: GrabCut's result is trusted when it keeps this share of the region box.
 GRABCUT_KEEP = (0.25, 0.98)
 
@@ -88,6 +89,9 @@ def _grabcut(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | 
     gc = np.zeros(small.shape[:2], np.uint8)  # GC_BGD outside the rect
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
+        # GrabCut's k-means init draws from OpenCV's global RNG: seed it so the same photo gives
+        # the same mask (a redelivered job must repaint the same region)
+        cv2.setRNGSeed(GRABCUT_SEED)
         cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), gc, (rx0, ry0, rx1 - rx0, ry1 - ry0),
                     bgd, fgd, GRABCUT_ITERS, cv2.GC_INIT_WITH_RECT)
     except cv2.error:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from weights.resolve import ModelMissing, set_offline_env
@@ -177,7 +178,7 @@ class GarmentDetector:
         """
         _check_rgb(image)
         h, w = image.shape[:2]
-        bgr = np.ascontiguousarray(image[..., ::-1])
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         result = self.model.predict(
             bgr, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
             device=self.device, retina_masks=True, verbose=False, save=False, show=False,

@@ -135,13 +135,21 @@ def finalize(
 def clean(mask: np.ndarray, *, min_island_frac: float = 0.0005, fill: bool = True) -> np.ndarray:
     """Remove islands smaller than ``min_island_frac`` of the image area, then fill holes."""
     h, w = mask.shape
-    out = remove_islands(mask, int(min_island_frac * h * w))
-    return fill_holes(out) if fill else out
+    box = bbox(mask)
+    if box is None:
+        return mask.copy()
+    # on the mask's box grown by 1 px (a background ring keeps "touches the border" meaning
+    # "touches the image border or lies outside the mask's extent"): same result, less work
+    x0, y0, x1, y1 = max(0, box[0] - 1), max(0, box[1] - 1), min(w, box[2] + 1), min(h, box[3] + 1)
+    win = remove_islands(mask[y0:y1, x0:x1], int(min_island_frac * h * w))
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = fill_holes(win) if fill else win
+    return out
 
 
 def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Tight ``(x0, y0, x1, y1)`` (exclusive ends) of the True pixels, or None if empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
         return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
