@@ -1,0 +1,20 @@
+"""Benchmarks for the maskpaint worker (issue 7): ``python -m bench [--quick] [--out DIR]``.
+
+What it measures (see ``bench/RESULTS.md`` for the latest numbers and ``python -m bench -h``):
+
+- cold start as fresh processes (interpreter -> imports -> model set loaded -> first job), against
+  a floor measured in the same run (bare ``import torch, diffusers`` in a fresh process + reading
+  every weight file's bytes);
+- per-job stages over warm jobs at 0.5 / 2 / 12 MP (3:4 resizes of a real photo), outputs uploaded
+  to a local moto S3 server over a real socket; median / p95 and the overhead ratio
+  (job - model forward) / model forward;
+- peak memory and memory flatness over N warm jobs; that no model is loaded twice;
+- a cProfile of the 2 MP and 12 MP jobs and measured optimisation proposals (monkeypatched from
+  the bench only; core/ is never edited).
+
+Layout: ``__main__`` (orchestrator, runs in the parent, owns the moto server), ``child`` (the
+measured processes), ``instrument`` (model-seam timers, load counters, memory), ``proposals``
+(before/after experiments), ``report`` (JSON -> Markdown, plot, RESULTS.md), ``common``.
+
+Keep this package's import light: ``python -m bench.child`` measures interpreter start and imports.
+"""
