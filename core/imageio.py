@@ -144,8 +144,11 @@ def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
         # filtering at the same zlib level for ~5% larger files (bench/RESULTS.md); lossless
         import cv2
 
+        # row filter: "up" for photos; none for masks (0/255 runs compress well unfiltered)
         bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
-        ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL])
+        row_filter = cv2.IMWRITE_PNG_FILTER_UP if arr.ndim == 3 else cv2.IMWRITE_PNG_FILTER_NONE
+        ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
+                                             cv2.IMWRITE_PNG_FILTER, row_filter])
         if not ok:
             raise ValueError("PNG encoding failed")
         return png.tobytes()

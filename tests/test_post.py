@@ -66,5 +66,9 @@ def test_windowed_finalize_equals_full_frame(dilate_px, feather_px):
     m[100:140, 5:60] = True  # near the border: the window is clipped there
     faces = [(30.0, 20.0, 70.0, 60.0)]
     full = post.subtract_boxes(post.feather(post.dilate(m, dilate_px), feather_px), faces, 0.3)
-    assert np.array_equal(post.finalize(m, dilate_px=dilate_px, feather_px=feather_px,
-                                        protect_boxes=faces, face_margin=0.3), full)
+    got = post.finalize(m, dilate_px=dilate_px, feather_px=feather_px, protect_boxes=faces,
+                        face_margin=0.3)
+    # the repaint region is exact; alpha values may differ in the last float bits (OpenCV's
+    # distance transform itself varies by ~1e-5 with its thread count)
+    assert np.array_equal(got > 0, full > 0)
+    assert np.allclose(got, full, atol=1e-4)
