@@ -62,7 +62,7 @@ class ModelSet:
         ]
         for key in keys:
             try:
-                res = resolve(key, wd, manifest)
+                res = resolve(key, wd, manifest, verify=settings.verify_weights)
             except ModelMissing:
                 if settings.inpaint_models:  # explicitly asked for
                     raise
@@ -78,7 +78,7 @@ class ModelSet:
         for role in ("garments", "sam", "faces"):
             key = manifest.roles[role]
             try:
-                res = resolve(key, wd, manifest)
+                res = resolve(key, wd, manifest, verify=settings.verify_weights)
                 t = time.perf_counter()
                 setattr(ms, role, _load_masking(role, res, device))
                 ms.load_ms[key] = (time.perf_counter() - t) * 1000
