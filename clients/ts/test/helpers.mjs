@@ -1,3 +1,7 @@
+import assert from "node:assert/strict";
+
+import { MaskpaintError } from "../dist/index.js";
+
 // Test helpers: a scripted fetch (records every request, honours AbortSignal) and fixtures.
 
 /** A JobResult as the worker returns it (trimmed to the required fields + image). */
@@ -95,4 +99,18 @@ export function sequence(...replies) {
     if (Array.isArray(r)) return typeof r[1] === "string" ? new Response(r[1], { status: r[0] }) : json(r[1], r[0]);
     return json(r);
   };
+}
+
+/** Await a promise that must reject with a MaskpaintError; run `check` on it; return it. */
+export async function rejects(promise, check) {
+  let err;
+  try {
+    await promise;
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err, "expected a rejection");
+  assert.ok(err instanceof MaskpaintError, `expected MaskpaintError, got ${err}`);
+  check(err);
+  return err;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { isMaskpaintError, MaskpaintError, ModalClient } from "../dist/index.js";
-import { jobResult, json, mockFetch, recordingSleep, sequence } from "./helpers.mjs";
+import { jobResult, json, mockFetch, recordingSleep, rejects, sequence } from "./helpers.mjs";
 
 const BASE = "https://ws--maskpaint-web.modal.run";
 const INPUT = { image: "https://example.com/a.jpg", prompt: "a red jacket" };
@@ -18,17 +18,6 @@ function modalFetch({ submit, status, health }) {
 function client(fetch, extra = {}) {
   const { sleep, waits } = recordingSleep();
   return { c: new ModalClient({ baseUrl: `${BASE}/`, token: "tok", fetch, sleep, random: () => 0.5, ...extra }), waits };
-}
-
-async function rejects(promise, check) {
-  let err;
-  try {
-    await promise;
-  } catch (e) {
-    err = e;
-  }
-  assert.ok(err instanceof MaskpaintError, `expected MaskpaintError, got ${err}`);
-  check(err);
 }
 
 describe("ModalClient", () => {

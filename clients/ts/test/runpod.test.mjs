@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { backoffDelay, DEFAULT_POLL, MaskpaintError, RunpodClient } from "../dist/index.js";
-import { jobResult, json, mockFetch, recordingSleep, sequence } from "./helpers.mjs";
+import { jobResult, json, mockFetch, recordingSleep, rejects, sequence } from "./helpers.mjs";
 
 const INPUT = { image: "https://example.com/a.jpg", prompt: "a red jacket", num_inference_steps: 2 };
 
@@ -19,19 +19,6 @@ function client(fetch, extra = {}) {
   const { sleep, waits } = recordingSleep();
   const c = new RunpodClient({ endpointId: "ep123", apiKey: "rp-key", fetch, sleep, random: () => 0.5, ...extra });
   return { c, waits };
-}
-
-async function rejects(promise, check) {
-  let err;
-  try {
-    await promise;
-  } catch (e) {
-    err = e;
-  }
-  assert.ok(err, "expected a rejection");
-  assert.ok(err instanceof MaskpaintError, `expected MaskpaintError, got ${err}`);
-  check(err);
-  return err;
 }
 
 describe("RunpodClient.run: /run then /status polling", () => {
