@@ -12,24 +12,12 @@ Reads files as bytes only; all image work happens in the core.
 from __future__ import annotations
 
 import argparse
-import base64
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
-DEMO_PROMPT = "a red leather jacket, studio lighting"
-
-
-def _data_url(path: Path) -> str:
-    mime = {".png": "image/png", ".webp": "image/webp"}.get(path.suffix.lower(), "image/jpeg")
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def _bus_jpg() -> Path:
-    spec = importlib.util.find_spec("ultralytics")
-    return Path(spec.origin).parent / "assets" / "bus.jpg"
+from handlers.common import DEMO_PROMPT, demo_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,21 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     handler = make_handler(worker)
 
     if a.cmd == "demo":
-        photo = _bus_jpg()
-        inp = {"image": _data_url(photo), "prompt": DEMO_PROMPT, "targets": ["upper"],
-               "num_inference_steps": a.steps, "seed": 42}
-        job_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        job = demo_job(prompt=DEMO_PROMPT, steps=a.steps, seed=42)
     else:
-        photo = a.image
-        inp = {"image": _data_url(a.image), "task": a.task, "targets": a.targets}
-        if a.mask:
-            inp["mask"] = _data_url(a.mask)
-        if a.task == "inpaint":
-            inp.update(prompt=a.prompt, num_inference_steps=a.steps, seed=a.seed)
-        job_id = a.job_id or f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
+        job = demo_job(a.image, prompt=a.prompt, steps=a.steps, task=a.task, seed=a.seed,
+                       targets=a.targets, mask_path=a.mask,
+                       job_id=a.job_id or f"cli-{time.strftime('%Y%m%d-%H%M%S')}")
 
     t = time.perf_counter()
-    out = handler({"id": job_id, "input": inp})
+    out = handler(job)
     took = time.perf_counter() - t
     if a.cmd == "run" or "error" in out:
         print(json.dumps(out, indent=2))
@@ -82,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = any(m.get("dev") for m in out["models"])
     print(json.dumps({k: out[k] for k in ("job_id", "seed", "mask_info", "models", "timings_ms")},
                      indent=2))
-    print(f"\ninput:   {photo} ({out['size'][0]}x{out['size'][1]} px)")
+    print(f"\ninput:   bus.jpg ({out['size'][0]}x{out['size'][1]} px)")
     for kind in ("image", "mask", "overlay"):
         print(f"{kind + ':':8} {out[kind]['url']}")
     print(f"\ncold start (model load) {cold:.1f} s, job {took:.1f} s on {worker.models.device}")

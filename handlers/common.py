@@ -13,9 +13,12 @@ caller (no host names, paths or worker ids leave the worker).
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.contract import error_body, parse_job
@@ -63,3 +66,38 @@ def execute(worker: Worker, job_id: str, payload: Any,
         log.exception("job %s: unexpected error", job_id)
         err = JobError(ErrorCode.internal, "internal error; the worker logged the details")
         return {"error": error_body(err).model_dump(mode="json")}, err
+
+
+DEMO_PROMPT = "a red leather jacket, studio lighting"
+
+
+def demo_job(image_path: str | Path | None = None, *, prompt: str = DEMO_PROMPT,
+             steps: int = 30, task: str = "inpaint", seed: int | None = 42,
+             targets: list[str] | None = None, mask_path: str | Path | None = None,
+             job_id: str | None = None) -> dict:
+    """A RunPod-shaped job ``{"id", "input"}`` on a photo file, sent as a data URL.
+
+    ``image_path`` defaults to ultralytics' ``bus.jpg`` (a real photo). Reads bytes only; all
+    image work happens in the worker.
+
+    Raises:
+        FileNotFoundError: no ``image_path`` and ultralytics is not installed locally.
+    """
+    if image_path is None:
+        spec = importlib.util.find_spec("ultralytics")  # locates, does not import
+        if spec is None or spec.origin is None:
+            raise FileNotFoundError("bus.jpg ships with ultralytics; install it or pass an image")
+        image_path = Path(spec.origin).parent / "assets" / "bus.jpg"
+
+    def data_url(path: str | Path) -> str:
+        path = Path(path)
+        mime = {".png": "image/png", ".webp": "image/webp"}.get(path.suffix.lower(), "image/jpeg")
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+    inp: dict[str, Any] = {"image": data_url(image_path), "task": task,
+                           "targets": targets or ["upper"]}
+    if mask_path is not None:
+        inp["mask"] = data_url(mask_path)
+    if task == "inpaint":
+        inp.update(prompt=prompt, num_inference_steps=steps, seed=seed)
+    return {"id": job_id or f"demo-{time.strftime('%Y%m%d-%H%M%S')}", "input": inp}

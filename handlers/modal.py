@@ -45,9 +45,7 @@ Torch-free and image-free like every handler: ``modal`` is imported lazily (insi
 # No ``from __future__ import annotations`` here: FastAPI resolves a route's annotations in the
 # module's globals, and ``Request`` is imported inside :func:`create_web_app` (lazily, so that
 # ``modal deploy`` does not need fastapi locally); real annotation objects avoid that lookup.
-import base64
 import hmac
-import importlib.util
 import json
 import logging
 import os
@@ -58,12 +56,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.contract import MAX_INPUT_CHARS, parse_job
 from core.errors import JobError
-from handlers.common import execute, throttled
+from handlers.common import DEMO_PROMPT, demo_job, execute, throttled  # noqa: F401 (re-exported for modal_app)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -84,7 +81,6 @@ MIN_TOKEN_CHARS = 16
 MAX_BODY_BYTES = 2 * MAX_INPUT_CHARS + 256 * 1024
 #: Modal function-call ids, e.g. ``fc-01JD...``; anything else is unknown without asking Modal.
 _CALL_ID = re.compile(r"fc-[A-Za-z0-9]{1,64}")
-DEMO_PROMPT = "a red leather jacket, studio lighting"
 
 
 # ------------------------------------------------------------------------------ deploy knobs
@@ -379,29 +375,6 @@ def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,
         log.error("job %s: accelerator unusable; this container takes no more inputs", jid)
         on_refresh()
     return reply
-
-
-def demo_job(image_path: str | Path | None = None, *, prompt: str = DEMO_PROMPT,
-             steps: int = 30, task: str = "inpaint", seed: int = 42) -> dict:
-    """A job on a real photo (ultralytics' ``bus.jpg`` unless ``image_path``) as a data URL.
-
-    Reads the file's bytes only; all image work happens in the worker.
-
-    Raises:
-        FileNotFoundError: no ``image_path`` and ultralytics is not installed locally.
-    """
-    if image_path is None:
-        spec = importlib.util.find_spec("ultralytics")  # locates, does not import
-        if spec is None or spec.origin is None:
-            raise FileNotFoundError("bus.jpg ships with ultralytics; install it or pass an image")
-        image_path = Path(spec.origin).parent / "assets" / "bus.jpg"
-    path = Path(image_path)
-    mime = {".png": "image/png", ".webp": "image/webp"}.get(path.suffix.lower(), "image/jpeg")
-    inp: dict[str, Any] = {"image": f"data:{mime};base64," + base64.b64encode(
-        path.read_bytes()).decode(), "task": task, "targets": ["upper"]}
-    if task == "inpaint":
-        inp.update(prompt=prompt, num_inference_steps=steps, seed=seed)
-    return {"id": f"demo-{time.strftime('%Y%m%d-%H%M%S')}", "input": inp}
 
 
 # ------------------------------------------------------------------------------ dispatch seam
