@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from core.errors import ErrorCode, JobError
+from core.settings import Settings
 
 #: Formats accepted as input (Pillow format names).
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
@@ -23,14 +24,26 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 PNG_COMPRESS_LEVEL = 1
 
 
+def _default(name: str):
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Decoder limits. Units: bytes, px (width x height for ``max_pixels``), ratio."""
+    """Decoder limits. Units: bytes, px (width x height for ``max_pixels``), ratio.
 
-    max_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_side: int = 12_000
-    max_aspect_ratio: float = 8.0
+    Defaults are the deployment settings' defaults (:class:`core.settings.Settings`).
+    """
+
+    max_bytes: int = _default("max_input_bytes")
+    max_pixels: int = _default("max_image_pixels")
+    max_side: int = _default("max_image_side")
+    max_aspect_ratio: float = _default("max_aspect_ratio")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Limits:
+        return cls(max_bytes=s.max_input_bytes, max_pixels=s.max_image_pixels,
+                   max_side=s.max_image_side, max_aspect_ratio=s.max_aspect_ratio)
 
 
 def _open_checked(data: bytes, field: str, limits: Limits) -> Image.Image:

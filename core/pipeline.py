@@ -78,10 +78,7 @@ class Worker:
         self.models = models
         self.storage = storage
         self._s3_factory = s3_client_factory
-        self.limits = Limits(max_bytes=settings.max_input_bytes,
-                             max_pixels=settings.max_image_pixels,
-                             max_side=settings.max_image_side,
-                             max_aspect_ratio=settings.max_aspect_ratio)
+        self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
 
     @classmethod
