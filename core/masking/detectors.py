@@ -3,7 +3,8 @@
 Every detector the masking stage uses implements one of three Protocols:
 
 - :class:`FaceDetector` (``kind`` ``"face"``): ``detect(image) -> list[BoxDetection]``;
-- :class:`HandDetector` (``kind`` ``"hand"``): ``detect(image) -> list[BoxDetection]``;
+- :class:`HandDetector` (``kind`` ``"hand"``): ``detect(image, faces) -> list[BoxDetection]``
+  (hands kept only inside a person and outside the given face boxes);
 - :class:`PoseEstimator` (``kind`` ``"pose"``): ``estimate(image) -> Pose | None`` for the main
   person (33 MediaPipe keypoints plus a person segmentation).
 
@@ -20,6 +21,7 @@ Torch-free and free of any detector library, so every detector module can import
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -106,12 +108,15 @@ class FaceDetector(Protocol):
 
 @runtime_checkable
 class HandDetector(Protocol):
-    """Finds hands. ``detect`` raises ``ValueError`` for a non-RGB image."""
+    """Finds hands, keeping only those inside a person and outside ``faces`` (boxes px).
+
+    ``detect`` raises ``ValueError`` for a non-RGB image.
+    """
 
     name: str
     identity: dict
 
-    def detect(self, image: np.ndarray) -> list[BoxDetection]: ...
+    def detect(self, image: np.ndarray, faces: Sequence[Box] = ()) -> list[BoxDetection]: ...
 
 
 @runtime_checkable
