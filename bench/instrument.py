@@ -10,8 +10,8 @@ wrapping the objects the core calls - never by editing core:
 - garment detector: ``YOLO.predict`` (ultralytics' letterbox, forward, NMS, retina masks);
   ``GarmentDetector.detect``'s RGB->BGR copy and result conversion are not;
 - SAM: ``SamPredictor.set_image`` and ``predict_torch``;
-- faces: ``FaceAnalysis.get`` (insightface's resize, ONNX forward, decode, NMS); the RGB->BGR copy
-  in ``FaceDetector.detect`` is not.
+- faces: SCRFD's ``FaceAnalysis.get`` (insightface's resize, ONNX forward, decode, NMS); every
+  other face / hand detector's whole ``detect`` (MediaPipe: letterbox, tiles, forward, NMS).
 
 On CUDA each seam synchronises before its clock stops.
 
@@ -110,8 +110,12 @@ def install_seam_timers(models) -> None:
     if models.sam is not None and not isinstance(models.sam.predictor, TimedProxy):
         models.sam.predictor = TimedProxy(models.sam.predictor, "mask.sam",
                                           ("set_image", "predict_torch"))
-    if models.faces is not None and not isinstance(models.faces.app, TimedProxy):
-        models.faces.app = TimedProxy(models.faces.app, "mask.faces", ("get",))
+    for kind, dets in (("faces", models.face_detectors), ("hands", models.hand_detectors)):
+        for det in dets:
+            if hasattr(det, "app") and not isinstance(det.app, TimedProxy):  # SCRFD
+                det.app = TimedProxy(det.app, f"mask.{kind}:{det.name}", ("get",))
+            elif not hasattr(det, "app") and getattr(det.detect, "__bench_wrapped__", None) is None:
+                det.detect = _timed(det.detect, FORWARD_MS, f"mask.{kind}:{det.name}")
 
 
 def _patch(module, name: str, sink, label) -> None:
@@ -217,8 +221,10 @@ def model_ids(models) -> dict[str, int]:
         out["garments.model"] = id(unwrap(models.garments.model))
     if models.sam is not None:
         out["sam.model"] = id(models.sam.model)
-    if models.faces is not None:
-        out["faces.app"] = id(unwrap(models.faces.app))
+    for det in [*models.face_detectors, *models.hand_detectors]:
+        out[f"detector.{det.name}"] = id(unwrap(getattr(det, "app", det)))
+    if models.pose is not None:
+        out["pose"] = id(models.pose)
     return out
 
 

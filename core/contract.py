@@ -79,12 +79,28 @@ class JobRequest(_Strict):
         max_length=5,
         description="Garment groups to mask automatically (ignored when `mask` is given).",
     )
-    protect_face: bool = Field(True, description="Never repaint detected faces.")
+    protect_face: bool = Field(
+        True,
+        description="Never repaint detected faces: every face detector on the worker runs and "
+        "the union of their boxes is removed from the mask last, after dilation and feathering.",
+    )
     face_margin: float = Field(
         0.25,
         ge=0.0,
         le=2.0,
         description="Grow each face box by this fraction of its width/height on every side "
+        "before it is removed from the mask.",
+    )
+    protect_hands: bool = Field(
+        True,
+        description="Never repaint detected hands (kept only inside a person and outside "
+        "faces); removed from the mask last, like faces.",
+    )
+    hand_margin: float = Field(
+        0.1,
+        ge=0.0,
+        le=2.0,
+        description="Grow each hand box by this fraction of its width/height on every side "
         "before it is removed from the mask.",
     )
     mask_dilate_px: int = Field(8, ge=0, le=256, description="Grow the mask by this many px.")
@@ -139,16 +155,43 @@ class Detection(BaseModel):
 
 
 class Face(BaseModel):
-    score: float
+    """A protected region (face or hand): the union of every detector's overlapping boxes."""
+
+    score: float = Field(..., description="Highest score among the detectors that found it.")
     box: list[float] = Field(..., description="[x0, y0, x1, y1] px, before the margin.")
+    detectors: list[str] = Field(
+        default_factory=list, description="Detectors that found it, e.g. `blazeface`, `scrfd`."
+    )
+
+
+class PoseInfo(BaseModel):
+    """The main person's pose, when the pose model ran (pose-based fallback)."""
+
+    score: float
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px, the person's region.")
+
+
+class DetectorIssue(BaseModel):
+    """A masking model that could not load or failed on this image; the job went on without it."""
+
+    detector: str = Field(..., description="Detector name or manifest key.")
+    stage: Literal["load", "run"]
+    message: str
 
 
 class MaskInfo(BaseModel):
     source: Literal["provided", "auto", "fallback"]
     reason: str | None = Field(None, description="Why the fallback was used.")
+    fallback: Literal["pose", "grabcut"] | None = Field(
+        None, description="How the fallback region was made: from the main person's pose "
+        "keypoints and segmentation, or GrabCut below the largest face (no pose found)."
+    )
     coverage: float = Field(..., description="Fraction of the image repainted (alpha > 0).")
     detections: list[Detection] = Field(default_factory=list)
-    faces: list[Face] = Field(default_factory=list)
+    faces: list[Face] = Field(default_factory=list, description="Faces removed from the mask.")
+    hands: list[Face] = Field(default_factory=list, description="Hands removed from the mask.")
+    pose: PoseInfo | None = Field(None, description="Set when the pose model ran.")
+    detector_issues: list[DetectorIssue] = Field(default_factory=list)
 
 
 class ModelInfo(BaseModel):

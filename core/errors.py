@@ -23,6 +23,7 @@ class ErrorCode(str, Enum):
     input_not_found = "input_not_found"  # 404 / NoSuchKey for an input URL or s3 object
     input_fetch_failed = "input_fetch_failed"  # network error / 5xx fetching an input
     empty_mask = "empty_mask"  # the final mask has no pixel to repaint
+    face_detection_unavailable = "face_detection_unavailable"  # protect_face, but no face detector could run
     model_not_found = "model_not_found"  # `model` is not in the manifest or not baked
     storage_error = "storage_error"  # writing outputs failed
     storage_conflict = "storage_conflict"  # a different object already exists at an output key

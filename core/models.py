@@ -2,9 +2,9 @@
 
 Inpainting pipelines load with diffusers ``from_pretrained(local_files_only=True)`` straight to
 the device (fp16 on CUDA, fp32 on CPU) from the baked layout; the masking models (garment
-detector, SAM, face detector) load through their own libraries' loaders. A masking model that is
-not baked is recorded as missing and the masking stage falls back; a missing inpainting model is
-an error at cold start.
+detector, SAM, face / hand detectors, pose) load through their own libraries' loaders, chosen by
+the manifest's ``kind``. A masking model that is not baked is recorded as missing and the masking
+stage falls back; a missing inpainting model is an error at cold start.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+from core.contract import DetectorIssue
 from core.settings import Settings
 from weights.manifest import Manifest, load_manifest
 from weights.resolve import ModelMissing, ResolvedModel, resolve, set_offline_env
@@ -32,20 +34,34 @@ class InpaintModel:
 
 @dataclass
 class ModelSet:
-    """Loaded models. ``missing`` maps a masking role to why it is unavailable."""
+    """Loaded models.
+
+    ``face_detectors`` and ``hand_detectors`` are lists (every baked model of those kinds; the
+    masking stage unions their boxes); ``garments``, ``sam`` and ``pose`` are single models or
+    None. ``missing`` maps a masking role to why it is unavailable; ``load_issues`` lists every
+    masking model that was baked but failed to load (reported in each job's ``mask_info``).
+    """
 
     device: str
     inpainters: dict[str, InpaintModel] = field(default_factory=dict)
     garments: Any = None
     sam: Any = None
-    faces: Any = None
-    identities: dict[str, dict] = field(default_factory=dict)  # role -> identity
+    pose: Any = None
+    face_detectors: list = field(default_factory=list)
+    hand_detectors: list = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
+    load_issues: list[DetectorIssue] = field(default_factory=list)
     load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, settings: Settings, manifest: Manifest | None = None) -> ModelSet:
         """Load everything baked under ``settings.weights_dir``.
+
+        Masking models are chosen by their manifest ``kind`` (:data:`MASKING_LOADERS`): every
+        baked face or hand detector is loaded into its list; the garment detector and SAM are
+        the manifest's ``roles`` entries; the pose model is the first baked one. A masking
+        model that fails to load is logged and recorded, never fatal. When no face detector
+        loaded, OpenCV's Haar cascade stands in, so protection never silently turns off.
 
         Raises:
             ModelMissing: no inpainting model is baked (or a requested one is absent).
@@ -75,28 +91,37 @@ class ModelSet:
             raise ModelMissing(default, wd / manifest.models[default].path)
 
         threads = torch.get_num_threads()  # ultralytics' select_device lowers it (to 1 here)
-        for role in ("garments", "sam", "faces"):
-            key = manifest.roles[role]
+        for key in _masking_keys(manifest):
+            entry = manifest.models[key]
+            slot, loader = MASKING_LOADERS[entry.kind]
             try:
                 res = resolve(key, wd, manifest, verify=settings.verify_weights)
                 t = time.perf_counter()
-                setattr(ms, role, _load_masking(role, res, device))
+                model = loader(res, device)
                 ms.load_ms[key] = (time.perf_counter() - t) * 1000
-                ms.identities[role] = res.identity
             except ModelMissing as exc:
-                ms.missing[role] = f"{key} not baked"
+                ms.missing.setdefault(slot, f"{key} not baked")
                 log.warning("masking model missing: %s", exc)
+                continue
             except Exception as exc:  # a broken file must not take the worker down
-                ms.missing[role] = f"{key} failed to load"
+                ms.missing.setdefault(slot, f"{key} failed to load")
+                ms.load_issues.append(DetectorIssue(detector=key, stage="load",
+                                                    message=f"failed to load ({type(exc).__name__})"))
                 log.exception("masking model %s failed to load: %s", key, type(exc).__name__)
+                continue
+            model.identity = res.identity
+            if slot in ("face_detectors", "hand_detectors"):
+                getattr(ms, slot).append(model)
+            elif getattr(ms, slot) is None:
+                setattr(ms, slot, model)
         torch.set_num_threads(threads)
-        if ms.faces is None:
+        if not ms.face_detectors:
             # face protection never silently turns off: OpenCV's cascade stands in
             from core.masking.haar import HaarFaceDetector
 
-            ms.faces = HaarFaceDetector()
-            ms.identities["faces"] = HaarFaceDetector.identity
-            log.warning("face detector: using OpenCV's Haar cascade (%s)", ms.missing["faces"])
+            ms.face_detectors.append(HaarFaceDetector())
+            log.warning("face detector: using OpenCV's Haar cascade (no other face model "
+                        "loaded: %s)", ms.missing.get("face_detectors", "none baked"))
         return ms
 
     def to(self, device: str) -> ModelSet:
@@ -140,18 +165,67 @@ def _load_inpainter(res: ResolvedModel, device: str) -> InpaintModel:
     return InpaintModel(key=res.key, pipe=pipe, resolution=resolution, identity=res.identity)
 
 
-def _load_masking(role: str, res: ResolvedModel, device: str):
-    if role == "garments":
-        from core.masking.garments import GarmentDetector
+def _load_garments(res: ResolvedModel, device: str):
+    from core.masking.garments import GarmentDetector
 
-        return GarmentDetector.load(res.path, device=device)
-    if role == "sam":
-        from core.masking.sam import SamRefiner
+    return GarmentDetector.load(res.path, device=device)
 
-        return SamRefiner.load(res.path, arch=res.entry.arch or "vit_b",
-                               arch_overrides=res.receipt.arch, device=device)
-    from core.masking.faces import FaceDetector
+
+def _load_sam(res: ResolvedModel, device: str):
+    from core.masking.sam import SamRefiner
+
+    return SamRefiner.load(res.path, arch=res.entry.arch or "vit_b",
+                           arch_overrides=res.receipt.arch, device=device)
+
+
+def _load_scrfd(res: ResolvedModel, device: str):
+    from core.masking.faces import ScrfdFaceDetector
 
     # layout: <root>/models/<pack>/<file>.onnx
-    return FaceDetector.load(res.path.parent.parent.parent, res.entry.pack or "buffalo_l",
-                             device=device)
+    return ScrfdFaceDetector.load(res.path.parent.parent.parent, res.entry.pack or "buffalo_l",
+                                  device=device)
+
+
+def _load_blazeface(res: ResolvedModel, device: str):
+    from core.masking.mediapipe.face import BlazeFaceDetector
+
+    return BlazeFaceDetector.load(res.path)
+
+
+def _load_palm(res: ResolvedModel, device: str):
+    from core.masking.mediapipe.palm import PalmDetector
+
+    return PalmDetector.load(res.path)
+
+
+def _load_pose(res: ResolvedModel, device: str):
+    from core.masking.mediapipe.pose import MediaPipePose
+
+    return MediaPipePose.load(res.path)
+
+
+#: manifest ``kind`` -> (ModelSet attribute, loader). List attributes take every baked model
+#: of the kind; single ones the role's model (garments, sam) or the first baked one (pose).
+MASKING_LOADERS: dict[str, tuple[str, Callable[[ResolvedModel, str], Any]]] = {
+    "yolo_seg": ("garments", _load_garments),
+    "sam": ("sam", _load_sam),
+    "insightface_det": ("face_detectors", _load_scrfd),
+    "mediapipe_face": ("face_detectors", _load_blazeface),
+    "mediapipe_palm": ("hand_detectors", _load_palm),
+    "mediapipe_pose": ("pose", _load_pose),
+}
+#: Kinds with one model per worker, chosen by the manifest role of the same name.
+_ROLE_KINDS = {"yolo_seg": "garments", "sam": "sam"}
+
+
+def _masking_keys(manifest: Manifest) -> list[str]:
+    """Manifest keys of the masking models to try loading, in manifest order."""
+    keys = []
+    for key, entry in manifest.models.items():
+        if entry.kind not in MASKING_LOADERS:
+            continue
+        role = _ROLE_KINDS.get(entry.kind)
+        if role is not None and manifest.roles.get(role) != key:
+            continue
+        keys.append(key)
+    return keys

@@ -1,4 +1,4 @@
-"""Preview overlay: the photo with the mask tinted and detections/faces outlined and labelled.
+"""Preview overlay: the photo with the mask tinted; garments, faces and hands outlined, labelled.
 
 Drawn with OpenCV's built-in Hershey font so nothing is downloaded (ultralytics' plotting would
 fetch Arial.ttf). Line widths and font scale follow the image size so labels stay legible.
@@ -16,6 +16,7 @@ from core.masking.post import bbox
 MASK_TINT = (255, 40, 120)  # RGB, magenta: distinct from skin and most garments
 DET_COLOUR = (255, 200, 0)
 FACE_COLOUR = (0, 220, 80)
+HAND_COLOUR = (0, 170, 255)
 TINT_OPACITY = 0.5
 
 
@@ -32,6 +33,7 @@ def render_overlay(
     alpha: np.ndarray,
     detections: Sequence[tuple[str, float, Sequence[float]]] = (),
     faces: Sequence[tuple[float, Sequence[float]]] = (),
+    hands: Sequence[tuple[float, Sequence[float]]] = (),
 ) -> np.ndarray:
     """Draw the preview.
 
@@ -39,7 +41,8 @@ def render_overlay(
         image: H x W x 3 uint8 RGB.
         alpha: H x W float32 in [0, 1] (the blend mask); tinted in proportion.
         detections: ``(label, score, (x0, y0, x1, y1) px)``.
-        faces: ``(score, (x0, y0, x1, y1) px)``.
+        faces: ``(score, (x0, y0, x1, y1) px)``, outlined green and labelled ``face``.
+        hands: ``(score, (x0, y0, x1, y1) px)``, outlined blue and labelled ``hand``.
 
     Returns:
         H x W x 3 uint8 RGB.
@@ -64,8 +67,9 @@ def render_overlay(
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), DET_COLOUR, thick, cv2.LINE_AA)
         _label(out, f"{label} {score:.2f}", x0, y0, DET_COLOUR, scale, max(1, thick - 1))
-    for score, box in faces:
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x0, y0), (x1, y1), FACE_COLOUR, thick, cv2.LINE_AA)
-        _label(out, f"face {score:.2f}", x0, y0, FACE_COLOUR, scale, max(1, thick - 1))
+    for name, colour, boxes in (("face", FACE_COLOUR, faces), ("hand", HAND_COLOUR, hands)):
+        for score, box in boxes:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick, cv2.LINE_AA)
+            _label(out, f"{name} {score:.2f}", x0, y0, colour, scale, max(1, thick - 1))
     return out

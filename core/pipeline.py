@@ -190,6 +190,7 @@ class Worker:
             image, mo.alpha,
             [(d.label, d.score, d.box) for d in mo.detections],
             [(f.score, f.box) for f in mo.faces],
+            [(hd.score, hd.box) for hd in mo.hands],
         )
         outputs["overlay"] = (encode_image(overlay, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg",
                               CONTENT_TYPES["jpeg"])
@@ -206,15 +207,16 @@ class Worker:
         models = []
         if inpainter is not None:
             models.append(ModelInfo(**inpainter.identity))
-        models += [ModelInfo(**self.models.identities[r]) for r in dict.fromkeys(mo.used_roles)
-                   if r in self.models.identities]
+        models += [ModelInfo(**identity) for identity in mo.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
         return JobResult(
             job_id=job.id, task=req.task, seed=seed, size=[w, h],
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
-            mask_info=MaskInfo(source=mo.source, reason=mo.reason, coverage=round(mo.coverage, 5),
-                               detections=mo.detections, faces=mo.faces),
+            mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
+                               coverage=round(mo.coverage, 5), detections=mo.detections,
+                               faces=mo.faces, hands=mo.hands, pose=mo.pose,
+                               detector_issues=mo.issues),
             models=models, timings_ms=clock.timings,
         )
 

@@ -42,7 +42,7 @@ def chain_models(chain_weights):
     from core.settings import Settings
 
     ms = ModelSet.load(Settings(weights_dir=chain_weights, device="cpu"))
-    assert ms.garments is not None and ms.sam is not None and ms.faces is not None, ms.missing
+    assert ms.garments is not None and ms.sam is not None and ms.face_detectors, ms.missing
     return ms
 
 

@@ -13,7 +13,7 @@ from core.contract import JobRequest
 from core.errors import JobError
 from core.masking.auto import make_mask
 from core.masking.fallback import fallback_mask
-from core.masking.faces import FaceBox
+from core.masking.detectors import BoxDetection
 from core.masking.garments import GarmentDetection
 
 H, W = 300, 200
@@ -55,16 +55,21 @@ class _Sam:
 
 
 class _Faces:
+    name = "test-faces"
+    identity = {"key": "test-faces", "source": "test", "revision": "0", "dev": True}
+
     def __init__(self, boxes):
         self.boxes = boxes
 
-    def detect(self, image):
-        return [FaceBox(box=b, score=0.99) for b in self.boxes]
+    def detect(self, image, *faces):
+        return [BoxDetection(box=b, score=0.99, detectors=[self.name]) for b in self.boxes]
 
 
-def _models(dets=(), sam=None, faces=()):
-    return SimpleNamespace(garments=_Detector(dets), sam=sam, faces=_Faces(list(faces)),
-                           missing={})
+def _models(dets=(), sam=None, faces=(), hands=None):
+    return SimpleNamespace(garments=_Detector(dets), sam=sam, pose=None,
+                           face_detectors=[_Faces(list(faces))],
+                           hand_detectors=[hands] if hands is not None else [],
+                           missing={}, load_issues=[])
 
 
 def _req(**kw):
@@ -170,7 +175,7 @@ def test_haar_stands_in_when_no_face_model_is_baked(dev_weights, tmp_path, photo
     shutil.copytree(dev_weights / "diffusers", tmp_path / "diffusers")
     write_receipt_entry(tmp_path, "sd15-inpaint", load_receipt(dev_weights).models["sd15-inpaint"])
     ms = ModelSet.load(Settings(weights_dir=tmp_path, device="cpu"))
-    assert ms.identities["faces"]["key"] == "opencv-haar-frontalface"
+    assert [d.identity["key"] for d in ms.face_detectors] == ["opencv-haar-frontalface"]
     img = np.asarray(Image.open(photos["astronaut"]).convert("RGB"))
     out = make_mask(ms, img, _req(targets=["upper"]), None)
     assert out.source == "fallback"

@@ -1,5 +1,5 @@
 """The masking models: tiny random-weight files in the production layout, loaded through the
-production loaders (``GarmentDetector``, ``SamRefiner``, ``FaceDetector``), run on real photos.
+production loaders (``GarmentDetector``, ``SamRefiner``, ``ScrfdFaceDetector``), run on real photos.
 
 Each tiny model is written once per module (``tmp_path_factory``). Timings here are CPU.
 """
@@ -69,7 +69,7 @@ def sam(weights_dir):
 
 @pytest.fixture(scope="module")
 def faces(weights_dir):
-    from core.masking.faces import FaceDetector
+    from core.masking.faces import ScrfdFaceDetector as FaceDetector
 
     entry = MANIFEST.models["faces-scrfd"]
     return FaceDetector.load(weights_dir / "insightface", entry.pack)
@@ -300,7 +300,7 @@ def test_face_detector_expects_rgb(faces, images):
 
 
 def test_face_detector_multiscale_and_missing_pack(weights_dir, images, tmp_path):
-    from core.masking.faces import FaceDetector
+    from core.masking.faces import ScrfdFaceDetector as FaceDetector
     from weights.tiny.masking import DEFAULT_FACE_MARKER_RGB
 
     det = FaceDetector.load(weights_dir / "insightface", "buffalo_l", det_size=None)
@@ -316,7 +316,7 @@ def test_face_detector_opens_no_session_during_jobs(tmp_path_factory, monkeypatc
     """insightface opens ONNX sessions lazily per resolution: all must exist after load."""
     import onnxruntime
 
-    from core.masking.faces import FaceDetector
+    from core.masking.faces import ScrfdFaceDetector as FaceDetector
     from weights.tiny.masking import write_tiny_scrfd
 
     d = tmp_path_factory.mktemp("scrfd-sessions")

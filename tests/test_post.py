@@ -48,7 +48,7 @@ def test_no_pixel_in_a_grown_face_box_after_dilation_and_feathering(dilate_px, f
     mask[100:380, 40:260] = True  # a garment region overlapping the face box
     faces = [(110.0, 60.0, 190.0, 150.0), (10.5, 10.5, 40.2, 44.9)]
     alpha = post.finalize(mask, dilate_px=dilate_px, feather_px=feather_px,
-                          protect_boxes=faces, face_margin=margin)
+                          protect=[(f, margin) for f in faces])
     for box in faces:
         x0, y0, x1, y1 = box
         mx, my = (x1 - x0) * margin, (y1 - y0) * margin
@@ -65,9 +65,10 @@ def test_windowed_finalize_equals_full_frame(dilate_px, feather_px):
     m[rng.integers(0, 240, 30), rng.integers(0, 320, 30)] = True
     m[100:140, 5:60] = True  # near the border: the window is clipped there
     faces = [(30.0, 20.0, 70.0, 60.0)]
-    full = post.subtract_boxes(post.feather(post.dilate(m, dilate_px), feather_px), faces, 0.3)
-    got = post.finalize(m, dilate_px=dilate_px, feather_px=feather_px, protect_boxes=faces,
-                        face_margin=0.3)
+    full = post.subtract_boxes(post.feather(post.dilate(m, dilate_px), feather_px),
+                               [(f, 0.3) for f in faces])
+    got = post.finalize(m, dilate_px=dilate_px, feather_px=feather_px,
+                        protect=[(f, 0.3) for f in faces])
     # the repaint region is exact; alpha values may differ in the last float bits (OpenCV's
     # distance transform itself varies by ~1e-5 with its thread count)
     assert np.array_equal(got > 0, full > 0)

@@ -1,12 +1,17 @@
-"""The masking stage: provided mask, or garments -> SAM -> minus faces, or the fallback.
+"""The masking stage: provided mask, or garments -> SAM, or the fallback; then minus the guard.
 
-Chain for ``auto`` (no mask in the request):
+The guard first (:mod:`core.masking.guard`): every face detector (unioned), then every hand
+detector (hands inside a person, outside faces). Chain for ``auto`` (no mask in the request):
   1. garment detector (YOLOv8-seg) -> detections whose class maps to a requested target group;
   2. SAM refines each kept box (``set_image`` once per image) -> the best-scoring mask each;
      without SAM the detector's own segmentation masks are used;
   3. union, remove islands, fill holes;
-  4. nothing found / a model missing or failing -> :func:`core.masking.fallback.fallback_mask`.
-Then for every source: dilate, feather, and finally zero every face box grown by the margin.
+  4. nothing found / a model missing or failing -> the fallback: the main person's region from
+     MediaPipe pose keypoints and segmentation (:func:`core.masking.pose_region.pose_region`),
+     or, when no pose is found, :func:`core.masking.fallback.fallback_mask` (GrabCut below the
+     largest face).
+Then for every source: dilate, feather, and finally zero every face box grown by
+``face_margin`` and every hand box grown by ``hand_margin``.
 
 Arrays: image H x W x 3 uint8 RGB; masks H x W bool; alpha H x W float32 [0, 1].
 """
@@ -19,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.contract import Detection, Face, JobRequest
+from core.contract import Detection, DetectorIssue, Face, JobRequest, PoseInfo
 from core.errors import ErrorCode, JobError
 from core.masking import post
 from core.masking.fallback import fallback_mask
+from core.masking.guard import run_detectors
 
 log = logging.getLogger("maskpaint.mask")
 
@@ -31,32 +37,90 @@ log = logging.getLogger("maskpaint.mask")
 class MaskOutcome:
     """Result of the masking stage."""
 
-    binary: np.ndarray  # H x W bool, before dilation/feather, faces removed
+    binary: np.ndarray  # H x W bool, before dilation/feather, faces and hands removed
     alpha: np.ndarray  # H x W float32, the blend weights actually applied
     source: str  # provided | auto | fallback
     reason: str | None = None
+    fallback: str | None = None  # pose | grabcut
     detections: list[Detection] = field(default_factory=list)
     faces: list[Face] = field(default_factory=list)
+    hands: list[Face] = field(default_factory=list)
+    pose: PoseInfo | None = None
+    issues: list[DetectorIssue] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    used_roles: list[str] = field(default_factory=list)
+    identities: list[dict] = field(default_factory=list)  # of every masking model that ran
 
     @property
     def coverage(self) -> float:
         return float((self.alpha > 0).mean())
 
+    def ran(self, model) -> None:
+        """Record that ``model`` ran (its identity goes into the result's ``models``)."""
+        identity = getattr(model, "identity", None)
+        if identity and identity not in self.identities:
+            self.identities.append(identity)
 
-def _detect_faces(models, image: np.ndarray, out: MaskOutcome) -> None:
-    if models.faces is None:
-        return
+
+def _as_faces(boxes) -> list[Face]:
+    return [Face(score=round(float(b.score), 4), box=[float(v) for v in b.box],
+                 detectors=list(b.detectors)) for b in boxes]
+
+
+def _guard(models, image: np.ndarray, req: JobRequest, out: MaskOutcome, need_faces: bool) -> None:
+    """Faces (every face detector, unioned) and hands (every hand detector, outside faces).
+
+    Raises:
+        JobError(face_detection_unavailable): ``protect_face`` is set and no face detector
+            completed on this image.
+    """
+    if req.protect_face or need_faces:
+        run = run_detectors(models.face_detectors, image)
+        out.timings_ms["faces"] = run.ms
+        out.issues += run.issues
+        out.identities += [i for i in run.identities if i not in out.identities]
+        if req.protect_face and not run.ran:
+            raise JobError(ErrorCode.face_detection_unavailable,
+                           "protect_face: no face detector could run on this worker, so faces "
+                           "cannot be protected; nothing was repainted", retryable=False)
+        out.faces = _as_faces(run.boxes)
+    if req.protect_hands and models.hand_detectors:
+        run = run_detectors(models.hand_detectors, image, [f.box for f in out.faces])
+        out.timings_ms["hands"] = run.ms
+        out.issues += run.issues
+        out.identities += [i for i in run.identities if i not in out.identities]
+        out.hands = _as_faces(run.boxes)
+
+
+def _fallback(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.ndarray:
+    """The main person's pose region; GrabCut below the largest face when no pose is found."""
+    if models.pose is not None:
+        t = time.perf_counter()
+        pose = None
+        try:
+            pose = models.pose.estimate(image)
+            out.ran(models.pose)
+        except Exception as exc:
+            log.exception("pose estimation failed")
+            out.issues.append(DetectorIssue(detector=getattr(models.pose, "name", "pose"),
+                                            stage="run", message=f"failed ({type(exc).__name__})"))
+        out.timings_ms["pose"] = (time.perf_counter() - t) * 1000
+        if pose is not None:
+            out.pose = PoseInfo(score=round(float(pose.score), 4),
+                                box=[float(v) for v in pose.box])
+            from core.masking.pose_region import pose_region
+
+            region = pose_region(pose, req.targets, image.shape[:2])
+            if region is not None and region.any():
+                out.fallback = "pose"
+                out.reason = f"{out.reason}; region from the main person's pose"
+                return region
     t = time.perf_counter()
-    try:
-        found = models.faces.detect(image)
-    except Exception:
-        log.exception("face detection failed")
-        found = []
-    out.timings_ms["faces"] = (time.perf_counter() - t) * 1000
-    out.used_roles.append("faces")
-    out.faces = [Face(score=float(f.score), box=[float(v) for v in f.box]) for f in found]
+    binary, how = fallback_mask(image, req.targets, [f.box for f in out.faces])
+    out.timings_ms["fallback"] = (time.perf_counter() - t) * 1000
+    out.fallback = "grabcut"
+    no_pose = "no pose model" if models.pose is None else "no pose found"
+    out.reason = f"{out.reason}; {no_pose}: {how}"
+    return binary
 
 
 def _auto(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.ndarray | None:
@@ -73,7 +137,7 @@ def _auto(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.nd
         out.reason = "garment detector failed"
         return None
     out.timings_ms["detect"] = (time.perf_counter() - t) * 1000
-    out.used_roles.append("garments")
+    out.ran(models.garments)
     kept = [d for d in dets if "full" in targets or d.group in targets]
     out.detections = [Detection(label=d.label, group=d.group, score=float(d.score),
                                 box=[float(v) for v in d.box]) for d in kept]
@@ -88,7 +152,7 @@ def _auto(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.nd
             masks = [m for m, _ in refined]
             for det, (_, score) in zip(out.detections, refined):
                 det.sam_score = float(score)
-            out.used_roles.append("sam")
+            out.ran(models.sam)
         except Exception:
             log.exception("SAM refinement failed; using the detector's masks")
         out.timings_ms["sam"] = (time.perf_counter() - t) * 1000
@@ -106,20 +170,21 @@ def make_mask(models, image: np.ndarray, req: JobRequest, provided: np.ndarray |
     """Run the masking stage for one job.
 
     Args:
-        models: a :class:`core.models.ModelSet` (``garments``/``sam``/``faces`` may be None).
+        models: a :class:`core.models.ModelSet` (``garments``/``sam``/``pose`` may be None; the
+            detector lists may be empty).
         image: H x W x 3 uint8 RGB.
-        req: the job request (targets, face protection, dilate/feather px).
+        req: the job request (targets, face/hand protection and margins, dilate/feather px).
         provided: H x W bool decoded from the request's ``mask``, or None for automatic.
 
     Raises:
+        JobError(face_detection_unavailable): faces must be protected but no detector ran.
         JobError(empty_mask): nothing is left to repaint (e.g. the mask lay inside a face).
     """
     h, w = image.shape[:2]
     out = MaskOutcome(binary=np.zeros((h, w), bool), alpha=np.zeros((h, w), np.float32),
-                      source="provided")
-    # faces are found for every source: protection, and the fallback's anchor
-    if req.protect_face or provided is None:
-        _detect_faces(models, image, out)
+                      source="provided", issues=list(getattr(models, "load_issues", [])))
+    # faces are found for every source: protection, and the GrabCut fallback's anchor
+    _guard(models, image, req, out, need_faces=provided is None)
     t = time.perf_counter()
     if provided is not None:
         binary = provided
@@ -127,20 +192,17 @@ def make_mask(models, image: np.ndarray, req: JobRequest, provided: np.ndarray |
         binary = _auto(models, image, req, out)
         out.source = "auto"
         if binary is None:
-            tf = time.perf_counter()
-            binary, how = fallback_mask(image, req.targets, [f.box for f in out.faces])
-            out.timings_ms["fallback"] = (time.perf_counter() - tf) * 1000
             out.source = "fallback"
-            out.reason = f"{out.reason}; {how}"
-    face_boxes = [f.box for f in out.faces] if req.protect_face else []
-    out.binary = post.subtract_boxes(binary, face_boxes, req.face_margin)
+            binary = _fallback(models, image, req, out)
+    protect = [(f.box, req.face_margin) for f in out.faces] if req.protect_face else []
+    protect += [(hd.box, req.hand_margin) for hd in out.hands]
+    out.binary = post.subtract_boxes(binary, protect)
     out.alpha = post.finalize(binary, dilate_px=req.mask_dilate_px,
-                              feather_px=req.mask_feather_px, protect_boxes=face_boxes,
-                              face_margin=req.face_margin)
+                              feather_px=req.mask_feather_px, protect=protect)
     out.timings_ms["post"] = (time.perf_counter() - t) * 1000 - sum(
-        out.timings_ms.get(k, 0.0) for k in ("detect", "sam", "fallback"))
+        out.timings_ms.get(k, 0.0) for k in ("detect", "sam", "pose", "fallback"))
     if not (out.alpha > 0).any():
         raise JobError(ErrorCode.empty_mask,
-                       "mask: nothing to repaint (empty, or entirely inside protected faces)",
-                       field="mask" if provided is not None else None)
+                       "mask: nothing to repaint (empty, or entirely inside protected faces "
+                       "and hands)", field="mask" if provided is not None else None)
     return out

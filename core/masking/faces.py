@@ -6,19 +6,20 @@ The production model is ``det_10g.onnx`` of the ``buffalo_l`` pack (manifest key
 Faces are only used to *protect* pixels, so only the detection module is loaded.
 
 Arrays: images are H x W x 3 uint8 RGB (converted to InsightFace's BGR here); boxes
-``(x0, y0, x1, y1)`` float px of the original image.
+``(x0, y0, x1, y1)`` float px of the original image. Implements
+:class:`core.masking.detectors.FaceDetector` (name ``"scrfd"``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.masking.detectors import BoxDetection, check_rgb, clip_box
 from weights.resolve import ModelMissing, set_offline_env
 
 set_offline_env()
@@ -31,25 +32,6 @@ log = logging.getLogger("maskpaint.faces")
 DetSize = tuple[int, int] | Sequence[tuple[int, int]] | None
 
 
-@dataclass
-class FaceBox:
-    """One detected face.
-
-    Attributes:
-        box: ``(x0, y0, x1, y1)`` float px in the original image, clipped to it (no margin).
-        score: detection confidence in [0, 1].
-    """
-
-    box: tuple[float, float, float, float]
-    score: float
-
-
-def _check_rgb(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError("image must be an H x W x 3 uint8 RGB array")
-
-
 def _device_index(device: str) -> int | None:
     """``"cuda"`` / ``"cuda:N"`` -> N (0 by default); anything else -> None (CPU)."""
     if not device.startswith("cuda"):
@@ -58,12 +40,16 @@ def _device_index(device: str) -> int | None:
     return int(idx) if idx else 0
 
 
-class FaceDetector:
+class ScrfdFaceDetector:
     """A loaded SCRFD face detector. Build with :meth:`load`; one per container."""
 
-    def __init__(self, app: FaceAnalysis, device: str) -> None:
+    name = "scrfd"
+
+    def __init__(self, app: FaceAnalysis, device: str, identity: dict | None = None) -> None:
         self.app = app
         self.device = device
+        self.identity = identity or {"key": "faces-scrfd", "source": "insightface",
+                                     "revision": "unknown", "dev": False}
 
     @classmethod
     def load(
@@ -75,7 +61,7 @@ class FaceDetector:
         det_thresh: float = 0.5,
         *,
         key: str = "faces-scrfd",
-    ) -> FaceDetector:
+    ) -> ScrfdFaceDetector:
         """Load the detection model of an InsightFace pack through ``FaceAnalysis``.
 
         Layout: ``<root>/models/<pack>/*.onnx`` (``root`` = ``<weights_dir>/insightface``).
@@ -128,7 +114,7 @@ class FaceDetector:
         det.detect(np.zeros((64, 64, 3), np.uint8))
         return det
 
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
+    def detect(self, image: np.ndarray) -> list[BoxDetection]:
         """Detect faces.
 
         Args:
@@ -141,15 +127,14 @@ class FaceDetector:
         Raises:
             ValueError: ``image`` is not H x W x 3 uint8.
         """
-        _check_rgb(image)
+        check_rgb(image)
         h, w = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         out = []
         for face in self.app.get(bgr):
-            x0, y0, x1, y1 = (float(v) for v in face.bbox[:4])
-            box = (min(max(x0, 0.0), w), min(max(y0, 0.0), h),
-                   min(max(x1, 0.0), w), min(max(y1, 0.0), h))
-            if box[2] > box[0] and box[3] > box[1]:
-                out.append(FaceBox(box=box, score=float(face.det_score)))
+            box = clip_box(face.bbox[:4], w, h)
+            if box is not None:
+                out.append(BoxDetection(box=box, score=float(face.det_score),
+                                        detectors=[self.name]))
         out.sort(key=lambda f: -f.score)
         return out

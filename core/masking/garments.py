@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.masking.detectors import check_rgb
 from weights.resolve import ModelMissing, set_offline_env
 
 set_offline_env()  # before ultralytics: it does DNS/hub lookups on import otherwise
@@ -68,12 +69,6 @@ class GarmentDetection:
     score: float
     box: tuple[float, float, float, float]
     mask: np.ndarray
-
-
-def _check_rgb(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError("image must be an H x W x 3 uint8 RGB array")
 
 
 def _norm(label: str) -> str:
@@ -176,7 +171,7 @@ class GarmentDetector:
         Raises:
             ValueError: ``image`` is not H x W x 3 uint8.
         """
-        _check_rgb(image)
+        check_rgb(image)
         h, w = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         result = self.model.predict(

@@ -91,14 +91,15 @@ def grow_box(box: Box, margin: float, width: int, height: int) -> tuple[int, int
     )
 
 
-def subtract_boxes(alpha: np.ndarray, boxes: Iterable[Box], margin: float) -> np.ndarray:
-    """Zero ``alpha`` (or a bool mask) inside every box grown by ``margin``. Returns a copy.
+def subtract_boxes(alpha: np.ndarray, protect: Iterable[tuple[Box, float]]) -> np.ndarray:
+    """Zero ``alpha`` (or a bool mask) inside every ``(box, margin)``'s box grown by its margin.
 
-    Applied last, after dilation and feathering, so nothing can grow back into a protected box.
+    Returns a copy. Applied last, after dilation and feathering, so nothing can grow back into
+    a protected (face or hand) box.
     """
     out = alpha.copy()
     h, w = out.shape[:2]
-    for box in boxes:
+    for box, margin in protect:
         x0, y0, x1, y1 = grow_box(box, margin, w, h)
         if x1 > x0 and y1 > y0:
             out[y0:y1, x0:x1] = 0
@@ -110,10 +111,12 @@ def finalize(
     *,
     dilate_px: int,
     feather_px: int,
-    protect_boxes: Iterable[Box] = (),
-    face_margin: float = 0.0,
+    protect: Iterable[tuple[Box, float]] = (),
 ) -> np.ndarray:
-    """Binary mask -> blend alpha: dilate, feather, then remove protected (face) boxes.
+    """Binary mask -> blend alpha: dilate, feather, then remove protected boxes.
+
+    ``protect`` holds ``(box, margin)`` pairs (faces with ``face_margin``, hands with
+    ``hand_margin``; see :func:`subtract_boxes`).
 
     Returns H x W float32 alpha in [0, 1]; the region the model repaints is ``alpha > 0``.
 
@@ -129,7 +132,7 @@ def finalize(
         x0, y0 = max(0, box[0] - r), max(0, box[1] - r)
         x1, y1 = min(w, box[2] + r), min(h, box[3] + r)
         alpha[y0:y1, x0:x1] = feather(dilate(mask[y0:y1, x0:x1], dilate_px), feather_px)
-    return subtract_boxes(alpha, protect_boxes, face_margin)
+    return subtract_boxes(alpha, protect)
 
 
 def clean(mask: np.ndarray, *, min_island_frac: float = 0.0005, fill: bool = True) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.build_sam import _build_sam
 
+from core.masking.detectors import check_rgb
 from weights.resolve import ModelMissing
 
 #: Image-encoder dims of each registry arch, as in segment_anything/build_sam.py
@@ -55,12 +56,6 @@ def infer_encoder_dims(state: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"encoder_embed_dim": embed, "encoder_depth": len(blocks),
             "encoder_num_heads": embed // int(rel[0].shape[1]),
             "encoder_global_attn_indexes": [i for i, r in zip(blocks, rel) if r.shape[0] == 127]}
-
-
-def _check_rgb(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError("image must be an H x W x 3 uint8 RGB array")
 
 
 class SamRefiner:
@@ -157,7 +152,7 @@ class SamRefiner:
         Raises:
             ValueError: ``image`` is not H x W x 3 uint8, or a box is not 4 finite numbers.
         """
-        _check_rgb(image)
+        check_rgb(image)
         if len(boxes) == 0:
             return []
         h, w = image.shape[:2]

@@ -4,7 +4,7 @@ Three writers, one per masking role, each writing its model to
 ``weights_dir / manifest.models[key].path`` (the same file the bake puts there for the real
 model) and recording it in ``<weights_dir>/receipt.json`` with ``dev=True``. The files load
 through the *same* loaders production uses (``core.masking.garments.GarmentDetector``,
-``core.masking.sam.SamRefiner``, ``core.masking.faces.FaceDetector``); nothing here bypasses
+``core.masking.sam.SamRefiner``, ``core.masking.faces.ScrfdFaceDetector``); nothing here bypasses
 a loader.
 
 - :func:`write_tiny_yolo`: an ultralytics YOLOv8-seg built from ultralytics' packaged

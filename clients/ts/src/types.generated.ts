@@ -16,6 +16,7 @@ export type ErrorCode =
   | "input_not_found"
   | "input_fetch_failed"
   | "empty_mask"
+  | "face_detection_unavailable"
   | "model_not_found"
   | "storage_error"
   | "storage_conflict"
@@ -79,13 +80,21 @@ export interface JobRequest {
     ...("upper" | "lower" | "dress" | "outerwear" | "full")[]
   ];
   /**
-   * Never repaint detected faces.
+   * Never repaint detected faces: every face detector on the worker runs and the union of their boxes is removed from the mask last, after dilation and feathering.
    */
   protect_face?: boolean;
   /**
    * Grow each face box by this fraction of its width/height on every side before it is removed from the mask.
    */
   face_margin?: number;
+  /**
+   * Never repaint detected hands (kept only inside a person and outside faces); removed from the mask last, like faces.
+   */
+  protect_hands?: boolean;
+  /**
+   * Grow each hand box by this fraction of its width/height on every side before it is removed from the mask.
+   */
+  hand_margin?: number;
   /**
    * Grow the mask by this many px.
    */
@@ -222,11 +231,27 @@ export interface MaskInfo {
    */
   reason?: string | null;
   /**
+   * How the fallback region was made: from the main person's pose keypoints and segmentation, or GrabCut below the largest face (no pose found).
+   */
+  fallback?: ("pose" | "grabcut") | null;
+  /**
    * Fraction of the image repainted (alpha > 0).
    */
   coverage: number;
   detections?: Detection[];
+  /**
+   * Faces removed from the mask.
+   */
   faces?: Face[];
+  /**
+   * Hands removed from the mask.
+   */
+  hands?: Face[];
+  /**
+   * Set when the pose model ran.
+   */
+  pose?: PoseInfo | null;
+  detector_issues?: DetectorIssue[];
 }
 /**
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
@@ -243,15 +268,51 @@ export interface Detection {
   sam_score?: number | null;
 }
 /**
+ * A protected region (face or hand): the union of every detector's overlapping boxes.
+ *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "Face".
  */
 export interface Face {
+  /**
+   * Highest score among the detectors that found it.
+   */
   score: number;
   /**
    * [x0, y0, x1, y1] px, before the margin.
    */
   box: number[];
+  /**
+   * Detectors that found it, e.g. `blazeface`, `scrfd`.
+   */
+  detectors?: string[];
+}
+/**
+ * The main person's pose, when the pose model ran (pose-based fallback).
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "PoseInfo".
+ */
+export interface PoseInfo {
+  score: number;
+  /**
+   * [x0, y0, x1, y1] px, the person's region.
+   */
+  box: number[];
+}
+/**
+ * A masking model that could not load or failed on this image; the job went on without it.
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "DetectorIssue".
+ */
+export interface DetectorIssue {
+  /**
+   * Detector name or manifest key.
+   */
+  detector: string;
+  stage: "load" | "run";
+  message: string;
 }
 /**
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
@@ -406,6 +467,7 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   "input_not_found",
   "input_fetch_failed",
   "empty_mask",
+  "face_detection_unavailable",
   "model_not_found",
   "storage_error",
   "storage_conflict",
