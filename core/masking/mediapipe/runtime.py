@@ -6,11 +6,9 @@ old protobuf, and the 1.x line ships no model files, so only the models are take
 run with Google's own TFLite runtime (``ai-edge-litert``). The graph code around the models
 (C++ calculators) is not available from Python; this module re-implements the few calculators
 the detectors need, following their sources in ``google-ai-edge/mediapipe``:
-
-- ``SsdAnchorsCalculator`` (``mediapipe/calculators/tflite/ssd_anchors_calculator.cc``);
-- ``ImageToTensorCalculator`` with ``keep_aspect_ratio: true`` (a centred letterbox, zero pad);
-- ``TensorsToDetectionsCalculator`` (box/keypoint decoding, sigmoid with score clipping);
-- ``NonMaxSuppressionCalculator`` with ``algorithm: WEIGHTED``.
+``ImageToTensorCalculator`` with ``keep_aspect_ratio: true`` (a centred letterbox, zero pad)
+here; anchors, SSD decoding and weighted NMS in :mod:`.ssd` (re-exported here); plus the
+whole-image + 2 x 2 tiles driver the notes (§4) call for.
 
 Conventions: images H x W x 3 uint8 RGB; model inputs 1 x S x S x 3 float32; decoded boxes
 ``(x0, y0, x1, y1)`` and keypoints ``(x, y)`` normalised to the model input ([0, 1] of S px).
@@ -25,6 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+
+from core.masking.mediapipe.ssd import decode_ssd, iou, sigmoid, ssd_anchors, weighted_nms
+
+__all__ = ["Letterbox", "Model", "decode_ssd", "default_threads", "detect_tiled", "iou",
+           "letterbox", "load_interpreter", "sigmoid", "ssd_anchors", "tiles", "weighted_nms"]
 
 #: Default interpreter threads: all cores, at most 4 (these models are small; more threads
 #: mostly add synchronisation cost).
@@ -85,40 +88,6 @@ def load_interpreter(path: Path | str, num_threads: int | None = None) -> Model:
     return Model(interpreter, shape[1], int(inp["index"]), outputs, str(path))
 
 
-def ssd_anchors(input_size: int, strides: list[int], interpolated_scale: bool = True,
-                offset: float = 0.5) -> np.ndarray:
-    """Anchor centres as MediaPipe's ``SsdAnchorsCalculator`` makes them (fixed size 1).
-
-    Options used by all four detectors here: ``aspect_ratios: [1.0]``,
-    ``fixed_anchor_size: true``, ``anchor_offset_x/y: 0.5``,
-    ``reduce_boxes_in_lowest_layer: false``. Consecutive layers with the same stride share one
-    feature map (``ceil(input_size / stride)`` cells a side); each such layer adds one anchor
-    per cell, plus one more when ``interpolated_scale_aspect_ratio`` is set (1.0 for
-    short-range face, palm and pose; 0.0 for full-range face). Counts: face full-range
-    192 px [4] no interpolation -> 2304; short-range 128 px [8, 16, 16, 16] -> 896; palm
-    192 px [8, 16, 16, 16] -> 2016; pose 224 px [8, 16, 32, 32, 32] -> 2254.
-
-    Returns:
-        N x 2 float32 ``(x_centre, y_centre)`` in [0, 1], in the order of the model's outputs
-        (per layer group: rows, then columns, then anchors of a cell).
-    """
-    per_anchor = 2 if interpolated_scale else 1
-    out = []
-    i = 0
-    while i < len(strides):
-        j = i
-        while j < len(strides) and strides[j] == strides[i]:
-            j += 1
-        side = int(np.ceil(input_size / strides[i]))
-        n = (j - i) * per_anchor
-        ys, xs = np.meshgrid((np.arange(side) + offset) / side, (np.arange(side) + offset) / side,
-                             indexing="ij")
-        cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        out.append(np.repeat(cells, n, axis=0))
-        i = j
-    return np.concatenate(out).astype(np.float32)
-
-
 @dataclass
 class Letterbox:
     """Where an image region went in a square model input, to map results back.
@@ -136,19 +105,13 @@ class Letterbox:
 
     def to_image(self, points: np.ndarray) -> np.ndarray:
         """... x 2 normalised ``(u, v)`` -> ... x 2 float px of the original image."""
-        pts = np.asarray(points, dtype=np.float64)
-        out = np.empty_like(pts)
-        out[..., 0] = self.origin_x + (pts[..., 0] * self.size - self.pad_x) / self.scale
-        out[..., 1] = self.origin_y + (pts[..., 1] * self.size - self.pad_y) / self.scale
-        return out
+        pad, origin = np.array([self.pad_x, self.pad_y]), np.array([self.origin_x, self.origin_y])
+        return origin + (np.asarray(points, np.float64) * self.size - pad) / self.scale
 
     def to_input(self, points: np.ndarray) -> np.ndarray:
         """... x 2 float px of the original image -> normalised ``(u, v)`` (inverse of above)."""
-        pts = np.asarray(points, dtype=np.float64)
-        out = np.empty_like(pts)
-        out[..., 0] = ((pts[..., 0] - self.origin_x) * self.scale + self.pad_x) / self.size
-        out[..., 1] = ((pts[..., 1] - self.origin_y) * self.scale + self.pad_y) / self.size
-        return out
+        pad, origin = np.array([self.pad_x, self.pad_y]), np.array([self.origin_x, self.origin_y])
+        return ((np.asarray(points, np.float64) - origin) * self.scale + pad) / self.size
 
 
 def letterbox(image: np.ndarray, size: int, value_range: tuple[float, float] = (-1.0, 1.0),
@@ -184,92 +147,6 @@ def letterbox(image: np.ndarray, size: int, value_range: tuple[float, float] = (
     sx, sy = nw / w, nh / h
     return tensor[None], Letterbox(size, (sx + sy) / 2, float(px), float(py),
                                    float(origin[0]), float(origin[1]))
-
-
-def sigmoid(logits: np.ndarray, clip: float = 100.0) -> np.ndarray:
-    """Logistic function after clipping to +-``clip`` (``score_clipping_thresh: 100``)."""
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits, np.float64), -clip, clip)))
-
-
-def decode_ssd(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray,
-               input_size: int, num_keypoints: int, min_score: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode SSD outputs as ``TensorsToDetectionsCalculator`` does for these models.
-
-    Regressors are ``(x_centre, y_centre, w, h, kx0, ky0, ...)`` in input px relative to the
-    anchor (``x/y/w/h_scale`` = the input size, anchors of fixed size 1): divide by the input
-    size and add the anchor centre (centres and keypoints only).
-
-    Args:
-        raw_boxes: N x (4 + 2K) float32 regressors.
-        raw_scores: N x 1 (or N) float32 logits.
-        anchors: N x 2 anchor centres from :func:`ssd_anchors`.
-        input_size: S px.
-        num_keypoints: K.
-        min_score: keep detections whose sigmoid score reaches this (0-1).
-
-    Returns:
-        (M x 4 boxes ``x0, y0, x1, y1``, M scores, M x K x 2 keypoints), all normalised.
-
-    Raises:
-        ValueError: the anchor count differs from the model's output count.
-    """
-    if len(anchors) != len(raw_boxes):
-        raise ValueError(f"{len(anchors)} anchors for {len(raw_boxes)} model outputs")
-    scores = sigmoid(raw_scores.reshape(-1))
-    keep = scores >= min_score
-    raw, anc, scores = raw_boxes[keep] / input_size, anchors[keep], scores[keep]
-    cx, cy = raw[:, 0] + anc[:, 0], raw[:, 1] + anc[:, 1]
-    w, h = raw[:, 2], raw[:, 3]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    kps = raw[:, 4:4 + 2 * num_keypoints].reshape(-1, num_keypoints, 2) + anc[:, None, :]
-    return boxes, scores, kps
-
-
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of one ``x0, y0, x1, y1`` box with each row of ``boxes``."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray,
-                 min_iou: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """MediaPipe's weighted non-max suppression (``NonMaxSuppressionCalculator``,
-    ``algorithm: WEIGHTED``, ``overlap_type: INTERSECTION_OVER_UNION``).
-
-    Take the best remaining detection, gather every remaining one whose IoU with it exceeds
-    ``min_iou`` (itself included), and replace them by their score-weighted mean box and
-    keypoints, keeping the best score. Works in any coordinate frame (px or normalised).
-
-    Args:
-        boxes: N x 4 ``x0, y0, x1, y1``; scores: N; keypoints: N x K x 2.
-        min_iou: the ``min_suppression_threshold`` (0.3 in these MediaPipe graphs).
-
-    Returns:
-        (M x 4 boxes, M scores, M x K x 2 keypoints), by descending score.
-    """
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
-    out_b, out_s, out_k = [], [], []
-    remaining = np.arange(len(scores))
-    while len(remaining):
-        top = remaining[0]
-        overlap = iou(boxes[top], boxes[remaining]) > min_iou
-        overlap[0] = True
-        group = remaining[overlap]
-        wts = scores[group][:, None]
-        out_b.append((boxes[group] * wts).sum(0) / wts.sum())
-        out_k.append((keypoints[group] * wts[:, :, None]).sum(0) / wts.sum())
-        out_s.append(scores[top])
-        remaining = remaining[~overlap]
-    k = keypoints.shape[1] if keypoints.ndim == 3 else 0
-    if not out_s:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, k, 2))
-    return np.array(out_b), np.array(out_s), np.array(out_k)
 
 
 def tiles(width: int, height: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
