@@ -241,3 +241,9 @@ def test_weighted_nms_merges_overlaps_by_score():
     assert out_s.tolist() == [0.9, 0.8]
     assert out_b[0].tolist() == pytest.approx([0.5, 0, 10.5, 10])  # (0*.9 + 2*.3) / 1.2
     assert out_b[1].tolist() == [50, 50, 60, 60]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 2000, 3), (3000, 20, 3), (5, 7, 3)])
+def test_tiny_and_extreme_images_give_no_boxes_and_no_error(faces, hands, shape):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    assert faces.detect(img) == [] and hands.detect(img) == []

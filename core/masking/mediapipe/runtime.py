@@ -27,7 +27,8 @@ from ai_edge_litert.interpreter import Interpreter
 from core.masking.mediapipe.ssd import decode_ssd, iou, sigmoid, ssd_anchors, weighted_nms
 
 __all__ = ["Letterbox", "Model", "decode_ssd", "default_threads", "detect_tiled", "iou",
-           "letterbox", "load_interpreter", "sigmoid", "ssd_anchors", "tiles", "weighted_nms"]
+           "letterbox", "load_interpreter", "shrink", "sigmoid", "ssd_anchors", "tiles",
+           "weighted_nms"]
 
 #: Default interpreter threads: all cores, at most 4 (these models are small; more threads
 #: mostly add synchronisation cost).
@@ -164,14 +165,31 @@ def tiles(width: int, height: int, overlap: float = 0.25) -> list[tuple[int, int
     return out
 
 
+def shrink(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``image`` (H x W x C uint8) scaled down to ``long_side`` px, aspect kept; as is if smaller.
+
+    Area averaging (``INTER_AREA``), but a photo more than 3x too large is first brought to 3x
+    the target with bilinear sampling: ``INTER_AREA`` straight from 12 MP costs ~85 ms here,
+    the two steps ~3 ms, and each output pixel still averages 9 samples.
+    """
+    h, w = image.shape[:2]
+    s = long_side / max(h, w)
+    if s >= 1:
+        return image
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    if s < 1 / 3:
+        image = cv2.resize(image, (size[0] * 3, size[1] * 3), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def detect_tiled(model: Model, image: np.ndarray, anchors: np.ndarray, num_keypoints: int,
                  value_range: tuple[float, float], min_score: float, use_tiles: bool = True,
                  min_iou: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run an SSD detector on the whole image (and tiles), merge with weighted NMS.
 
-    The image is first shrunk (INTER_AREA) so that a tile is no larger than the model input:
-    more pixels would be thrown away by the letterbox anyway, and this keeps the cost at
-    12 MP close to the cost at 0.5 MP.
+    The image is first shrunk (:func:`shrink`) so that a tile is no larger than the model
+    input: more pixels would be thrown away by the letterbox anyway, and this keeps the cost
+    at 12 MP close to the cost at 0.5 MP.
 
     Args:
         model, anchors, num_keypoints: the detector and its decoding.
@@ -184,12 +202,9 @@ def detect_tiled(model: Model, image: np.ndarray, anchors: np.ndarray, num_keypo
     Returns:
         (M x 4 boxes, M scores, M x K x 2 keypoints) in original-image px (not clipped).
     """
-    h, w = image.shape[:2]
-    factor = (2 - 0.25) if use_tiles else 1.0
-    shrink = min(1.0, model.size * factor / max(h, w))
-    small = cv2.resize(image, (max(1, round(w * shrink)), max(1, round(h * shrink))),
-                       interpolation=cv2.INTER_AREA) if shrink < 1 else image
+    small = shrink(image, round(model.size * ((2 - 0.25) if use_tiles else 1.0)))
     sh, sw = small.shape[:2]
+    scale = np.array([sw / image.shape[1], sh / image.shape[0]])
     all_b, all_s, all_k = [], [], []
     regions = tiles(sw, sh) if use_tiles else [(0, 0, sw, sh)]
     for x0, y0, x1, y1 in regions:
@@ -197,8 +212,8 @@ def detect_tiled(model: Model, image: np.ndarray, anchors: np.ndarray, num_keypo
         raw_boxes, raw_scores = sorted(model.run(tensor)[:2], key=lambda a: -a.shape[-1])
         b, s, k = decode_ssd(raw_boxes, raw_scores, anchors, model.size, num_keypoints,
                              min_score)
-        all_b.append(lb.to_image(b.reshape(-1, 2, 2)).reshape(-1, 4) / shrink)
-        all_k.append(lb.to_image(k) / shrink)
+        all_b.append((lb.to_image(b.reshape(-1, 2, 2)) / scale).reshape(-1, 4))
+        all_k.append(lb.to_image(k) / scale)
         all_s.append(s)
     return weighted_nms(np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k),
                         min_iou)
