@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from core.masking.detectors import Pose, check_rgb, clip_box
-from core.masking.mediapipe.runtime import Model, detect_tiled, load_interpreter, sigmoid, \
-    ssd_anchors
+from core.masking.mediapipe.runtime import Model, detect_tiled, load_interpreter
+from core.masking.mediapipe.ssd import sigmoid, ssd_anchors
 
 DETECTOR_FILE, LANDMARK_FILE = "pose_detection.tflite", "pose_landmark_full.tflite"
 #: SsdAnchorsCalculator options of ``pose_detection_cpu.pbtxt`` (interpolated-scale anchors).
@@ -156,13 +156,20 @@ class MediaPipePose:
         keypoints = np.empty((NUM_LANDMARKS, 3), np.float32)
         keypoints[:, :2] = raw[:, :2] @ inverse[:, :2].T + inverse[:, 2]
         keypoints[:, 2] = sigmoid(raw[:, 3])
-        logits = outputs[self._segmentation][:, :, 0]
-        probability = sigmoid(logits).astype(np.float32)
-        segmentation = cv2.warpAffine(probability, m, (w, h),
-                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        probability = sigmoid(outputs[self._segmentation][:, :, 0]).astype(np.float32)
         corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
         roi = corners @ inverse[:, :2].T + inverse[:, 2]
-        box = clip_box((*roi.min(0), *roi.max(0)), w, h) or (0.0, 0.0, float(w), float(h))
-        return Pose(keypoints=keypoints, segmentation=np.clip(segmentation, 0.0, 1.0),
-                    score=score, box=box)
+        box = clip_box((*roi.min(0), *roi.max(0)), w, h)
+        segmentation = np.zeros((h, w), np.float32)
+        if box is not None:
+            # warp into the ROI's bounds only (outside it the map is 0): ~3x less work at 12 MP
+            x0, y0 = int(box[0]), int(box[1])
+            x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+            shifted = m.copy()
+            shifted[:, 2] += m[:, :2] @ (x0, y0)
+            part = cv2.warpAffine(probability, shifted, (x1 - x0, y1 - y0),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+            segmentation[y0:y1, x0:x1] = np.clip(part, 0.0, 1.0, out=part)
+        return Pose(keypoints=keypoints, segmentation=segmentation,
+                    score=score, box=box or (0.0, 0.0, float(w), float(h)))
