@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from core.masking.detectors import Pose, check_rgb, clip_box
-from core.masking.mediapipe.runtime import Model, detect_tiled, load_interpreter
+from core.masking.mediapipe.runtime import Model, detect_tiled, load_interpreter, shrink
 from core.masking.mediapipe.ssd import sigmoid, ssd_anchors
 
 DETECTOR_FILE, LANDMARK_FILE = "pose_detection.tflite", "pose_landmark_full.tflite"
@@ -127,19 +127,17 @@ class MediaPipePose:
         check_rgb(image)
         h, w = image.shape[:2]
         _, scores, kps = detect_tiled(self.detector, image, self.anchors, NUM_KEYPOINTS,
-                                          (-1.0, 1.0), MIN_SCORE, use_tiles=False,
-                                          min_iou=NMS_IOU)
+                                      (-1.0, 1.0), MIN_SCORE, use_tiles=False, min_iou=NMS_IOU)
         size = self.landmarker.size
         sides = 2.0 * ROI_SCALE * np.linalg.norm(kps[:, 1] - kps[:, 0], axis=1)
-        # warp from a copy shrunk (INTER_AREA) to ~2 input px per ROI px: a 12 MP photo warped
-        # straight to 256 px with INTER_LINEAR would alias
-        shrink = min(1.0, 2.0 * size / max(float(sides.max(initial=0.0)), 1.0))
-        small = cv2.resize(image, (max(1, round(w * shrink)), max(1, round(h * shrink))),
-                           interpolation=cv2.INTER_AREA) if shrink < 1 else image
-        order = np.argsort(-np.linalg.norm(kps[:, 1] - kps[:, 0], axis=1), kind="stable")
+        # warp from a copy shrunk to ~2 source px per input px: a 12 MP photo warped straight
+        # to 256 px with INTER_LINEAR would alias
+        small = shrink(image, round(max(h, w) * 2.0 * size / max(float(sides.max(initial=0)), 1)))
+        sx, sy = small.shape[1] / w, small.shape[0] / h
+        order = np.argsort(-sides, kind="stable")
         for main in order[:MAX_CANDIDATES]:
             m = _roi_matrix(kps[main, 0], kps[main, 1], size)
-            scaled = np.hstack([m[:, :2] / shrink, m[:, 2:]])  # from ``small``'s px
+            scaled = np.hstack([m[:, :2] / (sx, sy), m[:, 2:]])  # from ``small``'s px
             crop = cv2.warpAffine(small, scaled, (size, size), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
             outputs = self.landmarker.run(crop[None].astype(np.float32) / np.float32(255.0))
