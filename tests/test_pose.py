@@ -251,7 +251,8 @@ def test_region_excludes_head_and_hands_and_respects_segmentation():
     pose = figure(head_drop=80)  # chin down to the collar: inside the torso polygon
     region = pose_region(pose, ["full"], pose.segmentation.shape)
     chin = kp(pose, "mouth_left")[:2] + (0, 25)
-    for name in ("nose", "mouth_left", "mouth_right", "right_thumb", "left_thumb"):
+    for name in ("nose", "mouth_left", "mouth_right", "right_thumb", "left_thumb", "left_heel",
+                 "right_foot_index"):
         x, y = kp(pose, name)[:2].astype(int)
         assert not region[y, x], name
     assert not region[int(chin[1]), int(chin[0])]

@@ -2,7 +2,7 @@
 
 Each target group is drawn as convex polygons and thick limb segments between the 33 pose
 keypoints (:data:`core.masking.detectors.POSE_LANDMARKS`), then cut by the person segmentation
-(``segmentation > 0.5``), minus the head and minus the hands. The person segmentation gives the
+(``segmentation > 0.5``), minus the head, the hands and the feet. The segmentation gives the
 outline; the keypoints only decide *which part* of the person belongs to the group, so the
 polygons are drawn generously and the segmentation trims them.
 
@@ -17,8 +17,8 @@ Keypoints: a region needs its anchor keypoints (shoulders for ``upper``/``outerw
 hips for ``lower``) at visibility >= :data:`MIN_VISIBILITY`. The other joints (elbows, wrists,
 hips, knees, ankles) are used at their predicted positions even when hidden: the landmark model
 extrapolates joints outside the frame, and the segmentation and the frame cut what does not exist.
-Hands are subtracted only where seen (a hidden hand needs no protection, and its guessed place
-would bite into the garment), the head always.
+Hands and feet are subtracted only where seen (a hidden hand needs no protection, and its
+guessed place would bite into the garment), the head always.
 
 Why hand-written: no library turns pose keypoints into garment regions; this is a few polygons.
 """
@@ -60,6 +60,9 @@ HEAD_CHIN, HEAD_CROWN, HEAD_MARGIN = 0.9, 2.2, 0.35
 #: Hand: the wrist/pinky/index/thumb hull, extended past the knuckles by 1.0 x the
 #: wrist-to-knuckle distance (the fingers), plus a margin of 0.08 u.
 HAND_FINGERS, HAND_MARGIN = 1.0, 0.08
+#: Foot (a shoe is not a garment): the heel-to-toe strip raised half-way to the ankle (the top
+#: of a shoe), plus a margin of 0.08 u.
+FOOT_RISE, FOOT_MARGIN = 0.5, 0.08
 GROUPS = ("upper", "lower", "dress", "outerwear", "full")
 
 _IDX = {name: i for i, name in enumerate(POSE_LANDMARKS)}
@@ -93,9 +96,13 @@ def _poly(canvas: np.ndarray, points: Iterable[np.ndarray], margin: float, value
 
 
 def _band(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, width: float) -> None:
-    """Draw a limb segment ``a`` -> ``b`` ``width`` px wide with round ends."""
-    pa, pb = tuple(int(round(v)) for v in a), tuple(int(round(v)) for v in b)
-    cv2.line(canvas, pa, pb, 1, thickness=max(1, int(round(width))), lineType=cv2.LINE_8)
+    """A limb segment ``a`` -> ``b`` ``width`` px wide, round at the joint ``a`` (shoulder,
+    elbow, hip, knee), cut square at ``b``: a cuff or a hem ends at the wrist or ankle, and the
+    next segment's round end covers an elbow or knee."""
+    n = _unit(b - a)[::-1] * (-1.0, 1.0) * width / 2  # the normal, half a width long
+    _poly(canvas, [a + n, a - n, b - n, b + n], 0)
+    centre = (int(round(a[0])), int(round(a[1])))
+    cv2.circle(canvas, centre, max(1, int(round(width / 2))), 1, thickness=-1)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -176,6 +183,15 @@ def _draw_hands(canvas: np.ndarray, pose: Pose, u: float, value: int) -> None:
         _poly(canvas, [wrist] + knuckles + tips, HAND_MARGIN * u, value)
 
 
+def _draw_feet(canvas: np.ndarray, pose: Pose, u: float, value: int) -> None:
+    for side in ("left", "right"):
+        if not (_seen(pose, f"{side}_heel") or _seen(pose, f"{side}_foot_index")):
+            continue
+        ankle, heel, toe = (_xy(pose, f"{side}_{j}") for j in ("ankle", "heel", "foot_index"))
+        rise = (ankle - heel) * FOOT_RISE
+        _poly(canvas, [heel, toe, heel + rise, toe + rise], FOOT_MARGIN * u, value)
+
+
 def _draw_group(canvas: np.ndarray, pose: Pose, group: str) -> bool:
     """Draw ``group``'s polygons (value 1); False when its anchor keypoints are not visible."""
     if group == "full":
@@ -240,8 +256,8 @@ def pose_region(pose: Pose, targets: Sequence[str], shape: tuple[int, int]) -> n
 
     Returns:
         H x W bool: the union of the groups that could be drawn, cut to person pixels
-        (``segmentation > 0.5``), minus the head and the seen hands; None when no group's anchor
-        keypoints are visible or nothing is left.
+        (``segmentation > 0.5``), minus the head and the seen hands and feet; None when no
+        group's anchor keypoints are visible or nothing is left.
 
     Raises:
         ValueError: an unknown group, or a segmentation whose shape is not ``shape``.
@@ -258,6 +274,7 @@ def pose_region(pose: Pose, targets: Sequence[str], shape: tuple[int, int]) -> n
         return None
     _draw_head(canvas, pose, 0)
     _draw_hands(canvas, pose, body_unit(pose), 0)
+    _draw_feet(canvas, pose, body_unit(pose), 0)
     region = canvas.view(bool)
     region &= pose.segmentation > SEGMENTATION_THRESHOLD
     return region if region.any() else None
