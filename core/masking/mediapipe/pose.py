@@ -17,8 +17,9 @@ Two stages, as MediaPipe's ``pose_landmark_cpu.pbtxt`` graph runs them on one im
    pose-presence probability (no activation; a pose counts at >= 0.5), a 256 x 256 segmentation
    logit map. Landmarks and segmentation map back through the inverse affine.
 
-Left out: MediaPipe's heatmap refinement of the landmarks (``RefineLandmarksFromHeatmap``, a few
-px at 256) and the temporal filters (video only).
+Left out: MediaPipe's refinement of the landmarks from the 64 x 64 heatmap output
+(``RefineLandmarksFromHeatmapCalculator``, a small local correction) and the temporal filters
+(video only).
 
 Main person: of the detections, the one with the largest ROI (the nearest / most prominent
 person, rather than the highest score, which favours a small bystander in full view) that the
@@ -50,8 +51,9 @@ ROI_SCALE = 1.25
 MIN_PRESENCE = 0.5
 NUM_LANDMARKS, RAW_LANDMARKS = 33, 39
 #: Candidates tried, largest first, until the landmark model confirms a person (presence >=
-#: 0.5); one landmark run (~15 ms) each. The detector also fires on faces in posters and on
-#: people cut by the frame (t1.jpg: the largest of four candidates has presence 0.27).
+#: 0.5); one landmark run each. The detector's largest box is not always a pose the landmark
+#: model can read (t1.jpg: the largest of four, a man standing behind the table, has presence
+#: 0.27; the next one is taken).
 MAX_CANDIDATES = 3
 
 
