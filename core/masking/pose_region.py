@@ -7,11 +7,10 @@ outline; the keypoints only decide *which part* of the person belongs to the gro
 polygons are drawn generously and the segmentation trims them.
 
 Scale: every length is a multiple of the body unit ``u`` (px): the distance between the shoulder
-keypoints, or the shoulder-to-hip length / 1.3 when that is larger (a person in profile has
-narrow shoulders on the photo; an adult's shoulder-joint distance is about 1/1.3 of the
-shoulder-to-hip-joint length - anthropometric averages, e.g. NASA-STD-3000 vol. 1 ch. 3, and
-1.33 on grace_hopper.jpg). The fractions below are rough proportions of an adult figure,
-checked by eye on grace_hopper.jpg, astronaut.png, bus.jpg and zidane.jpg.
+keypoints, or the shoulder-to-hip length / 1.5 when that is larger (a person turned sideways
+has narrow shoulders on the photo). 1.5 is the median shoulder-to-hip / shoulder ratio of the
+main person in bus.jpg, zidane.jpg, t1.jpg, grace_hopper.jpg and astronaut.png (1.09-1.76). The
+fractions below are rough proportions of an adult figure, checked by eye on those photos.
 
 Keypoints: a region needs its anchor keypoints (shoulders for ``upper``/``outerwear``/``dress``,
 hips for ``lower``) at visibility >= :data:`MIN_VISIBILITY`. The other joints (elbows, wrists,
@@ -34,10 +33,11 @@ from core.masking.detectors import POSE_LANDMARKS, Pose
 
 #: MediaPipe's own threshold for drawing a landmark as visible (``drawing_utils``).
 MIN_VISIBILITY = 0.5
-#: Person pixels: the segmentation probability above this (MediaPipe's own cut-off).
+#: Person pixels: the segmentation probability above even odds (the person's area changes by
+#: 9-15 % between cut-offs 0.1 and 0.9 on grace_hopper.jpg, astronaut.png and bus.jpg).
 SEGMENTATION_THRESHOLD = 0.5
-#: Shoulder-to-hip length over shoulder width for an adult (see the module docstring).
-TORSO_PER_SHOULDER = 1.3
+#: Shoulder-to-hip length over shoulder width (see the module docstring).
+TORSO_PER_SHOULDER = 1.5
 
 #: Per garment group (all in body units u):
 #: ``top``: how far above the shoulder (or waist above the hip) joints the garment starts - the
@@ -78,7 +78,7 @@ def _seen(pose: Pose, *names: str, limit: float = MIN_VISIBILITY) -> bool:
 
 
 def body_unit(pose: Pose) -> float:
-    """The body unit u (px): shoulder distance, or shoulder-to-hip / 1.3 when larger."""
+    """The body unit u (px): shoulder distance, or shoulder-to-hip / 1.5 when larger."""
     ls, rs = _xy(pose, "left_shoulder"), _xy(pose, "right_shoulder")
     lh, rh = _xy(pose, "left_hip"), _xy(pose, "right_hip")
     torso = float(np.linalg.norm((ls + rs) / 2 - (lh + rh) / 2))
