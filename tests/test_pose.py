@@ -292,3 +292,18 @@ def test_bad_targets_and_shapes_raise():
         pose_region(pose, ["hat"], (900, 600))
     with pytest.raises(ValueError, match="shape"):
         pose_region(pose, ["upper"], (450, 300))
+
+
+def test_region_turns_with_the_body():
+    """A figure lying on its side (the photo turned 90 degrees) gets the same region, turned."""
+    pose = figure()
+    h, w = pose.segmentation.shape
+    turned = Pose(keypoints=pose.keypoints.copy(), segmentation=np.rot90(pose.segmentation, -1),
+                  score=pose.score, box=pose.box)
+    turned.keypoints[:, 0] = h - 1 - pose.keypoints[:, 1]  # clockwise: (x, y) -> (h-1-y, x)
+    turned.keypoints[:, 1] = pose.keypoints[:, 0]
+    for group in ("upper", "lower", "dress"):
+        upright = np.rot90(pose_region(pose, [group], (h, w)), -1)
+        lying = pose_region(turned, [group], (w, h))
+        iou = (upright & lying).sum() / (upright | lying).sum()
+        assert iou > 0.97, group
