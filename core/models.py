@@ -195,7 +195,9 @@ def _load_blazeface(res: ResolvedModel, device: str):
 def _load_palm(res: ResolvedModel, device: str):
     from core.masking.mediapipe.palm import PalmDetector
 
-    return PalmDetector.load(res.path)
+    # layout: <weights_dir>/mediapipe/hands/{palm_detection_full,hand_landmark_full}.tflite
+    return PalmDetector.load(res.path / "palm_detection_full.tflite",
+                             res.path / "hand_landmark_full.tflite")
 
 
 def _load_pose(res: ResolvedModel, device: str):

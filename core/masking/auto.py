@@ -29,6 +29,7 @@ from core.errors import ErrorCode, JobError
 from core.masking import post
 from core.masking.fallback import fallback_mask
 from core.masking.guard import run_detectors
+from core.masking.pose_region import pose_region
 
 log = logging.getLogger("maskpaint.mask")
 
@@ -107,8 +108,6 @@ def _fallback(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> n
         if pose is not None:
             out.pose = PoseInfo(score=round(float(pose.score), 4),
                                 box=[float(v) for v in pose.box])
-            from core.masking.pose_region import pose_region
-
             region = pose_region(pose, req.targets, image.shape[:2])
             if region is not None and region.any():
                 out.fallback = "pose"
