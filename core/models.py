@@ -48,7 +48,7 @@ class ModelSet:
     #: Inpainting model for jobs that name none (``MASKPAINT_DEFAULT_MODEL``, else the first
     #: one loaded, in manifest order); may name a model that is not loaded.
     default_inpaint: str | None = None
-    #: Inpainting model key -> why it is not loaded ("not baked", "failed to load: ...").
+    #: Inpainting model key -> why it is not loaded ("not baked", "weights failed to load").
     inpaint_missing: dict[str, str] = field(default_factory=dict)
 
     def inpainter(self, key: str | None) -> InpaintModel:
