@@ -67,7 +67,8 @@ class MaskPaint:
 @modal.asgi_app(label=f"{cfg.app_name}-api")
 def web():
     """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
-    return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run))
+    return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run),
+                               readiness=glue.weights_readiness)
 
 
 @app.local_entrypoint()

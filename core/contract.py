@@ -123,7 +123,14 @@ class JobRequest(_Strict):
         description="Random seed. When absent one is derived from the job id (so a retried job "
         "repeats its output exactly) and returned.",
     )
-    model: str = Field("sd15-inpaint", max_length=64, description="Inpainting model key.")
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Inpainting model key (`sd15-inpaint`, `sdxl-inpaint`). Absent: the "
+        "worker's default (`MASKPAINT_DEFAULT_MODEL`, else the first inpainting model baked); "
+        "the result's `model` says which one ran.",
+    )
     output: OutputOptions = Field(default_factory=OutputOptions)
 
     @model_validator(mode="after")
@@ -211,6 +218,9 @@ class JobResult(BaseModel):
     mask: Artifact
     overlay: Artifact = Field(..., description="Preview: photo, tinted mask, boxes, labels.")
     mask_info: MaskInfo
+    model: str | None = Field(
+        None, description="Key of the inpainting model that ran (inpaint only)."
+    )
     models: list[ModelInfo] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
     size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")

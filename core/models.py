@@ -4,7 +4,11 @@ Inpainting pipelines load with diffusers ``from_pretrained(local_files_only=True
 the device (fp16 on CUDA, fp32 on CPU) from the baked layout; the masking models (garment
 detector, SAM, face / hand detectors, pose) load through their own libraries' loaders, chosen by
 the manifest's ``kind``. A masking model that is not baked is recorded as missing and the masking
-stage falls back; a missing inpainting model is an error at cold start.
+stage falls back. An inpainting model that is not baked or fails to load (corrupt files; a
+sha256 mismatch with ``MASKPAINT_VERIFY_WEIGHTS=1``) is recorded in ``ModelSet.inpaint_missing``:
+the worker still starts, logs the bake command once, and answers the jobs that need it with
+``model_not_found`` (so a caller hears at once instead of a job waiting in a queue behind a
+crash-looping worker).
 """
 
 from __future__ import annotations
@@ -52,6 +56,36 @@ class ModelSet:
     missing: dict[str, str] = field(default_factory=dict)
     load_issues: list[DetectorIssue] = field(default_factory=list)
     load_ms: dict[str, float] = field(default_factory=dict)
+    #: Inpainting model for jobs that name none (``MASKPAINT_DEFAULT_MODEL``, else the first
+    #: one loaded, in manifest order); may name a model that is not loaded.
+    default_inpaint: str | None = None
+    #: Inpainting model key -> why it is not loaded ("not baked", "weights failed to load").
+    inpaint_missing: dict[str, str] = field(default_factory=dict)
+
+    def inpainter(self, key: str | None) -> InpaintModel:
+        """The loaded inpainting model ``key`` (``None``: the default).
+
+        Raises:
+            JobError(model_not_found): not loaded here; the message names the model when it is a
+                manifest model this worker lacks (a caller's unknown key is not echoed).
+        """
+        from core.errors import ErrorCode, JobError
+
+        name = key or self.default_inpaint
+        if name is not None and name in self.inpainters:
+            return self.inpainters[name]
+        available = sorted(self.inpainters)
+        if name is not None and name in self.inpaint_missing:
+            why = self.inpaint_missing[name]
+            msg = f"model: {name!r} is not available on this worker ({why})"
+        elif key is None:
+            msg = (f"model: this worker's default model {name!r} is not loaded" if name
+                   else "model: this worker has no inpainting model loaded")
+        else:
+            msg = "model: not available on this worker"
+        hint = "" if available else "; the worker log names the bake command"
+        raise JobError(ErrorCode.model_not_found, f"{msg} (available: {available}){hint}",
+                       field="model", retryable=False)
 
     @classmethod
     def load(cls, settings: Settings, manifest: Manifest | None = None) -> ModelSet:
@@ -62,9 +96,8 @@ class ModelSet:
         the manifest's ``roles`` entries; the pose model is the first baked one. A masking
         model that fails to load is logged and recorded, never fatal. When no face detector
         loaded, OpenCV's Haar cascade stands in, so protection never silently turns off.
-
-        Raises:
-            ModelMissing: no inpainting model is baked (or a requested one is absent).
+        An inpainting model that is missing or fails to load never raises here either: it is
+        recorded in ``inpaint_missing`` (see the module docstring).
         """
         set_offline_env()
         import torch
@@ -79,16 +112,22 @@ class ModelSet:
         for key in keys:
             try:
                 res = resolve(key, wd, manifest, verify=settings.verify_weights)
+                t = time.perf_counter()
+                ms.inpainters[key] = _load_inpainter(res, device)
+                ms.load_ms[key] = (time.perf_counter() - t) * 1000
             except ModelMissing:
-                if settings.inpaint_models:  # explicitly asked for
-                    raise
-                continue
-            t = time.perf_counter()
-            ms.inpainters[key] = _load_inpainter(res, device)
-            ms.load_ms[key] = (time.perf_counter() - t) * 1000
-        if not ms.inpainters:
-            default = manifest.roles["inpaint_default"]
-            raise ModelMissing(default, wd / manifest.models[default].path)
+                ms.inpaint_missing[key] = "not baked"
+            except Exception as exc:  # corrupt or mismatching weights must not kill the worker
+                ms.inpaint_missing[key] = "weights failed to load"
+                log.error("inpainting model %s failed to load: %s", key, exc)
+        ms.default_inpaint = settings.default_model or next(iter(ms.inpainters), None) or (
+            keys[0] if keys else manifest.roles["inpaint_default"])
+        if ms.default_inpaint not in ms.inpainters:
+            log.error(
+                "inpainting model %s is not loaded (%s); jobs that need it get model_not_found. "
+                "Bake the weights: python -m weights.bake --profile <sd15|sdxl|full> --out %s "
+                "(or random dev weights: python -m weights.tiny --out %s)",
+                ms.default_inpaint, ms.inpaint_missing.get(ms.default_inpaint, "not baked"), wd, wd)
 
         threads = torch.get_num_threads()  # ultralytics' select_device lowers it (to 1 here)
         for key in _masking_keys(manifest):

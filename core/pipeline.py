@@ -85,8 +85,8 @@ class Worker:
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
         """Load every model once (from local disk, offline) and set up storage.
 
-        Raises:
-            weights.resolve.ModelMissing: no inpainting model baked under ``weights_dir``.
+        A worker without a usable inpainting model still starts (see :mod:`core.models`) and
+        answers each job with ``model_not_found``.
         """
         from core.models import ModelSet
 
@@ -129,6 +129,11 @@ class Worker:
             progress({"stage": name})
             return time.perf_counter()
 
+        inpainter = None
+        if req.task == "inpaint" or not self.models.inpainters:
+            # before any fetch: a worker without the model answers at once
+            inpainter = self.models.inpainter(req.model)
+
         t = stage("fetch")
         image_bytes = load_bytes(req.image, "image", s, self._s3_factory)
         mask_bytes = load_bytes(req.mask, "mask", s, self._s3_factory) if req.mask else None
@@ -150,13 +155,8 @@ class Worker:
 
         seed = None
         result_img = None
-        inpainter = None
         if req.task == "inpaint":
-            inpainter = self.models.inpainters.get(req.model)
-            if inpainter is None:
-                raise JobError(ErrorCode.model_not_found,
-                               f"model: not available on this worker (available: "
-                               f"{sorted(self.models.inpainters)})", field="model")
+            assert inpainter is not None
             seed = req.seed if req.seed is not None else derive_seed(job.id)
             t = stage("inpaint")
             from core.inpaint import InpaintParams, inpaint
@@ -217,6 +217,7 @@ class Worker:
                                coverage=round(mo.coverage, 5), detections=mo.detections,
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
                                detector_issues=mo.issues),
+            model=inpainter.key if inpainter is not None else None,
             models=models, timings_ms=clock.timings,
         )
 

@@ -21,8 +21,16 @@ class Settings(BaseSettings):
     inpaint_models: list[str] | None = Field(
         None, description="Inpaint model keys to load at cold start (default: all baked ones)."
     )
+    default_model: str | None = Field(
+        None, description="Inpainting model key for jobs that name none (default: the first "
+        "inpainting model baked, in manifest order)."
+    )
     device: str | None = Field(None, description="`cuda`, `cpu`; default cuda when available.")
-    verify_weights: bool = Field(False, description="Re-hash weight files at cold start.")
+    verify_weights: bool = Field(
+        False, description="Re-hash weight files against the receipt at cold start; a mismatch "
+        "makes that model unavailable (jobs needing it get `model_not_found`). The only reader "
+        "of `MASKPAINT_VERIFY_WEIGHTS`."
+    )
 
     # outputs
     s3_bucket: str | None = Field(None, description="Output bucket; unset = local output dir.")

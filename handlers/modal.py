@@ -21,7 +21,9 @@ Reply shapes of the GPU method (``MaskPaint.run``):
 Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryable"}}``):
 
 ===================  =====================================================================
-``GET /health``      200 ``{"status": "ok"}``; no token needed.
+``GET /health``      200 ``{"status": "ok"}``; 503 ``{"status": "not_ready", "reason"}`` when
+                     the image has no usable inpainting model baked (the GPU class would
+                     answer every job with ``model_not_found``); no token needed.
 ``POST /jobs``       body: the job input (``core.contract.JobRequest``), bare or as
                      ``{"input": {...}}``. 202 ``{"id", "status": "queued"}``; 400
                      ``invalid_input`` (not JSON / not an object / bad envelope); 422
@@ -249,9 +251,8 @@ def load_models(*, on_cpu: bool) -> "ModelSet":
         on_cpu: load on CPU whatever ``MASKPAINT_DEVICE`` says. Used before a memory snapshot:
             no GPU is attached then, and CUDA must not be initialised before the snapshot.
 
-    Raises:
-        weights.resolve.ModelMissing: no inpainting model is baked (the container fails to
-            start, which is right: the image is broken).
+    Without a usable inpainting model the container still starts and every job is answered
+    with ``model_not_found`` (the web API's ``/health`` reports ``not_ready``).
     """
     from core.models import ModelSet
     from core.settings import Settings
@@ -535,9 +536,29 @@ def _token_from_env() -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
+def weights_readiness() -> str | None:
+    """Why this image cannot serve inpainting jobs, or None when it can.
+
+    Reads ``<MASKPAINT_WEIGHTS_DIR>/receipt.json`` (no hashing, no torch): ready when an
+    inpainting model is baked, and the configured ``MASKPAINT_DEFAULT_MODEL`` (if any) is one.
+    """
+    from core.settings import Settings
+    from weights.resolve import baked_inpainters
+
+    settings = Settings()
+    baked = baked_inpainters(settings.weights_dir)
+    if not baked:
+        return (f"no inpainting model baked under {settings.weights_dir}: build the image with "
+                "`python -m weights.bake --profile <sd15|sdxl|full> --out /weights`")
+    if settings.default_model and settings.default_model not in baked:
+        return f"default model {settings.default_model!r} is not baked (baked: {baked})"
+    return None
+
+
 def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                    cors_origins: list[str] | tuple[str, ...] | None = None,
-                   max_body_bytes: int = MAX_BODY_BYTES) -> "FastAPI":
+                   max_body_bytes: int = MAX_BODY_BYTES,
+                   readiness: Callable[[], str | None] | None = None) -> "FastAPI":
     """The web API as one FastAPI app (see the module docstring for routes and shapes).
 
     Args:
@@ -548,6 +569,8 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
             Empty: no CORS headers (server-to-server callers such as a Cloudflare Worker or a
             Next.js route handler need none).
         max_body_bytes: ``POST /jobs`` bodies above this get 413 before being read.
+        readiness: ``() -> None | reason`` for ``GET /health`` (e.g. :func:`weights_readiness`);
+            default: always ready.
 
     Raises:
         ValueError: no token, or one shorter than :data:`MIN_TOKEN_CHARS` characters: the API
@@ -602,8 +625,11 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                             headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok"}
+    def health() -> JSONResponse:
+        reason = readiness() if readiness is not None else None
+        if reason is not None:
+            return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.post("/jobs", status_code=202, dependencies=[Depends(require_token)])
     async def submit(request: Request) -> JSONResponse:

@@ -45,10 +45,15 @@ _IGNORE = ["**/__pycache__/**", "**/*.pyc", "**/*.part", "**/.bake-staging/**"]
 
 
 def bake_command(profile: str) -> str:
-    """The shell command that bakes ``profile`` into :data:`WEIGHTS_DIR` during the build."""
+    """The shell command that bakes ``profile`` into :data:`WEIGHTS_DIR` during the build.
+
+    The wheel cache (MediaPipe's pinned PyPI wheel) and the Hugging Face cache are temporary:
+    only the verified files under :data:`WEIGHTS_DIR` stay in the image layer.
+    """
     return (
-        f"cd {BAKE_SRC} && HF_HOME=/tmp/hf-home python -m weights.bake "
-        f"--profile {shlex.quote(profile)} --out {WEIGHTS_DIR} && rm -rf /tmp/hf-home"
+        f"cd {BAKE_SRC} && HF_HOME=/tmp/hf-home MASKPAINT_WHEEL_CACHE=/tmp/maskpaint-wheels "
+        f"python -m weights.bake --profile {shlex.quote(profile)} --out {WEIGHTS_DIR} "
+        "&& rm -rf /tmp/hf-home /tmp/maskpaint-wheels"
     )
 
 

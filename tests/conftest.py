@@ -50,6 +50,24 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def mediapipe_model(name: str) -> Path:
+    """A baked MediaPipe model file by name, under ``<dev weights>/mediapipe`` (baked on first use
+    from the pinned wheel, like ``make dev-weights``), or under ``MASKPAINT_MEDIAPIPE_DIR``.
+
+    Fails (never skips) when the file is not there: these tests are the human guard's proof.
+    """
+    root = os.environ.get("MASKPAINT_MEDIAPIPE_DIR")
+    if root is None:
+        from weights.tiny import ensure_dev_weights, real_dev_keys
+
+        ensure_dev_weights(DEV_WEIGHTS, real_dev_keys())
+        root = DEV_WEIGHTS / "mediapipe"
+    for path in (Path(root) / name, *sorted(Path(root).glob(f"*/{name}"))):
+        if path.is_file():
+            return path
+    pytest.fail(f"MediaPipe model {name} not under {root}")
+
+
 @pytest.fixture(scope="session")
 def dev_weights() -> Path:
     """Tiny random-weight models in the production layout (written once, reused)."""

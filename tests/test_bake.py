@@ -527,20 +527,234 @@ def test_cold_start_verify_catches_tampering(server, tmp_path, monkeypatch):
     m = make_manifest(server.url(""))
     out = tmp_path / "w"
     bake(m, ["bundle"], out, allow_http_loopback=True, log=quiet)
-    monkeypatch.setenv("MASKPAINT_VERIFY_WEIGHTS", "1")
-    assert resolve("bundle", out, manifest=m).verify_ms is not None
+    assert resolve("bundle", out, manifest=m, verify=True).verify_ms is not None
 
     p = out / "diffusers/bundle/det/one.onnx"
     data = bytearray(p.read_bytes())
     data[10] ^= 1
     p.write_bytes(bytes(data))
     with pytest.raises(WeightsIntegrityError, match=r"'det/one.onnx': sha256 mismatch"):
-        resolve("bundle", out, manifest=m)
-    monkeypatch.delenv("MASKPAINT_VERIFY_WEIGHTS")
-    assert resolve("bundle", out, manifest=m).verify_ms is None  # off by default
+        resolve("bundle", out, manifest=m, verify=True)
+    # off by default; the environment is read only by core.settings (one reader), never here
+    monkeypatch.setenv("MASKPAINT_VERIFY_WEIGHTS", "1")
+    assert resolve("bundle", out, manifest=m).verify_ms is None
     p.write_bytes(bytes(data[:-1]))
     with pytest.raises(WeightsIntegrityError, match="size mismatch"):
         verify(resolve("bundle", out, manifest=m))
     os.remove(p)
     with pytest.raises(WeightsIntegrityError, match="missing"):
         verify(resolve("bundle", out, manifest=m))
+
+
+
+def test_cli_list_every_profile_and_dry_run(capsys):
+    """`--list` alone lists every profile; `--dry-run` prints each file with its pinned hash."""
+    from weights.manifest import load_manifest
+
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for profile in ("sd15:", "sdxl:", "full:", "sam-large:"):
+        assert f"\n{profile}" in "\n" + out, profile
+    assert "faces-blazeface-full: mediapipe_face" in out and "[NON-COMMERCIAL]" in out
+
+    assert main(["--profile", "sd15", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    m = load_manifest()
+    for key in m.profile("sd15"):
+        for f in m.models[key].source.files:
+            assert f"{m.models[key].destination(f)}  sha256 {f.sha256}  {f.size} B" in out, f.path
+    assert "UNPINNED" not in out
+
+
+def test_dry_run_reports_an_unpinned_file(tmp_path, capsys):
+    raw = make_manifest().model_dump(mode="json")
+    raw["models"]["single"]["source"]["files"][0]["sha256"] = None
+    mpath = tmp_path / "manifest.json"
+    mpath.write_text(json.dumps(raw))
+    assert main(["--manifest", str(mpath), "--profile", "p", "--dry-run"]) == 1
+    captured = capsys.readouterr()
+    assert "sam/single.pth  sha256 UNPINNED" in captured.out
+    assert "pin it before baking" in captured.err
+
+
+# ---------------------------------------------------------------------------- pypi wheels
+
+WHEEL = "fakepkg-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+MEMBER_A = blob(11, 7_000)
+MEMBER_B = blob(12, 9_000)
+MEMBER_C = blob(13, 3_000)
+
+
+def wheel_bytes(a: bytes = MEMBER_A) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("fakepkg/__init__.py", "")
+        zf.writestr("fakepkg/modules/face/a.tflite", a)
+        zf.writestr("fakepkg/modules/pose/b.tflite", MEMBER_B)
+        zf.writestr("fakepkg/modules/pose_lm/c.tflite", MEMBER_C)
+        zf.writestr("fakepkg-1.0.dist-info/RECORD", "")
+    return buf.getvalue()
+
+
+FAKE_WHEEL = wheel_bytes()
+
+
+def wheel_manifest(wheel: bytes = FAKE_WHEEL, **source) -> Manifest:
+    src = {"type": "pypi_wheel", "package": "fakepkg", "version": "1.0", "wheel": WHEEL,
+           "archive": {"format": "zip", "sha256": sha(wheel), "size": len(wheel)}, **source}
+    return make_manifest(
+        wface={"kind": "mediapipe_face", "path": "mp/a.tflite", "layout": "file",
+               "license": "Apache-2.0", "commercial_use": True, "profiles": ["p"],
+               "source": {**src, "files": [fentry("fakepkg/modules/face/a.tflite", MEMBER_A)]}},
+        wpose={"kind": "mediapipe_pose", "path": "mp/pose", "layout": "dir",
+               "license": "Apache-2.0", "commercial_use": True, "profiles": ["p"],
+               "source": {**src, "files": [
+                   fentry("fakepkg/modules/pose/b.tflite", MEMBER_B, target="b.tflite"),
+                   fentry("fakepkg/modules/pose_lm/c.tflite", MEMBER_C, target="c.tflite")]}},
+    )
+
+
+def fake_pip(calls: list, wheel: bytes = FAKE_WHEEL):
+    def download(package, version, filename, dest):
+        calls.append((package, version, filename))
+        p = Path(dest) / filename
+        p.write_bytes(wheel)
+        return p
+
+    return download
+
+
+def test_pip_download_args_follow_the_pinned_file_name():
+    assert bake_mod.pip_download_args(
+        "mediapipe", "0.10.21", "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+    ) == ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+          "--no-input", "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
+          "--platform", "manylinux_2_28_x86_64", "mediapipe==0.10.21"]
+    assert bake_mod.pip_download_args("six", "1.17.0", "six-1.17.0-py2.py3-none-any.whl")[-3:] \
+        == ["--python-version", "2", "six==1.17.0"]
+
+
+def test_wheel_bake_extracts_only_the_listed_members_and_caches_the_wheel(tmp_path):
+    calls: list = []
+    cache = tmp_path / "cache"
+    out = tmp_path / "w"
+    results = bake(wheel_manifest(), ["wface", "wpose"], out, wheel_cache=cache,
+                   pip_download=fake_pip(calls), log=quiet)
+    assert calls == [("fakepkg", "1.0", WHEEL)]  # one download for both models
+    assert (out / "mp/a.tflite").read_bytes() == MEMBER_A
+    assert (out / "mp/pose/b.tflite").read_bytes() == MEMBER_B
+    assert (out / "mp/pose/c.tflite").read_bytes() == MEMBER_C
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "mp/a.tflite", "mp/pose/b.tflite", "mp/pose/c.tflite", "receipt.json"]
+    assert [f.action for r in results for f in r.files] == ["fetched"] * 3
+    assert sorted(p.name for p in cache.iterdir()) == [WHEEL]  # no temp dirs left
+
+    receipt = load_receipt(out).models
+    assert receipt["wface"].source == "pypi:fakepkg==1.0"
+    assert receipt["wface"].revision == "sha256:" + sha(FAKE_WHEEL)
+    assert receipt["wface"].dev is False
+    assert receipt["wpose"].files == [
+        {"path": "b.tflite", "sha256": sha(MEMBER_B), "size": len(MEMBER_B)},
+        {"path": "c.tflite", "sha256": sha(MEMBER_C), "size": len(MEMBER_C)}]
+    for key in ("wface", "wpose"):
+        verify(resolve(key, out, manifest=wheel_manifest()))
+
+    # a second bake elsewhere reuses the cached wheel: pip is not run again
+    bake(wheel_manifest(), ["wface"], tmp_path / "w2", wheel_cache=cache,
+         pip_download=fake_pip(calls), log=quiet)
+    assert len(calls) == 1 and (tmp_path / "w2/mp/a.tflite").read_bytes() == MEMBER_A
+
+
+def test_tampered_wheel_is_refused_and_leaves_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    out = tmp_path / "w"
+    bad = bytearray(FAKE_WHEEL)
+    bad[-30] ^= 0xFF  # same size, other bytes
+    with pytest.raises(VerificationError) as ei:
+        bake(wheel_manifest(), ["wface"], out, wheel_cache=cache,
+             pip_download=fake_pip([], bytes(bad)), log=quiet)
+    msg = str(ei.value)
+    assert f"model 'wface', file '{WHEEL}': sha256 mismatch: expected {sha(FAKE_WHEEL)}" in msg
+    assert not (out / "mp/a.tflite").exists() and no_receipt(out, "wface")
+    assert leftovers(out) == [] and list(cache.iterdir()) == []  # nothing cached either
+
+
+def test_tampered_member_is_refused_and_leaves_nothing(tmp_path):
+    """The wheel matches its (here: swapped) pin, but a member's bytes do not match theirs."""
+    other = wheel_bytes(a=flip_last(MEMBER_A))
+    out = tmp_path / "w"
+    with pytest.raises(VerificationError, match=r"model 'wface', file "
+                       r"'fakepkg/modules/face/a.tflite': sha256 mismatch"):
+        bake(wheel_manifest(other), ["wface"], out, wheel_cache=tmp_path / "cache",
+             pip_download=fake_pip([], other), log=quiet)
+    assert not (out / "mp/a.tflite").exists() and no_receipt(out, "wface")
+    assert leftovers(out) == []
+
+
+def test_corrupt_cached_wheel_is_fetched_again(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / WHEEL).write_bytes(flip_last(FAKE_WHEEL))
+    calls: list = []
+    bake(wheel_manifest(), ["wface"], tmp_path / "w", wheel_cache=cache,
+         pip_download=fake_pip(calls), log=quiet)
+    assert len(calls) == 1 and (cache / WHEEL).read_bytes() == FAKE_WHEEL
+
+
+def test_pip_failure_is_a_source_error(tmp_path):
+    def broken(*a):
+        raise RuntimeError("pip download exited 1: No matching distribution")
+
+    with pytest.raises(SourceError, match="pip download of fakepkg==1.0 failed.*No matching"):
+        bake(wheel_manifest(), ["wface"], tmp_path / "w", wheel_cache=tmp_path / "c",
+             pip_download=broken, log=quiet)
+    assert no_receipt(tmp_path / "w", "wface")
+
+
+def test_wheel_from_mirror_or_url(tmp_path, server):
+    mirror = tmp_path / "mirror"
+    (mirror / "wface").mkdir(parents=True)
+    (mirror / "wface" / WHEEL).write_bytes(FAKE_WHEEL)
+
+    def pip_forbidden(*a):
+        raise AssertionError("pip called despite --mirror")
+
+    out = tmp_path / "w"
+    bake(wheel_manifest(), ["wface"], out, mirror=mirror, wheel_cache=tmp_path / "empty",
+         pip_download=pip_forbidden, log=quiet)
+    assert (out / "mp/a.tflite").read_bytes() == MEMBER_A
+    with pytest.raises(SourceError, match="not in mirror"):
+        bake(wheel_manifest(), ["wpose"], out, mirror=mirror, wheel_cache=tmp_path / "empty",
+             pip_download=pip_forbidden, log=quiet)
+
+    # a direct URL of the same wheel instead of pip (https only; loopback http behind the seam)
+    server.files[WHEEL] = FAKE_WHEEL
+    m = wheel_manifest(url="https://example.invalid/" + WHEEL)
+    m.models["wpose"].source.url = server.url(WHEEL)
+    bake(m, ["wpose"], out, wheel_cache=tmp_path / "c2", pip_download=pip_forbidden,
+         allow_http_loopback=True, log=quiet)
+    assert (out / "mp/pose/c.tflite").read_bytes() == MEMBER_C
+
+
+def test_real_mediapipe_models_bake_from_the_pinned_wheel_via_pip(tmp_path):
+    """Network (PyPI): `pip download` of the pinned 35.6 MB wheel, then the four models.
+
+    A fresh wheel cache, so pip really runs here (about 2 s on this machine and in CI).
+    """
+    from weights.manifest import load_manifest
+
+    m = load_manifest()
+    keys = [k for k, e in m.models.items() if e.kind.startswith("mediapipe_")]
+    assert sorted(keys) == ["faces-blazeface-full", "hands-palm-full", "pose-mediapipe-full"]
+    out = tmp_path / "w"
+    bake(m, keys, out, wheel_cache=tmp_path / "wheels", log=quiet)
+    assert (tmp_path / "wheels" / m.models[keys[0]].source.wheel).stat().st_size == 35_622_638
+    receipt = load_receipt(out).models
+    for key in keys:
+        e = m.models[key]
+        for f in e.source.files:
+            got_sha, got_size = bake_mod.sha256_file(out / e.destination(f))
+            assert (got_sha, got_size) == (f.sha256, f.size), (key, f.path)
+        assert receipt[key].source == "pypi:mediapipe==0.10.21" and not receipt[key].dev
+        verify(resolve(key, out, manifest=m))
+    assert (out / "mediapipe/pose/pose_landmark_full.tflite").stat().st_size == 6_440_512

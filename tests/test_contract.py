@@ -21,7 +21,7 @@ def _err(payload) -> JobError:
 def test_defaults():
     job = parse_job("abc", {"image": SECRET, "prompt": "a dress"})
     r = job.request
-    assert (r.task, r.targets, r.protect_face, r.model) == ("inpaint", ["upper"], True, "sd15-inpaint")
+    assert (r.task, r.targets, r.protect_face, r.model) == ("inpaint", ["upper"], True, None)
     assert r.output.format == "png" and r.seed is None
 
 

@@ -182,3 +182,34 @@ def test_modal_image_builds_without_credentials(no_modal_credentials, dockerfile
     arg = next(a for w, a in ins if w == "ARG" and a.startswith("CUDA_IMAGE="))
     assert modal_image.CUDA_IMAGE == arg.split("=", 1)[1]
     assert (modal_image.REPO / "requirements.lock").is_file()
+
+
+@pytest.mark.parametrize("profile", ["sd15", "sdxl", "full"])
+def test_the_bake_the_images_run_is_fully_pinned(profile):
+    """Issue #12: `python -m weights.bake --profile sd15` (the Dockerfile's default) used to
+    refuse. The dry run of the same command lists every file with its pinned sha256 and exits 0;
+    the MediaPipe models come from the pinned wheel in every profile."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "weights.bake", "--profile", profile,
+                           "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "UNPINNED" not in proc.stdout and "unpinned" not in proc.stdout
+    assert f"diffusers/{profile if profile != 'full' else 'sd15'}-inpaint/model_index.json" \
+        in proc.stdout
+    assert "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl" in proc.stdout
+    assert "mediapipe/pose/pose_landmark_full.tflite  sha256 e9a5c5cb" in proc.stdout
+
+
+def test_wheel_cache_stays_out_of_the_images(dockerfile):
+    _, st = dockerfile
+    bake_stage = next(s for s in st if any("weights.bake" in a for _, w, a in s["ins"]))
+    run = next(a for _, w, a in bake_stage["ins"] if "weights.bake" in a)
+    cache = re.search(r"MASKPAINT_WHEEL_CACHE=(\S+)", run).group(1)
+    assert f"--mount=type=cache,target={cache}" in run  # a BuildKit cache, never a layer
+    from image_build import modal_image
+
+    cmd = modal_image.bake_command("sd15")
+    cache = re.search(r"MASKPAINT_WHEEL_CACHE=(\S+)", cmd).group(1)
+    assert cmd.endswith(f"rm -rf /tmp/hf-home {cache}")

@@ -16,20 +16,24 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".onnx", ".bin", ".ckpt", ".zip")
 
-#: Small config/tokenizer files of SD 1.5 inpainting whose sha256 (and for two, size) no public
-#: source states. The bake refuses the model until they are pinned (`python -m weights.bake
-#: --only sd15-inpaint --pin --write-pins`, with network). Pinning one is always allowed;
-#: adding a new gap here needs a reason.
-KNOWN_GAPS = {
-    ("sd15-inpaint", "model_index.json"),
-    ("sd15-inpaint", "feature_extractor/preprocessor_config.json"),
-    ("sd15-inpaint", "scheduler/scheduler_config.json"),
-    ("sd15-inpaint", "text_encoder/config.json"),
-    ("sd15-inpaint", "tokenizer/special_tokens_map.json"),
-    ("sd15-inpaint", "tokenizer/tokenizer_config.json"),
-    ("sd15-inpaint", "unet/config.json"),
-    ("sd15-inpaint", "vae/config.json"),
+SHIPPED_PROFILES = ("sd15", "sdxl", "full")
+
+#: MediaPipe models baked out of the pinned wheel: key -> (kind, layout, path, {target: member}).
+MEDIAPIPE = {
+    "faces-blazeface-full": (
+        "mediapipe_face", "file", "mediapipe/face_detection_full_range_sparse.tflite",
+        {"face_detection_full_range_sparse.tflite":
+         "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"}),
+    "hands-palm-full": (
+        "mediapipe_palm", "dir", "mediapipe/hands",
+        {"palm_detection_full.tflite": "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+         "hand_landmark_full.tflite": "mediapipe/modules/hand_landmark/hand_landmark_full.tflite"}),
+    "pose-mediapipe-full": (
+        "mediapipe_pose", "dir", "mediapipe/pose",
+        {"pose_detection.tflite": "mediapipe/modules/pose_detection/pose_detection.tflite",
+         "pose_landmark_full.tflite": "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"}),
 }
+MEDIAPIPE_WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
 
 
 @pytest.fixture(scope="module")
@@ -45,46 +49,97 @@ def test_every_entry_is_pinned_and_licensed(manifest):
         if s.type == "hf":
             assert s.revision and COMMIT.match(s.revision), (key, s.revision)
             assert s.revision != "main"
+        elif s.type == "pypi_wheel":
+            assert s.package and s.version and s.wheel and s.archive is not None, key
         else:
             assert s.type == "url" and s.url.startswith("https://"), (key, s.url)
         if s.archive is not None:
             assert HEX64.match(s.archive.sha256 or "") and (s.archive.size or 0) > 0, key
-        for f in s.files:
-            if (key, f.path) in KNOWN_GAPS:
-                continue
-            assert f.sha256 and HEX64.match(f.sha256), (key, f.path)
-            assert f.size and f.size > 0, (key, f.path)
 
 
-def test_only_known_small_files_are_unpinned(manifest):
-    gaps = {
-        (k, f.path)
-        for k, e in manifest.models.items()
-        for f in e.source.files
-        if f.sha256 is None or f.size is None
+def test_no_file_of_a_shipped_profile_lacks_sha256_or_size(manifest):
+    """Issue #12: every profile an image is built from bakes (nothing left to pin)."""
+    for profile in SHIPPED_PROFILES + tuple(manifest.profiles()):
+        for key in manifest.profile(profile):
+            e = manifest.models[key]
+            assert e.pin_gaps() == [], (profile, key, e.pin_gaps())
+            for f in e.source.files:
+                assert f.sha256 and HEX64.match(f.sha256), (key, f.path)
+                assert f.size and f.size > 0, (key, f.path)
+        check_pinned(manifest, manifest.profile(profile))  # the bake's own gate passes
+
+
+def test_bake_refuses_a_null_pin(manifest):
+    raw = manifest.model_dump(mode="json")
+    raw["models"]["sd15-inpaint"]["source"]["files"][0]["sha256"] = None
+    m = type(manifest).model_validate(raw)
+    with pytest.raises(UnpinnedError, match="model 'sd15-inpaint', file 'model_index.json': "
+                       "sha256 unknown: pin it before baking"):
+        check_pinned(m, m.profile("sd15"))
+
+
+def test_sd15_config_pins_match_the_shared_pin_file(manifest):
+    """The eight SD 1.5 config pins are exactly the values of pins/sd15-inpainting-configs.json
+    (bytes recovered with provenance); their sizes agree with the previously listed sizes."""
+    files = {f.path: f for f in manifest.models["sd15-inpaint"].source.files}
+    expected = {
+        "model_index.json": (548, "636d700de8970a70f02b91d433ad949dc2ceb750f39ba0cf2cf39ef0b0b9d1e4"),
+        "feature_extractor/preprocessor_config.json":
+            (342, "2a1da83b5e1032aaeef397552ddb408dca0d8cd1dc58f61bf6abf38d6f33a0a2"),
+        "scheduler/scheduler_config.json":
+            (313, "8b457848b74deeeab2a967b75048dd2cb6f393cfc17751eca1b5ec655cff0183"),
+        "text_encoder/config.json":
+            (617, "845df614cb9327ae7bbea027316246fae917827407da6df13572e41b5f93b4cc"),
+        "tokenizer/special_tokens_map.json":
+            (472, "c4864a9376a8401918425bed71fc14fc0e81f9b59ec45c1cf96cccb2df508eac"),
+        "tokenizer/tokenizer_config.json":
+            (806, "00439066fcba73de57644cf41e4e3b9f2dbb09d7f3fc2005898ba52399045882"),
+        "unet/config.json": (748, "669f6581087fac5b16c44e42c58b359a35eadf2af5691d7945480bd7ceac8e6d"),
+        "vae/config.json": (552, "4cd0ce4803567837175fbb8412689fe77d069c1ef8171beb83979db309a8bad5"),
     }
-    assert gaps <= KNOWN_GAPS, gaps - KNOWN_GAPS
-    for k, e in manifest.models.items():
-        for f in e.source.files:
-            if f.path.endswith(WEIGHT_SUFFIXES):  # weights are never left unpinned
-                assert f.sha256 and f.size, (k, f.path)
+    for path, (size, sha) in expected.items():
+        assert (files[path].size, files[path].sha256) == (size, sha), path
+    assert "sd15-inpainting-configs.json" in (manifest.models["sd15-inpaint"].notes or "")
 
 
-def test_bake_refuses_exactly_the_gaps(manifest):
-    gapped = sorted({k for k, _ in KNOWN_GAPS if manifest.models[k].pin_gaps()})
-    for key in manifest.models:
-        if key in gapped:
-            with pytest.raises(UnpinnedError, match="sha256 unknown: pin it before baking"):
-                check_pinned(manifest, [key])
-        else:
-            check_pinned(manifest, [key])  # fully pinned: no error
+def test_mediapipe_models_from_the_pinned_wheel_in_every_profile(manifest):
+    for key, (kind, layout, path, members) in MEDIAPIPE.items():
+        e = manifest.models[key]
+        assert (e.kind, e.layout, e.path) == (kind, layout, path), key
+        assert e.license == "Apache-2.0" and e.commercial_use, key
+        assert not e.optional
+        s = e.source
+        assert (s.type, s.package, s.version, s.wheel) == (
+            "pypi_wheel", "mediapipe", "0.10.21", MEDIAPIPE_WHEEL), key
+        assert s.archive.sha256 == (
+            "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3")
+        landed = {e.destination(f): f.path for f in s.files}
+        base = path if layout == "dir" else path.rsplit("/", 1)[0]
+        assert landed == {f"{base}/{t}": m for t, m in members.items()}, key
+        for profile in SHIPPED_PROFILES:
+            assert key in manifest.profile(profile), (key, profile)
+
+
+@pytest.mark.parametrize("patch, match", [
+    ({"wheel": "mediapipe-0.10.20-cp311-cp311-manylinux_2_28_x86_64.whl"}, "is not mediapipe"),
+    ({"wheel": "not-a-wheel.zip"}, "not a wheel file name"),
+    ({"archive": None}, "needs `archive`"),
+    ({"url": "http://example.com/x.whl"}, "must be https"),
+    ({"package": None}, "needs `package`"),
+])
+def test_schema_rejects_bad_wheel_sources(manifest, patch, match):
+    raw = manifest.models["hands-palm-full"].source.model_dump(mode="json")
+    raw.update(patch)
+    with pytest.raises(ValidationError, match=match):
+        Source.model_validate(raw)
 
 
 def test_profiles_resolve(manifest):
     roles = manifest.roles
     sd15, sdxl, full = (set(manifest.profile(p)) for p in ("sd15", "sdxl", "full"))
     for keys in (sd15, sdxl, full):
-        assert {roles["garments"], roles["sam"], roles["faces"]} <= keys
+        assert {roles["garments"], roles["sam"], "faces-scrfd", "faces-blazeface-full",
+                "hands-palm-full", "pose-mediapipe-full"} <= keys
         assert not any(manifest.models[k].optional for k in keys)
     assert "sd15-inpaint" in sd15 and "sdxl-inpaint" not in sd15
     assert "sdxl-inpaint" in sdxl and "sd15-inpaint" not in sdxl
@@ -121,13 +176,16 @@ def test_layout_and_roles_unchanged(manifest):
     assert paths["faces-scrfd"] == "insightface/models/buffalo_l/det_10g.onnx"
     assert manifest.roles == {"inpaint_default": "sd15-inpaint",
                               "garments": "garments-yolov8s-seg",
-                              "sam": "sam-vit-b", "faces": "faces-scrfd"}
+                              "sam": "sam-vit-b"}
 
 
 def test_diffusers_entries_carry_one_weight_format(manifest):
     for key, e in manifest.models.items():
         if e.kind != "diffusers_inpaint":
-            assert e.layout == "file" and len(e.source.files) == 1, key
+            # single checkpoints, except the two-stage MediaPipe pose and hand directories
+            two = key in ("pose-mediapipe-full", "hands-palm-full")
+            assert e.layout == ("dir" if two else "file"), key
+            assert len(e.source.files) == (2 if two else 1), key
             continue
         names = [f.path for f in e.source.files]
         assert "model_index.json" in names, key

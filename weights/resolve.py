@@ -1,7 +1,8 @@
 """Run-time resolution of model files: local disk only, never the network.
 
 Optional cold-start integrity check: :func:`verify` re-hashes a model's files against its
-receipt; :func:`resolve` runs it when ``MASKPAINT_VERIFY_WEIGHTS=1`` (or ``verify=True``).
+receipt; :func:`resolve` runs it when asked (``verify=True``; the worker passes
+``core.settings.Settings.verify_weights``, the one reader of ``MASKPAINT_VERIFY_WEIGHTS``).
 
 Torch-free.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +53,6 @@ class WeightsIntegrityError(WeightsError):
     """A model's files on disk do not match its receipt (missing, wrong size or sha256)."""
 
 
-#: Set to 1/true/yes/on to re-hash weights at cold start (same knob as ``Settings.verify_weights``).
-VERIFY_ENV = "MASKPAINT_VERIFY_WEIGHTS"
-
-
-def verify_requested(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether ``MASKPAINT_VERIFY_WEIGHTS`` asks for a cold-start re-hash."""
-    value = (os.environ if environ is None else environ).get(VERIFY_ENV, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 @dataclass(frozen=True)
 class ResolvedModel:
     key: str
@@ -79,13 +69,12 @@ class ResolvedModel:
 
 
 def resolve(
-    key: str, weights_dir: Path, manifest: Manifest | None = None, verify: bool | None = None
+    key: str, weights_dir: Path, manifest: Manifest | None = None, verify: bool = False
 ) -> ResolvedModel:
     """Find model ``key`` under ``weights_dir``.
 
     Args:
-        verify: re-hash the files against the receipt (see :func:`verify`); ``None`` (default)
-            means "when ``MASKPAINT_VERIFY_WEIGHTS`` is set".
+        verify: re-hash the files against the receipt (see :func:`verify`).
 
     Raises:
         KeyError: ``key`` is not in the manifest.
@@ -99,8 +88,6 @@ def resolve(
     if not path.exists() or receipt is None:
         raise ModelMissing(key, path)
     resolved = ResolvedModel(key=key, path=path, entry=entry, receipt=receipt)
-    if verify is None:
-        verify = verify_requested()
     if verify:
         ms = _run_verify(resolved)  # the module function (the argument shadows it)
         resolved = ResolvedModel(key=key, path=path, entry=entry, receipt=receipt, verify_ms=ms)
@@ -155,3 +142,18 @@ def verify(resolved: ResolvedModel) -> float:
 
 
 _run_verify = verify
+
+
+def baked_inpainters(weights_dir: Path, manifest: Manifest | None = None) -> list[str]:
+    """Keys of the inpainting models present under ``weights_dir`` (receipt entry and files).
+
+    A cheap readiness check for processes that do not load the models (Modal's web API): no
+    hashing, no torch.
+    """
+    manifest = manifest or load_manifest()
+    receipt = load_receipt(Path(weights_dir)).models
+    return [
+        k for k, e in manifest.models.items()
+        if e.kind == "diffusers_inpaint" and k in receipt
+        and (Path(weights_dir) / e.path).exists()
+    ]

@@ -1,10 +1,18 @@
-"""Tiny random-weight models in the exact on-disk layout of the production weights.
+"""Dev weights: tiny random-weight models in the exact on-disk layout of the production weights,
+plus the small real MediaPipe models.
 
-They load through the same loaders as the real models (diffusers ``from_pretrained``,
+The tiny models load through the same loaders as the real models (diffusers ``from_pretrained``,
 ultralytics ``YOLO(path)``, the segment-anything builder, insightface ``FaceAnalysis``), so tests
 and the local demo exercise the production code path; their outputs are noise.
 
-``python -m weights.tiny --out .weights`` writes whatever is missing (``--force`` rewrites).
+The MediaPipe detectors (:data:`REAL_DEV_KINDS`: about 13 MB, Apache-2.0) are not imitated: the
+real models are baked by :func:`weights.bake.bake` itself from the pinned PyPI wheel (one
+``pip download`` of ~36 MB, then cached; see :func:`weights.bake.default_wheel_cache`), so the
+demo and the tests run real face, hand and pose detection. Their receipt entries say
+``dev: false``.
+
+``python -m weights.tiny --out .weights`` writes whatever is missing (``--force`` rewrites the
+random ones).
 """
 
 from __future__ import annotations
@@ -12,7 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from weights.manifest import load_manifest, load_receipt
+from weights.manifest import Manifest, load_manifest, load_receipt
+
+#: Model kinds whose real weights are part of the dev weights (baked, not random).
+REAL_DEV_KINDS = frozenset(
+    {"mediapipe_face", "mediapipe_palm", "mediapipe_pose"}
+)
 
 
 def writers() -> dict[str, Callable[[Path], object]]:
@@ -24,16 +37,39 @@ def writers() -> dict[str, Callable[[Path], object]]:
 
     return {
         "sd15-inpaint": lazy("sd", "write_tiny_sd_inpaint"),
+        "sdxl-inpaint": lazy("sd", "write_tiny_sdxl_inpaint"),
         "garments-yolov8s-seg": lazy("masking", "write_tiny_yolo"),
         "sam-vit-b": lazy("masking", "write_tiny_sam"),
         "faces-scrfd": lazy("masking", "write_tiny_scrfd"),
     }
 
 
-def ensure_dev_weights(out: Path, keys: list[str] | None = None, force: bool = False) -> list[str]:
-    """Write the tiny models that are missing under ``out``. Returns the keys written.
+def real_dev_keys(manifest: Manifest | None = None) -> list[str]:
+    """Manifest keys whose real weights the dev weights carry (:data:`REAL_DEV_KINDS`)."""
+    manifest = manifest or load_manifest()
+    return [k for k, e in manifest.models.items() if e.kind in REAL_DEV_KINDS]
 
-    A model already recorded as real (non-dev) in the receipt is never overwritten.
+
+def ensure_dev_weights(
+    out: Path, keys: list[str] | None = None, force: bool = False, *, log=None
+) -> list[str]:
+    """Write the tiny models and bake the real MediaPipe models that are missing under ``out``.
+
+    Args:
+        out: the weights directory.
+        keys: only these manifest keys (default: every dev model).
+        force: rewrite the random models (real ones are re-baked only when they do not verify).
+        log: progress sink for the bake (default: stderr).
+
+    Returns:
+        The keys written or baked.
+
+    Raises:
+        weights.bake.BakeError: a real model could not be fetched or does not verify (e.g. no
+            route to PyPI: bake once with network, or point ``MASKPAINT_WHEEL_CACHE`` at a
+            directory holding the pinned wheel).
+
+    A model already recorded as real (non-dev) in the receipt is never overwritten by a tiny one.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,4 +84,15 @@ def ensure_dev_weights(out: Path, keys: list[str] | None = None, force: bool = F
             continue
         write(out)
         written.append(key)
+    receipt = load_receipt(out).models
+    real = [
+        k for k in real_dev_keys(manifest)
+        if (not keys or k in keys)
+        and not (k in receipt and not receipt[k].dev and (out / manifest.models[k].path).exists())
+    ]
+    if real:
+        from weights.bake import bake
+
+        bake(manifest, real, out, **({"log": log} if log is not None else {}))
+        written += real
     return written

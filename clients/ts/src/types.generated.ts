@@ -125,9 +125,9 @@ export interface JobRequest {
    */
   seed?: number | null;
   /**
-   * Inpainting model key.
+   * Inpainting model key (`sd15-inpaint`, `sdxl-inpaint`). Absent: the worker's default (`MASKPAINT_DEFAULT_MODEL`, else the first inpainting model baked); the result's `model` says which one ran.
    */
-  model?: string;
+  model?: string | null;
   output?: OutputOptions;
 }
 /**
@@ -177,6 +177,10 @@ export interface JobResult {
    */
   overlay: Artifact;
   mask_info: MaskInfo;
+  /**
+   * Key of the inpainting model that ran (inpaint only).
+   */
+  model?: string | null;
   models?: ModelInfo[];
   timings_ms?: {
     [k: string]: number;
