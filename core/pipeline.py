@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.contract import Artifact, Job, JobResult, MaskInfo, ModelInfo
+from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError
 from core.imageio import CONTENT_TYPES, Limits, decode_image, decode_mask, encode_image
 from core.inputs import load_bytes
 from core.settings import Settings
-from core.storage import Storage, make_s3_client, make_storage
+from core.storage import (Storage, artefact_name, make_s3_client, make_storage, read_record,
+                          request_sha256, write_record)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -121,6 +122,14 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
+        # at-least-once delivery (core.storage): a job that already finished returns its
+        # recorded result, with no fetch, decode, masking or inpainting
+        request_sha = request_sha256(req)
+        recorded = read_record(self.storage, job.id, request_sha)
+        if recorded is not None:
+            log.info("job %s already done: returning its recorded result", job.id,
+                     extra={"job_id": job.id})
+            return self._deliver(recorded, req)
         clock = _Clock(self.settings.job_deadline_s, job.id)
         s = self.settings
 
@@ -210,13 +219,39 @@ class Worker:
                    if r in self.models.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
-        return JobResult(
+        result = JobResult(
             job_id=job.id, task=req.task, seed=seed, size=[w, h],
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, coverage=round(mo.coverage, 5),
                                detections=mo.detections, faces=mo.faces),
             models=models, timings_ms=clock.timings,
         )
+        # the record goes last: from here on every delivery of this id returns the first result
+        # recorded (another attempt may have won the race; then its result is returned)
+        mine = _recordable(result)
+        recorded = write_record(self.storage, job.id, request_sha, mine)
+        if recorded is not mine:
+            log.info("job %s: another attempt recorded first; returning its result", job.id,
+                     extra={"job_id": job.id})
+            return self._deliver(recorded, req)
+        return result
+
+    def _deliver(self, recorded: dict, req: JobRequest) -> JobResult:
+        """A recorded result, with fresh URLs for this request's ``url_expires_s`` and the bytes
+        inlined again when it asks for ``return_base64``."""
+        out = JobResult.model_validate(recorded)
+        for name in ("image", "mask", "overlay"):
+            art = getattr(out, name)
+            if art is None:
+                continue
+            art.url = self.storage.url(art.key, req.output.url_expires_s)
+            if req.output.return_base64:
+                data = self.storage.get(art.key)
+                if data is None:
+                    raise JobError(ErrorCode.storage_error,
+                                   f"a recorded {name} is missing from storage", retryable=False)
+                art.base64 = base64.b64encode(data).decode()
+        return out
 
     def _store(self, job_id: str, outputs: dict[str, tuple[bytes, str, str]], w: int, h: int,
                expires_s: int, inline: bool) -> dict[str, Artifact]:
@@ -224,13 +259,24 @@ class Worker:
 
         def put(item):
             name, (data, filename, ctype) = item
-            st = self.storage.put(self.storage.key_for(job_id, filename), data, ctype, expires_s)
+            # content-addressed names: another attempt's different bytes never overwrite these
+            key = self.storage.key_for(job_id, artefact_name(filename, data))
+            st = self.storage.put(key, data, ctype, expires_s)
             return name, Artifact(key=st.key, url=st.url, content_type=ctype, width=w, height=h,
                                   bytes=st.bytes, sha256=st.sha256,
                                   base64=base64.b64encode(data).decode() if inline else None)
 
         with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
             return dict(ex.map(put, outputs.items()))
+
+
+def _recordable(result: JobResult) -> dict:
+    """The result as stored in the job record: JSON, without inline base64 copies."""
+    out = result.model_dump(mode="json")
+    for name in ("image", "mask", "overlay"):
+        if out.get(name):
+            out[name]["base64"] = None
+    return out
 
 
 def _free_gpu_memory() -> None:

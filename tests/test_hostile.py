@@ -235,9 +235,16 @@ def test_lost_response_then_412_returns_own_object(runpod_handler, s3, astro, mo
 
 
 def test_rerun_never_overwrites_a_different_object(runpod_handler, s3, astro):
+    # artefact names are content-addressed: a foreign object at a plain name is left alone
     key = "maskpaint/taken/mask.png"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"someone else's", Metadata={"sha256": "0" * 64})
     out = runpod_handler({"id": "taken", "input": _good(astro)})
+    assert "error" not in out and out["mask"]["key"] != key
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"someone else's"
+    # a foreign object where the job record goes: conflict, and it stays as it was
+    key = "maskpaint/taken-2/job.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"someone else's", Metadata={"sha256": "0" * 64})
+    out = runpod_handler({"id": "taken-2", "input": _good(astro)})
     assert out["error_code"] == "storage_conflict" and out["retryable"] is False
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"someone else's"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -141,7 +142,9 @@ def test_mask_task_returns_mask_and_overlay_only(runpod_handler, s3, photos):
     assert "error" not in out, out
     assert "image" not in out and "seed" not in out
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="maskpaint/mask-only/")["Contents"]]
-    assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["mask.png", "overlay.jpg"]
+    names = sorted(k.rsplit("/", 1)[1] for k in keys)  # content-addressed, plus the job record
+    assert re.fullmatch(r"job\.json mask-[0-9a-f]{16}\.png overlay-[0-9a-f]{16}\.jpg",
+                        " ".join(names)), names
     assert out["mask_info"]["source"] in ("auto", "fallback")
     assert 0 < out["mask_info"]["coverage"] < 0.6
 
