@@ -67,7 +67,10 @@ class MaskPaint:
 @modal.asgi_app(label=f"{cfg.app_name}-api")
 def web():
     """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
-    return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run))
+    # the ids this API handed out, shared by every web container (entries live 7 days)
+    issued = modal.Dict.from_name(f"{cfg.app_name}-job-ids", create_if_missing=True)
+    return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run),
+                               issued=glue.DictIssuedIds(issued))
 
 
 @app.local_entrypoint()

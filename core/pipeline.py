@@ -21,6 +21,7 @@ from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelI
 from core.errors import ErrorCode, JobError
 from core.imageio import CONTENT_TYPES, Limits, decode_image, decode_mask, encode_image
 from core.inputs import load_bytes
+from core.offline import forbid_runtime_installs
 from core.settings import Settings
 from core.storage import (Storage, artefact_name, make_s3_client, make_storage, read_record,
                           request_sha256, write_record)
@@ -81,6 +82,7 @@ class Worker:
         self._s3_factory = s3_client_factory
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
+        forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:

@@ -516,7 +516,9 @@ def test_expired_result_is_410_through_the_web_api():
         def poll(self, job_id):
             return {"status": "expired"}
 
-    r = TestClient(glue.create_web_app(_Expired(), token=TOKEN)).get("/jobs/fc-1", headers=AUTH)
+    client = TestClient(glue.create_web_app(_Expired(), token=TOKEN))
+    assert client.post("/jobs", json={"image": "x", "prompt": "p"}, headers=AUTH).json()["id"] == "fc-1"
+    r = client.get("/jobs/fc-1", headers=AUTH)  # polls answer only for ids the API issued
     assert r.status_code == 410
     assert r.json()["status"] == "expired" and r.json()["error"]["code"] == "expired"
 

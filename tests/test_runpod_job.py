@@ -171,7 +171,7 @@ def test_return_base64_inlines_the_stored_bytes(runpod_handler, s3, photos):
     out = runpod_handler({"id": "inline", "input": _job(
         raw, _rect_mask(512, 512, (200, 300, 330, 460)),
         output={"format": "webp", "quality": 80, "return_base64": True, "url_expires_s": 600})})
-    assert out["image"]["content_type"] == "image/webp" and out["image"]["key"].endswith("result.webp")
+    assert out["image"]["content_type"] == "image/webp" and re.search(r"/result-[0-9a-f]{16}\.webp$", out["image"]["key"])
     stored, _ = _get(s3, out["image"]["key"])
     assert base64.b64decode(out["image"]["base64"]) == stored
     assert "X-Amz-Expires=600" in out["image"]["url"]
