@@ -32,7 +32,7 @@ api_secret = modal.Secret.from_name(cfg.api_secret, required_keys=[glue.TOKEN_EN
     env=cfg.container_env(),  # containers re-import this file: same knobs as at deploy
     # Jobs return their failures as values (handlers.common.execute), so these retries fire
     # only on crashes (OOM kill, segfault, lost host) or Modal's timeout; the caller's own
-    # mistakes are never retried. Deterministic keys + conditional writes make a retry safe.
+    # mistakes are never retried. Write-once artefacts + the job record make a retry safe.
     retries=cfg.retries(),
     timeout=cfg.timeout_s,  # above MASKPAINT_JOB_DEADLINE_S: slow jobs end as `timeout` values
     startup_timeout=cfg.startup_timeout_s,

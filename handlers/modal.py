@@ -308,6 +308,7 @@ def make_worker(models: "ModelSet", default_device: str, s3_client: Any = None) 
     worker = Worker(settings, models, make_storage(settings, client),
                     (lambda: client) if client is not None else None)
     worker.cold_start_ms = {k: round(v, 1) for k, v in getattr(models, "load_ms", {}).items()}
+    setup_container_logging()  # again: libraries imported while loading add their own handlers
     return worker
 
 
