@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
 from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError
@@ -241,7 +242,12 @@ class Worker:
     def _deliver(self, recorded: dict, req: JobRequest) -> JobResult:
         """A recorded result, with fresh URLs for this request's ``url_expires_s`` and the bytes
         inlined again when it asks for ``return_base64``."""
-        out = JobResult.model_validate(recorded)
+        try:
+            out = JobResult.model_validate(recorded)
+        except ValidationError:  # recorded by a version of the contract this one cannot read
+            raise JobError(ErrorCode.storage_conflict, "this job id's recorded result cannot be "
+                           "read by this worker version; use a new job id",
+                           retryable=False) from None
         for name in ("image", "mask", "overlay"):
             art = getattr(out, name)
             if art is None:

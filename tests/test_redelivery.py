@@ -246,3 +246,17 @@ def test_write_once_record_keeps_the_first_writer(tmp_path, s3):
         assert storage.create(key, b"second", "application/json") == b"first"
         assert storage.get(key) == b"first"
         assert storage.get(storage.key_for("race", "absent.json")) is None
+
+
+def test_a_record_this_version_cannot_read_is_a_conflict_not_a_crash(runpod_handler, s3, astro,
+                                                                     fetches):
+    from core.contract import parse_job
+    from core.storage import request_sha256
+
+    inp = _input(astro)
+    sha = request_sha256(parse_job("old", inp).request)
+    s3.put_object(Bucket=BUCKET, Key="maskpaint/old/job.json", Body=json.dumps(
+        {"version": 1, "request_sha256": sha, "result": {"job_id": "old"}}).encode())
+    out = runpod_handler({"id": "old", "input": inp})
+    assert out.get("error_code") == "storage_conflict" and out["retryable"] is False, out
+    assert fetches["n"] == 0
