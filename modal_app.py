@@ -32,7 +32,7 @@ api_secret = modal.Secret.from_name(cfg.api_secret, required_keys=[glue.TOKEN_EN
     env=cfg.container_env(),  # containers re-import this file: same knobs as at deploy
     # Jobs return their failures as values (handlers.common.execute), so these retries fire
     # only on crashes (OOM kill, segfault, lost host) or Modal's timeout; the caller's own
-    # mistakes are never retried. Deterministic keys + conditional writes make a retry safe.
+    # mistakes are never retried. Write-once artefacts + the job record make a retry safe.
     retries=cfg.retries(),
     timeout=cfg.timeout_s,  # above MASKPAINT_JOB_DEADLINE_S: slow jobs end as `timeout` values
     startup_timeout=cfg.startup_timeout_s,
@@ -67,8 +67,10 @@ class MaskPaint:
 @modal.asgi_app(label=f"{cfg.app_name}-api")
 def web():
     """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
+    # the ids this API handed out, shared by every web container (entries live 7 days)
+    issued = modal.Dict.from_name(f"{cfg.app_name}-job-ids", create_if_missing=True)
     return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run),
-                               readiness=glue.weights_readiness)
+                               readiness=glue.weights_readiness, issued=glue.DictIssuedIds(issued))
 
 
 @app.local_entrypoint()

@@ -12,8 +12,11 @@ import runpod  # noqa: E402
 
 from core.logs import setup_logging  # noqa: E402
 from core.pipeline import Worker  # noqa: E402
-from handlers.runpod import make_handler  # noqa: E402
+from handlers.runpod import make_handler, route_sdk_logs  # noqa: E402
 
 if __name__ == "__main__":
-    setup_logging()
-    runpod.serverless.start({"handler": make_handler(Worker.cold_start())})
+    setup_logging()  # takes over from the basicConfig that `import runpod` ran
+    route_sdk_logs()
+    worker = Worker.cold_start()
+    setup_logging()  # again: the cold start imported libraries that add their own handlers
+    runpod.serverless.start({"handler": make_handler(worker)})

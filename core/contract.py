@@ -11,6 +11,7 @@ Torch-free on purpose: handlers import this module.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Literal
 
@@ -30,6 +31,20 @@ TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 _JOB_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: A job id kept exactly as given: key-safe characters only, no ``..``, not starting or ending
+#: with ``.``, at most :data:`JOB_ID_MAX_CHARS`, and not ending like a hashed id (see below).
+_JOB_ID_KEEP = re.compile(r"[A-Za-z0-9_-]([A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?")
+JOB_ID_MAX_CHARS = 128
+#: Hex digits of sha256(raw id) appended to an id that had to be changed: 64 bits, so two
+#: different raw ids of one deployment never share a key (birthday bound ~4e9 changed ids).
+JOB_ID_HASH_CHARS = 16
+_JOB_ID_HASHED = re.compile(rf"--[0-9a-f]{{{JOB_ID_HASH_CHARS}}}$")
+#: Field paths in error messages: at most this many characters per part and in all, printable
+#: letters, digits and ``_.-[]`` only (anything else becomes ``?``), so a caller's field names can
+#: neither flood a reply nor forge a log line.
+FIELD_PART_MAX_CHARS = 64
+FIELD_MAX_CHARS = 160
+_FIELD_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]]")
 
 
 class _Strict(BaseModel):
@@ -137,6 +152,18 @@ class JobRequest(_Strict):
     def _prompt_for_inpaint(self) -> JobRequest:
         if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
             raise PydanticCustomError("prompt_required", "required when task is 'inpaint'")
+        return self
+
+    @model_validator(mode="after")
+    def _at_least_one_denoising_step(self) -> JobRequest:
+        # diffusers' img2img/inpaint pipelines run int(num_inference_steps * strength) steps
+        # (``get_timesteps``) and raise ValueError below one: reject it here, naming both fields.
+        if self.task == "inpaint" and int(self.num_inference_steps * self.strength) < 1:
+            raise PydanticCustomError(
+                "too_few_steps",
+                "strength x num_inference_steps must be at least 1 (the pipeline runs "
+                "int(num_inference_steps * strength) denoising steps); raise strength or "
+                "num_inference_steps")
         return self
 
 
@@ -247,9 +274,47 @@ class Job(BaseModel):
 
 
 def safe_job_id(raw: str) -> str:
-    """Map a platform job id to a storage-key-safe token (``[A-Za-z0-9._-]``, 1-128 chars)."""
-    cleaned = re.sub(r"\.{2,}", "_", _JOB_ID_SAFE.sub("_", str(raw)))[:128].strip(".") or "job"
-    return cleaned
+    """Map a platform job id to a storage-key-safe token, injectively.
+
+    An id that is already safe (``[A-Za-z0-9._-]``, 1-128 characters, no ``..``, no leading or
+    trailing ``.``) is kept as it is, so RunPod (``sync-…``, UUIDs) and Modal (``fc-…``) ids
+    name their own folder. Any other id becomes a slug (unsafe characters -> ``_``, cut to fit)
+    plus ``--`` and the first :data:`JOB_ID_HASH_CHARS` hex digits of sha256(raw id), so ``a/b``
+    and ``a_b``, ``job 2`` and ``job/2``, or two long ids sharing their first 128 characters map
+    to different keys. A safe id that itself ends like a hashed one (``--`` + 16 hex) is hashed
+    too, so a kept id never equals a hashed one.
+
+    Returns:
+        ``[A-Za-z0-9._-]``, 1-128 characters, no ``..``, never starting or ending with ``.``.
+    """
+    raw = str(raw)
+    if _JOB_ID_KEEP.fullmatch(raw) and ".." not in raw and not _JOB_ID_HASHED.search(raw):
+        return raw
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:JOB_ID_HASH_CHARS]
+    slug = re.sub(r"\.{2,}", "_", _JOB_ID_SAFE.sub("_", raw))
+    slug = slug[: JOB_ID_MAX_CHARS - JOB_ID_HASH_CHARS - 2].strip(".") or "job"
+    return f"{slug}--{digest}"
+
+
+def safe_field(loc: object) -> str:
+    """A request field path fit for an error message or a log line.
+
+    Args:
+        loc: a pydantic error ``loc`` tuple (``("output", "quality")``) or one name.
+
+    Returns:
+        Dotted path, each part cut to :data:`FIELD_PART_MAX_CHARS` and the whole to
+        :data:`FIELD_MAX_CHARS` characters (``…`` marks a cut); anything but ASCII letters,
+        digits and ``_.-[]`` (newlines, ANSI escapes, quotes, braces, non-ASCII) becomes ``?``.
+    """
+    parts = loc if isinstance(loc, (tuple, list)) else (loc,)
+    out = []
+    for p in parts:
+        text = _FIELD_UNSAFE.sub("?", str(p))
+        out.append(text if len(text) <= FIELD_PART_MAX_CHARS
+                   else text[: FIELD_PART_MAX_CHARS - 1] + "…")
+    path = ".".join(out)
+    return path if len(path) <= FIELD_MAX_CHARS else path[: FIELD_MAX_CHARS - 1] + "…"
 
 
 def parse_job(job_id: str, payload: object) -> Job:
@@ -265,9 +330,11 @@ def parse_job(job_id: str, payload: object) -> Job:
         req = JobRequest.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        field = safe_field(first.get("loc", ())) or None
         if first.get("type") == "prompt_required":
             field = "prompt"
+        if first.get("type") == "too_few_steps":
+            field = "strength"
         msg = first.get("msg", "invalid value")
         if first.get("type") == "extra_forbidden":
             msg = "unknown field"

@@ -56,6 +56,14 @@ def s3_allowed(bucket: str, key: str, allowed: list[str]) -> bool:
     return False
 
 
+def _is_output(bucket: str, key: str, settings: Settings) -> bool:
+    """True when ``bucket/key`` lies where this deployment writes job outputs."""
+    if bucket != settings.s3_bucket:
+        return False
+    prefix = settings.s3_prefix.strip("/")
+    return not prefix or key.startswith(prefix + "/")
+
+
 def read_s3(client, bucket: str, key: str, *, max_bytes: int, field: str) -> bytes:
     """HEAD (size check), then GET. Raises JobError input_not_found / image_too_large /
     input_fetch_failed."""
@@ -101,7 +109,8 @@ def load_bytes(
     Args:
         ref: ``data:image/...;base64,...``, bare base64, ``s3://bucket/key`` or ``https://...``.
         field: the request field name, for error messages.
-        settings: limits, allowed buckets, private-URL switch.
+        settings: limits, input buckets (``s3://`` inputs are read only under
+            ``settings.input_buckets``, never under the output prefix), private-URL switch.
         s3_client: returns a boto3 S3 client (only called for ``s3://`` inputs).
 
     Raises:
@@ -117,10 +126,11 @@ def load_bytes(
         return _b64(ref[m.end():], field, max_bytes)
     if ref.startswith("s3://"):
         bucket, key = parse_s3_url(ref, field)
-        allowed = list(settings.input_buckets)
-        if settings.s3_bucket:
-            allowed.append(settings.s3_bucket)
-        if not s3_allowed(bucket, key, allowed) or s3_client is None:
+        # only the configured input buckets/prefixes: the output bucket is never implicitly
+        # readable (one caller must not read another job's outputs by naming their key), and its
+        # output prefix stays closed even when an operator lists that bucket as an input
+        if (not s3_allowed(bucket, key, settings.input_buckets)
+                or _is_output(bucket, key, settings) or s3_client is None):
             raise JobError(ErrorCode.blocked_url, f"{field}: bucket not allowed for inputs",
                            field=field)
         return read_s3(s3_client(), bucket, key, max_bytes=max_bytes, field=field)

@@ -16,13 +16,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
-from core.contract import Artifact, Job, JobResult, MaskInfo, ModelInfo
+from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError
 from core.imageio import CONTENT_TYPES, Limits, decode_image, decode_mask, encode_image
 from core.inputs import load_bytes
+from core.offline import forbid_runtime_installs
 from core.settings import Settings
-from core.storage import Storage, make_s3_client, make_storage
+from core.storage import (Storage, artefact_name, make_s3_client, make_storage, read_record,
+                          request_sha256, write_record)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -80,6 +83,7 @@ class Worker:
         self._s3_factory = s3_client_factory
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
+        forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
@@ -121,6 +125,14 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
+        # at-least-once delivery (core.storage): a job that already finished returns its
+        # recorded result, with no fetch, decode, masking or inpainting
+        request_sha = request_sha256(req)
+        recorded = read_record(self.storage, job.id, request_sha)
+        if recorded is not None:
+            log.info("job %s already done: returning its recorded result", job.id,
+                     extra={"job_id": job.id})
+            return self._deliver(recorded, req)
         clock = _Clock(self.settings.job_deadline_s, job.id)
         s = self.settings
 
@@ -210,7 +222,7 @@ class Worker:
         models += [ModelInfo(**identity) for identity in mo.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
-        return JobResult(
+        result = JobResult(
             job_id=job.id, task=req.task, seed=seed, size=[w, h],
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
@@ -220,6 +232,37 @@ class Worker:
             model=inpainter.key if inpainter is not None else None,
             models=models, timings_ms=clock.timings,
         )
+        # the record goes last: from here on every delivery of this id returns the first result
+        # recorded (another attempt may have won the race; then its result is returned)
+        mine = _recordable(result)
+        recorded = write_record(self.storage, job.id, request_sha, mine)
+        if recorded is not mine:
+            log.info("job %s: another attempt recorded first; returning its result", job.id,
+                     extra={"job_id": job.id})
+            return self._deliver(recorded, req)
+        return result
+
+    def _deliver(self, recorded: dict, req: JobRequest) -> JobResult:
+        """A recorded result, with fresh URLs for this request's ``url_expires_s`` and the bytes
+        inlined again when it asks for ``return_base64``."""
+        try:
+            out = JobResult.model_validate(recorded)
+        except ValidationError:  # recorded by a version of the contract this one cannot read
+            raise JobError(ErrorCode.storage_conflict, "this job id's recorded result cannot be "
+                           "read by this worker version; use a new job id",
+                           retryable=False) from None
+        for name in ("image", "mask", "overlay"):
+            art = getattr(out, name)
+            if art is None:
+                continue
+            art.url = self.storage.url(art.key, req.output.url_expires_s)
+            if req.output.return_base64:
+                data = self.storage.get(art.key)
+                if data is None:
+                    raise JobError(ErrorCode.storage_error,
+                                   f"a recorded {name} is missing from storage", retryable=False)
+                art.base64 = base64.b64encode(data).decode()
+        return out
 
     def _store(self, job_id: str, outputs: dict[str, tuple[bytes, str, str]], w: int, h: int,
                expires_s: int, inline: bool) -> dict[str, Artifact]:
@@ -227,13 +270,24 @@ class Worker:
 
         def put(item):
             name, (data, filename, ctype) = item
-            st = self.storage.put(self.storage.key_for(job_id, filename), data, ctype, expires_s)
+            # content-addressed names: another attempt's different bytes never overwrite these
+            key = self.storage.key_for(job_id, artefact_name(filename, data))
+            st = self.storage.put(key, data, ctype, expires_s)
             return name, Artifact(key=st.key, url=st.url, content_type=ctype, width=w, height=h,
                                   bytes=st.bytes, sha256=st.sha256,
                                   base64=base64.b64encode(data).decode() if inline else None)
 
         with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
             return dict(ex.map(put, outputs.items()))
+
+
+def _recordable(result: JobResult) -> dict:
+    """The result as stored in the job record: JSON, without inline base64 copies."""
+    out = result.model_dump(mode="json")
+    for name in ("image", "mask", "overlay"):
+        if out.get(name):
+            out[name]["base64"] = None
+    return out
 
 
 def _free_gpu_memory() -> None:

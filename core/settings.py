@@ -7,8 +7,9 @@ knobs are the job contract (:mod:`core.contract`). Torch-free.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,8 +46,8 @@ class Settings(BaseSettings):
     # inputs
     input_buckets: list[str] = Field(
         default_factory=list,
-        description="Buckets (optionally `bucket/prefix`) that `s3://` inputs may read; the "
-        "output bucket is always allowed.",
+        description="Buckets (optionally `bucket/prefix`) that `s3://` inputs may read; nothing "
+        "else is readable (not the output bucket, and never its output prefix).",
     )
     allow_private_urls: bool = Field(
         False, description="Let https inputs reach private addresses (self-hosted only)."
@@ -61,3 +62,11 @@ class Settings(BaseSettings):
     job_deadline_s: float = Field(
         270.0, gt=0, description="Internal deadline; keep below the platform's job timeout."
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Root log level (any case in the environment)."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, v: object) -> object:
+        return v.strip().upper() if isinstance(v, str) else v

@@ -32,8 +32,13 @@ Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryabl
                      ``unauthorized``; 503 ``unavailable`` (Modal could not take the call).
 ``GET /jobs/{id}``   200 ``{"status": "pending"}`` | ``{"status": "done", "output": {...}}`` |
                      ``{"status": "failed", "error": {...}}``; 410 ``{"status": "expired"}``
-                     (Modal no longer holds the result); 404 ``not_found``; 401; 503.
+                     (Modal no longer holds the result); 404 ``not_found`` (also for any id
+                     this API did not hand out in the last :data:`ISSUED_TTL_S`); 401; 503.
 ===================  =====================================================================
+
+Bodies nested too deeply for the JSON decoder are 400 ``invalid_input``; field names in error
+messages are capped and sanitised (:func:`core.contract.safe_field`); Modal failing to take or
+report a call (connection, service, auth) is 503 ``unavailable`` on both routes.
 
 Web-only error codes (not job failures): ``unauthorized``, ``not_found``, ``expired``,
 ``unavailable``. The job id is the Modal function-call id (``fc-...``); the worker also uses it
@@ -60,7 +65,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.contract import MAX_INPUT_CHARS, parse_job
+from core.contract import MAX_INPUT_CHARS, parse_job, safe_field
 from core.errors import JobError
 from handlers.common import DEMO_PROMPT, demo_job, execute, throttled  # noqa: F401 (re-exported for modal_app)
 
@@ -83,6 +88,9 @@ MIN_TOKEN_CHARS = 16
 MAX_BODY_BYTES = 2 * MAX_INPUT_CHARS + 256 * 1024
 #: Modal function-call ids, e.g. ``fc-01JD...``; anything else is unknown without asking Modal.
 _CALL_ID = re.compile(r"fc-[A-Za-z0-9]{1,64}")
+#: How long the web API answers polls for a job it queued, seconds: 7 days, as long as a Modal
+#: Dict keeps an untouched entry and as long as a presigned URL can live.
+ISSUED_TTL_S = 7 * 24 * 3600
 
 
 # ------------------------------------------------------------------------------ deploy knobs
@@ -301,6 +309,7 @@ def make_worker(models: "ModelSet", default_device: str, s3_client: Any = None) 
     worker = Worker(settings, models, make_storage(settings, client),
                     (lambda: client) if client is not None else None)
     worker.cold_start_ms = {k: round(v, 1) for k, v in getattr(models, "load_ms", {}).items()}
+    setup_container_logging()  # again: libraries imported while loading add their own handlers
     return worker
 
 
@@ -449,7 +458,7 @@ class ModalDispatcher:
         try:
             return self._method().spawn(job).object_id
         except (mx.ConnectionError, mx.ServiceError, mx.InternalError,
-                mx.ResourceExhaustedError) as exc:
+                mx.ResourceExhaustedError, mx.AuthError) as exc:
             log.warning("spawn failed: %s", type(exc).__name__)
             raise DispatchUnavailable("could not queue the job") from None
 
@@ -522,6 +531,75 @@ class ThreadDispatcher:
         self._pool.shutdown(wait=wait)
 
 
+# ------------------------------------------------------------------------------ issued ids
+class IssuedIds(Protocol):
+    """The ids this web API handed out, so that ``GET /jobs/{id}`` answers for those only (not
+    for any function-call id of the workspace)."""
+
+    def add(self, job_id: str) -> None:
+        """Remember ``job_id`` for :data:`ISSUED_TTL_S`. Raises DispatchUnavailable."""
+        ...
+
+    def __contains__(self, job_id: object) -> bool:
+        """Issued here and not yet expired. Raises DispatchUnavailable."""
+        ...
+
+
+class MemoryIssuedIds:
+    """Issued ids in this process's memory, each kept ``ttl_s`` seconds (thread-safe).
+
+    Enough for one process (tests, local serving); on Modal, where web containers come and go
+    and several may serve at once, use :class:`DictIssuedIds` over a ``modal.Dict``.
+    """
+
+    def __init__(self, ttl_s: float = ISSUED_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._expiry) > 1024:  # drop the expired ones now and then
+                self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+            self._expiry[job_id] = now + self.ttl_s
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            expiry = self._expiry.get(job_id)  # type: ignore[call-overload]
+        return expiry is not None and expiry > time.monotonic()
+
+
+class DictIssuedIds:
+    """Issued ids in a shared mapping (a ``modal.Dict``: durable, seen by every web container),
+    each stored with its expiry (Unix time, s). Any error of the mapping is
+    :class:`DispatchUnavailable` (503), never a wrong 404.
+
+    Args:
+        store: anything with ``store[key] = value`` and ``store.get(key)`` (``modal.Dict``; a
+            plain dict in tests).
+    """
+
+    def __init__(self, store: Any, ttl_s: float = ISSUED_TTL_S) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+
+    def add(self, job_id: str) -> None:
+        try:
+            self.store[job_id] = time.time() + self.ttl_s
+        except Exception as exc:
+            log.warning("recording job id failed: %s", type(exc).__name__)
+            raise DispatchUnavailable("could not record the job") from None
+
+    def __contains__(self, job_id: object) -> bool:
+        try:
+            expiry = self.store.get(job_id)
+        except Exception as exc:
+            log.warning("reading job ids failed: %s", type(exc).__name__)
+            raise DispatchUnavailable("could not read the job status") from None
+        return isinstance(expiry, (int, float)) and expiry > time.time()
+
+
 # ------------------------------------------------------------------------------ web API
 class _ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
@@ -558,7 +636,8 @@ def weights_readiness() -> str | None:
 def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                    cors_origins: list[str] | tuple[str, ...] | None = None,
                    max_body_bytes: int = MAX_BODY_BYTES,
-                   readiness: Callable[[], str | None] | None = None) -> "FastAPI":
+                   readiness: Callable[[], str | None] | None = None,
+                   issued: IssuedIds | None = None) -> "FastAPI":
     """The web API as one FastAPI app (see the module docstring for routes and shapes).
 
     Args:
@@ -571,6 +650,9 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
         max_body_bytes: ``POST /jobs`` bodies above this get 413 before being read.
         readiness: ``() -> None | reason`` for ``GET /health`` (e.g. :func:`weights_readiness`);
             default: always ready.
+        issued: where the ids handed out by ``POST /jobs`` are remembered; ``GET /jobs/{id}``
+            answers 404 for any other id without asking the dispatcher. Default: this
+            process's memory (:class:`MemoryIssuedIds`); on Modal :class:`DictIssuedIds`.
 
     Raises:
         ValueError: no token, or one shorter than :data:`MIN_TOKEN_CHARS` characters: the API
@@ -582,6 +664,7 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    issued = issued if issued is not None else MemoryIssuedIds()
     token = token if token is not None else _token_from_env()
     if not token or len(token) < MIN_TOKEN_CHARS:
         raise ValueError(f"{TOKEN_ENV} must be set to a token of at least {MIN_TOKEN_CHARS} "
@@ -645,12 +728,15 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
             body = json.loads(raw)
         except ValueError:
             raise _ApiError(400, "invalid_input", "body: not valid JSON", field="body") from None
+        except RecursionError:  # json's decoder recurses per nesting level
+            raise _ApiError(400, "invalid_input", "body: JSON nested too deeply",
+                            field="body") from None
         if not isinstance(body, dict):
             raise _ApiError(400, "invalid_input", "body: must be a JSON object", field="body")
         if "input" in body:
             extra = sorted(set(body) - {"input"})
             if extra:
-                name = str(extra[0])[:64]
+                name = safe_field(extra[0])
                 raise _ApiError(400, "invalid_input", f"{name}: unknown field beside 'input'",
                                 field=name)
             payload = body["input"]
@@ -663,6 +749,7 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                             err.message, field=err.field, retryable=err.retryable) from None
         try:
             job_id = await run_in_threadpool(dispatcher.submit, {"input": payload})
+            await run_in_threadpool(issued.add, job_id)
         except DispatchUnavailable as exc:
             raise _ApiError(503, "unavailable", str(exc), retryable=True) from None
         log.info("job %s queued", job_id)
@@ -672,6 +759,8 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
     @app.get("/jobs/{job_id}", dependencies=[Depends(require_token)])
     async def poll(job_id: str) -> JSONResponse:
         try:
+            if not await run_in_threadpool(issued.__contains__, job_id):
+                raise UnknownJob(job_id)  # not queued through this API (or expired)
             status = await run_in_threadpool(dispatcher.poll, job_id)
         except UnknownJob:
             raise _ApiError(404, "not_found", "no job with this id", field="id") from None

@@ -8,6 +8,7 @@ Reply shapes (RunPod marks a job FAILED when the handler's dict has a top-level 
 
 Progress goes through ``runpod.serverless.progress_update`` (stage changes and denoising steps,
 at most every ``handlers.common.PROGRESS_MIN_INTERVAL_S``) when running on RunPod; locally it is logged.
+The SDK's own log lines go through our JSON handler too (:func:`route_sdk_logs`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,36 @@ def _progress_sender(job: dict) -> Callable[[dict], None]:
 
         return throttled(lambda update: runpod.serverless.progress_update(job, update))
     return throttled(lambda update: log.debug("progress %s", update))
+
+
+#: RunPod SDK level names -> logging levels (``TIP`` lines are hints, ``TRACE`` below DEBUG).
+_SDK_LEVELS = {"TRACE": 5, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "TIP": logging.INFO,
+               "WARN": logging.WARNING, "ERROR": logging.ERROR}
+
+
+def route_sdk_logs() -> None:
+    """Send the runpod SDK's own log lines through :mod:`logging` (our JSON handler).
+
+    Why: the SDK's ``RunPodLogger`` prints straight to stdout (plain text locally, its own JSON on
+    RunPod), past our redaction; locally it prints each job's result (presigned URLs included)
+    and error messages. Its level filter (``RUNPOD_LOG_LEVEL``) is kept; job ids go to the
+    record's ``job_id``. Idempotent.
+    """
+    from runpod.serverless.modules import rp_logger
+
+    sdk_log = logging.getLogger("runpod")
+    levels = rp_logger.LOG_LEVELS
+
+    def log_line(self, message, message_level="INFO", job_id=None):
+        if self.level == "NOTSET":
+            return
+        if (message_level != "TIP" and message_level in levels
+                and levels.index(self.level) > levels.index(message_level)):
+            return
+        sdk_log.log(_SDK_LEVELS.get(message_level, logging.INFO), "%s", message,
+                    extra={"job_id": str(job_id)} if job_id else None)
+
+    rp_logger.RunPodLogger.log = log_line
 
 
 def make_handler(worker: Worker) -> Callable[[dict], dict]:

@@ -121,7 +121,8 @@ def s3_worker(model_set, settings_factory, s3):
     from core.pipeline import Worker
     from core.storage import S3Storage
 
-    settings = settings_factory(s3_bucket=BUCKET, s3_region="us-east-1")
+    settings = settings_factory(s3_bucket=BUCKET, s3_region="us-east-1",
+                                input_buckets=[f"{BUCKET}/inputs/"])
     return Worker(settings, model_set, S3Storage(s3, BUCKET, settings.s3_prefix), lambda: s3)
 
 

@@ -235,9 +235,16 @@ def test_lost_response_then_412_returns_own_object(runpod_handler, s3, astro, mo
 
 
 def test_rerun_never_overwrites_a_different_object(runpod_handler, s3, astro):
+    # artefact names are content-addressed: a foreign object at a plain name is left alone
     key = "maskpaint/taken/mask.png"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"someone else's", Metadata={"sha256": "0" * 64})
     out = runpod_handler({"id": "taken", "input": _good(astro)})
+    assert "error" not in out and out["mask"]["key"] != key
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"someone else's"
+    # a foreign object where the job record goes: conflict, and it stays as it was
+    key = "maskpaint/taken-2/job.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"someone else's", Metadata={"sha256": "0" * 64})
+    out = runpod_handler({"id": "taken-2", "input": _good(astro)})
     assert out["error_code"] == "storage_conflict" and out["retryable"] is False
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"someone else's"
 
@@ -343,3 +350,68 @@ def test_one_structured_log_line_per_stage(runpod_handler, astro, caplog):
     stages = [(r.job_id, r.stage) for r in caplog.records if hasattr(r, "stage")]
     assert stages == [("staged", s) for s in ("fetch", "decode", "mask", "inpaint", "encode", "upload")]
     assert all(isinstance(r.ms, float) for r in caplog.records if hasattr(r, "stage"))
+
+
+# ------------------------------------------------------------------ issue #13: delivery and clients
+def test_fewer_than_one_denoising_step_is_invalid_input_naming_both_fields(runpod_handler, astro):
+    """strength 0.02 x 30 steps = 0.6 steps: diffusers would raise (-> internal, retryable)."""
+    for strength, steps in ((0.02, 30), (0.3, 3), (0.5, 1)):
+        out = runpod_handler({"id": "too-few-steps", "input": _good(
+            astro, strength=strength, num_inference_steps=steps)})
+        assert out.get("error_code") == "invalid_input", out
+        assert out["retryable"] is False and out["field"] == "strength"
+        assert "strength" in out["message"] and "num_inference_steps" in out["message"]
+    ok = runpod_handler({"id": "one-step", "input": _good(astro, strength=0.05,
+                                                          num_inference_steps=20)})
+    assert "error" not in ok, ok  # exactly one step runs
+
+
+def test_another_jobs_outputs_are_not_readable_as_input(runpod_handler, s3, astro):
+    """The output bucket is not an input bucket: naming another job's stored result (the README's
+    Next.js example forwards `image` from the browser) is blocked_url, and nothing is read."""
+    victim = runpod_handler({"id": "victim", "input": _good(astro)})
+    assert "error" not in victim, victim
+    gets = _inject(s3, "GetObject", lambda r: None, times=None)
+    heads = _inject(s3, "HeadObject", lambda r: None, times=None)
+    for field in ("image", "mask"):
+        for key in (victim["image"]["key"], victim["mask"]["key"], "maskpaint/victim/job.json"):
+            out = runpod_handler({"id": "thief", "input": _good(astro, **{field: f"s3://{BUCKET}/{key}"})})
+            assert out.get("error_code") == "blocked_url", out
+            assert out["field"] == field
+    # the only reads were the thief's own record look-ups, never the victim's objects
+    assert heads["n"] == 0
+    assert gets["n"] == 6
+
+
+def test_output_prefix_stays_closed_even_when_the_bucket_is_an_input_bucket(
+        model_set, settings_factory, s3, astro):
+    from core.pipeline import Worker
+    from core.storage import S3Storage
+    from handlers.runpod import make_handler
+
+    s = settings_factory(s3_bucket=BUCKET, input_buckets=[BUCKET])
+    handler = make_handler(Worker(s, model_set, S3Storage(s3, BUCKET), lambda: s3))
+    s3.put_object(Bucket=BUCKET, Key="uploads/astro.png", Body=astro)
+    s3.put_object(Bucket=BUCKET, Key="maskpaint/other/result-0.png", Body=astro)
+    assert "error" not in handler({"id": "in", "input": _good(astro, image=f"s3://{BUCKET}/uploads/astro.png")})
+    out = handler({"id": "in2", "input": _good(astro, image=f"s3://{BUCKET}/maskpaint/other/result-0.png")})
+    assert out.get("error_code") == "blocked_url", out
+
+
+@pytest.mark.parametrize("a,b", [("a/b", "a_b"), ("job 2", "job/2"), ("job 2", "job_2"),
+                                 ("x" * 128 + "1", "x" * 128 + "2"), ("..", "_")])
+def test_distinct_job_ids_never_share_storage(runpod_handler, s3, astro, a, b):
+    """Job ids map to storage keys injectively: two ids never read or write each other's
+    objects, even with identical requests."""
+    from core.contract import safe_job_id
+
+    ra = runpod_handler({"id": a, "input": _good(astro, task="mask")})
+    rb = runpod_handler({"id": b, "input": _good(astro, task="mask")})
+    assert "error" not in ra and "error" not in rb, (ra, rb)
+    assert ra["job_id"] != rb["job_id"]
+    assert ra["mask"]["key"].split("/")[1] != rb["mask"]["key"].split("/")[1]
+    for raw, reply in ((a, ra), (b, rb)):
+        key_id = safe_job_id(raw)
+        assert reply["job_id"] == key_id and len(key_id) <= 128
+        assert reply["mask"]["key"].startswith(f"maskpaint/{key_id}/")
+        assert s3.get_object(Bucket=BUCKET, Key=f"maskpaint/{key_id}/job.json")

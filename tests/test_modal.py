@@ -198,7 +198,7 @@ def test_class_run_matches_runpod_handler_byte_for_byte(modal_app_module, modal_
     assert [s.device for s in modal_env] == ["cpu"]  # snapshot phase: loaded on CPU
     assert _shape(out) == _shape(rp)
     assert out["job_id"] == "modal-same" and out["seed"] == rp["seed"] == 1234
-    assert out["image"]["key"] == "maskpaint/modal-same/result.png"
+    assert out["image"]["key"].startswith("maskpaint/modal-same/result-")
     assert out["image"]["sha256"] == rp["image"]["sha256"]
     assert _s3_sha(s3, out["image"]["key"]) == _s3_sha(s3, rp["image"]["key"]) \
         == out["image"]["sha256"]
@@ -392,7 +392,7 @@ def test_submit_then_poll_pending_then_done(web, s3, photos, gate):
     assert done["status"] == "done", done
     out = done["output"]
     assert out["job_id"] == body["id"] and out["seed"] == 1234  # the poll id is the job id
-    assert out["image"]["key"] == f"maskpaint/{body['id']}/result.png"
+    assert out["image"]["key"] == f"maskpaint/{body['id']}/result-{out['image']['sha256'][:16]}.png"
     assert _s3_sha(s3, out["image"]["key"]) == out["image"]["sha256"]
     again = web.get(f"/jobs/{body['id']}", headers=AUTH).json()  # results can be re-read
     assert again["output"]["image"]["sha256"] == out["image"]["sha256"]
@@ -516,7 +516,9 @@ def test_expired_result_is_410_through_the_web_api():
         def poll(self, job_id):
             return {"status": "expired"}
 
-    r = TestClient(glue.create_web_app(_Expired(), token=TOKEN)).get("/jobs/fc-1", headers=AUTH)
+    client = TestClient(glue.create_web_app(_Expired(), token=TOKEN))
+    assert client.post("/jobs", json={"image": "x", "prompt": "p"}, headers=AUTH).json()["id"] == "fc-1"
+    r = client.get("/jobs/fc-1", headers=AUTH)  # polls answer only for ids the API issued
     assert r.status_code == 410
     assert r.json()["status"] == "expired" and r.json()["error"]["code"] == "expired"
 

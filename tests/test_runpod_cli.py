@@ -36,7 +36,7 @@ def test_local_test_input_runs_one_job_and_fails_bad_ones(photos, dev_weights, t
     ok = _run({"image": b64, "prompt": "a green shirt", "num_inference_steps": 2, "seed": 5}, env)
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["mask.png", "overlay.jpg", "result.png"]
+    assert [f.split("-")[0] for f in files] == ["job.json", "mask", "overlay", "result"], files
     bad = _run({"image": b64}, env)  # no prompt
     assert bad.returncode == 1
     assert "invalid_input" in bad.stdout + bad.stderr

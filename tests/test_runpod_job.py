@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -141,7 +142,9 @@ def test_mask_task_returns_mask_and_overlay_only(runpod_handler, s3, photos):
     assert "error" not in out, out
     assert "image" not in out and "seed" not in out
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="maskpaint/mask-only/")["Contents"]]
-    assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["mask.png", "overlay.jpg"]
+    names = sorted(k.rsplit("/", 1)[1] for k in keys)  # content-addressed, plus the job record
+    assert re.fullmatch(r"job\.json mask-[0-9a-f]{16}\.png overlay-[0-9a-f]{16}\.jpg",
+                        " ".join(names)), names
     assert out["mask_info"]["source"] in ("auto", "fallback")
     assert 0 < out["mask_info"]["coverage"] < 0.6
 
@@ -168,7 +171,7 @@ def test_return_base64_inlines_the_stored_bytes(runpod_handler, s3, photos):
     out = runpod_handler({"id": "inline", "input": _job(
         raw, _rect_mask(512, 512, (200, 300, 330, 460)),
         output={"format": "webp", "quality": 80, "return_base64": True, "url_expires_s": 600})})
-    assert out["image"]["content_type"] == "image/webp" and out["image"]["key"].endswith("result.webp")
+    assert out["image"]["content_type"] == "image/webp" and re.search(r"/result-[0-9a-f]{16}\.webp$", out["image"]["key"])
     stored, _ = _get(s3, out["image"]["key"])
     assert base64.b64decode(out["image"]["base64"]) == stored
     assert "X-Amz-Expires=600" in out["image"]["url"]

@@ -16,7 +16,12 @@ Conventions: images H x W x 3 uint8 RGB; model inputs 1 x S x S x 3 float32; dec
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +34,8 @@ from core.masking.mediapipe.ssd import decode_ssd, iou, sigmoid, ssd_anchors, we
 __all__ = ["Letterbox", "Model", "decode_ssd", "default_threads", "detect_tiled", "iou",
            "letterbox", "load_interpreter", "shrink", "sigmoid", "ssd_anchors", "tiles",
            "weighted_nms"]
+
+log = logging.getLogger("maskpaint.litert")
 
 #: Default interpreter threads: all cores, at most 4 (these models are small; more threads
 #: mostly add synchronisation cost).
@@ -65,6 +72,30 @@ class Model:
         return [self.interpreter.get_tensor(i)[0].copy() for i in self.outputs]
 
 
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """Route what native code writes to file descriptor 2 meanwhile into our log (DEBUG).
+
+    Why hand-written: the TFLite runtime prints C++ ``INFO:`` lines (e.g. "Created TensorFlow
+    Lite XNNPACK delegate for CPU.") straight to fd 2 when an interpreter is built, past Python
+    logging and our JSON log format, and ``ai-edge-litert`` exposes no log-level knob. Used only
+    around interpreter creation at cold start (single-threaded).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    log.debug("litert: %s", line.strip())
+
+
 def load_interpreter(path: Path | str, num_threads: int | None = None) -> Model:
     """Load a ``.tflite`` file with ``ai_edge_litert`` and allocate its tensors.
 
@@ -79,8 +110,10 @@ def load_interpreter(path: Path | str, num_threads: int | None = None) -> Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MediaPipe model missing: {path}")
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads or default_threads())
-    interpreter.allocate_tensors()
+    with _native_stderr_to_log():
+        interpreter = Interpreter(model_path=str(path),
+                                  num_threads=num_threads or default_threads())
+        interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     shape = [int(v) for v in inp["shape"]]
     if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:
