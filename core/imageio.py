@@ -94,12 +94,14 @@ def _open_checked(data: bytes, field: str, limits: Limits) -> Image.Image:
 
 
 def _load(img: Image.Image, field: str) -> Image.Image:
-    """Decode pixels (first frame of an animation), applying EXIF orientation.
+    """Decode pixels (first frame of an animation; the primary image of a HEIF, which need not
+    be its first and is the one whose size was checked), applying EXIF orientation.
 
     ``load()`` rather than ``verify()``: verify passes truncated JPEGs, only load fails on them.
     """
     try:
-        img.seek(0)
+        if img.format != "HEIF":
+            img.seek(0)
         img.load()
         return ImageOps.exif_transpose(img)
     except Exception:

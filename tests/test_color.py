@@ -250,3 +250,15 @@ def test_transparent_photo_as_jpeg_is_over_white(runpod_handler, s3, cutout):
     assert "error" not in out, out
     got = np.asarray(Image.open(io.BytesIO(_get(s3, out["image"]["key"]))).convert("RGB"))
     assert got[:20, :20].min() >= 245  # the transparent corner is white
+
+
+def test_heif_primary_image_is_the_one_decoded_and_checked():
+    """A HEIF holds several images; the primary (here the second) is the photo, and the limits
+    were checked against it: decoding another (here a larger one) would bypass them."""
+    from core.imageio import Limits, decode_photo
+
+    other = Image.new("RGB", (64, 48), (255, 0, 0))
+    primary = Image.new("RGB", (40, 40), (0, 0, 255))
+    data = _save(other, "HEIF", save_all=True, append_images=[primary], primary_index=1)
+    photo = decode_photo(data, limits=Limits(max_pixels=40 * 40))
+    assert photo.size == (40, 40) and photo.rgb[20, 20, 2] > 200
