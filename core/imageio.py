@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from core.colour import SRGB, ColourSpace, matrix_profile, parse_profile, profile_space, to_srgb_image
+from core.colour import (SRGB, ColourSpace, matrix_profile, parse_profile, profile_space,
+                         to_srgb_image)
 from core.errors import ErrorCode, JobError
 from core.settings import Settings
 
@@ -175,9 +176,14 @@ class Photo:
 
 def flatten(rgb: np.ndarray, alpha: np.ndarray, background: int = 255) -> np.ndarray:
     """Composite H x W x 3 uint8 ``rgb`` with H x W uint8 ``alpha`` over a grey ``background``
-    (255 = white); returns H x W x 3 uint8, rounded."""
-    a = alpha[..., None].astype(np.float32) / 255.0
-    out = rgb.astype(np.float32) * a + background * (1.0 - a) + 0.5
+    (255 = white); returns H x W x 3 uint8, rounded.
+
+    Integer arithmetic in uint16 (rgb * a + bg * (255 - a) <= 255 * 255 fits), a third of the
+    memory of float32 on a 40 MP photo."""
+    a = alpha[..., None].astype(np.uint16)
+    out = rgb.astype(np.uint16) * a
+    out += np.uint16(background) * (255 - a) + 127
+    out //= 255
     return out.astype(np.uint8)
 
 
