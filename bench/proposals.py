@@ -44,7 +44,7 @@ ORIG = {
     "overlay.bbox": getattr(overlay, "bbox", None),
     "inpaint.composite": inpaint_mod.composite,
     "overlay.render_overlay": overlay.render_overlay,
-    "pipeline.decode_image": pipeline.decode_image,
+    "pipeline.decode_image": imageio.decode_image,  # the pipeline now calls decode_photo
     "pipeline.encode_image": pipeline.encode_image,
     "fallback.GRABCUT_SIDE": fallback.GRABCUT_SIDE,
 }

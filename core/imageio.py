@@ -2,22 +2,41 @@
 
 Arrays in the pipeline are numpy: photos H x W x 3 uint8 RGB (0-255), masks H x W uint8
 (0 = keep, 255 = repaint) or float32 alpha (0.0-1.0).
+
+Inputs: PNG, JPEG, WebP, HEIC/HEIF (``pillow-heif``, registered as a Pillow plugin) and AVIF
+(Pillow's own plugin). A decoded :class:`Photo` keeps its pixel values, its ICC profile and its
+alpha channel, so outputs can carry the same profile and transparency (:mod:`core.colour`).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from core.colour import (SRGB, ColourSpace, matrix_profile, parse_profile, profile_space,
+                         to_srgb_image)
 from core.errors import ErrorCode, JobError
 from core.settings import Settings
 
+try:  # HEIC/HEIF (iPhone photos); AVIF is Pillow's own plugin
+    import pillow_heif
+
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+except ImportError:  # pragma: no cover - a pinned dependency; HEIC then reads as invalid_image
+    pillow_heif = None
+
 #: Formats accepted as input (Pillow format names).
-ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "HEIF", "AVIF"})
+#: A mask pixel is repainted when its value reaches this (0-255): the alpha channel when the mask
+#: has transparent pixels, else the brightest of its R, G, B channels. 26 is 10 %: any grey or
+#: coloured brush counts, while JPEG noise in black areas (a few levels) does not.
+MASK_THRESHOLD = 26
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 #: zlib level for PNG outputs: 1 is several times faster than the usual 6 for ~10% larger files
 #: on photos (bench/ measures it); outputs are transient, upload is cheap next to encode time.
@@ -60,7 +79,7 @@ def _open_checked(data: bytes, field: str, limits: Limits) -> Image.Image:
         raise JobError(ErrorCode.image_too_large, f"{field}: too many pixels", field=field) from None
     except Exception:
         raise JobError(ErrorCode.invalid_image,
-                       f"{field}: not a PNG, JPEG or WebP image", field=field) from None
+                       f"{field}: not a PNG, JPEG, WebP, HEIC or AVIF image", field=field) from None
     w, h = img.size
     if w < 1 or h < 1:
         raise JobError(ErrorCode.invalid_image, f"{field}: empty image", field=field)
@@ -76,12 +95,14 @@ def _open_checked(data: bytes, field: str, limits: Limits) -> Image.Image:
 
 
 def _load(img: Image.Image, field: str) -> Image.Image:
-    """Decode pixels (first frame of an animation), applying EXIF orientation.
+    """Decode pixels (first frame of an animation; the primary image of a HEIF, which need not
+    be its first and is the one whose size was checked), applying EXIF orientation.
 
     ``load()`` rather than ``verify()``: verify passes truncated JPEGs, only load fails on them.
     """
     try:
-        img.seek(0)
+        if img.format != "HEIF":
+            img.seek(0)
         img.load()
         return ImageOps.exif_transpose(img)
     except Exception:
@@ -98,24 +119,127 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, *, field: str = "image", limits: Limits = Limits()) -> np.ndarray:
-    """Decode a photo to H x W x 3 uint8 RGB, EXIF orientation applied.
+#: nclx transfer_characteristics (ITU-T H.273 table 3) of SDR curves: BT.709, BT.601, sRGB,
+#: BT.2020 10/12-bit. HEIF files that describe their colour with an nclx box (instead of an ICC
+#: profile) and one of these curves get a matrix profile built from their primaries.
+_NCLX_TRANSFER_SRGB_LIKE = {1, 6, 13, 14, 15}
 
-    Animated images: the first frame is used. Transparent pixels are composited over white.
-    CMYK, palette, greyscale and 16-bit inputs are converted to 8-bit RGB.
+
+def _nclx_profile(nclx: dict | None) -> bytes | None:
+    """An ICC profile for a HEIF nclx colour description (iPhone: P3 primaries, sRGB curve).
+
+    Only SDR transfer curves are mapped (drawn with the sRGB curve, which viewers use for them
+    too); HDR curves (PQ, HLG) and BT.709 primaries give None (pixels taken as sRGB).
+    """
+    if not nclx or nclx.get("color_primaries") in (1, 2, None):
+        return None
+    if nclx.get("transfer_characteristics") not in _NCLX_TRANSFER_SRGB_LIKE:
+        return None
+    try:
+        prim = tuple((nclx[f"color_primary_{c}_x"], nclx[f"color_primary_{c}_y"])
+                     for c in ("red", "green", "blue"))
+        white = (nclx["color_primary_white_x"], nclx["color_primary_white_y"])
+        name = "Display P3" if nclx["color_primaries"] == 12 else "HEIF nclx RGB"
+        return matrix_profile(name, prim, white, "srgb")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, np.linalg.LinAlgError):
+        return None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo in its own colour space.
+
+    Attributes:
+        rgb: H x W x 3 uint8, the file's pixel values (un-premultiplied where transparent), in
+            the space of ``colour``; EXIF/HEIF orientation applied.
+        alpha: H x W uint8 (0 = transparent), or None when every pixel is opaque.
+        colour: the RGB colour space (ICC profile) of ``rgb``; outputs embed its profile.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    colour: ColourSpace = SRGB
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) px."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+    def flat(self) -> np.ndarray:
+        """H x W x 3 uint8: ``rgb`` composited over white where transparent (own space)."""
+        return self.rgb if self.alpha is None else flatten(self.rgb, self.alpha)
+
+    def srgb(self) -> np.ndarray:
+        """H x W x 3 uint8 sRGB, transparent parts over white: what the models see."""
+        return self.colour.to_srgb(self.flat())
+
+
+def flatten(rgb: np.ndarray, alpha: np.ndarray, background: int = 255) -> np.ndarray:
+    """Composite H x W x 3 uint8 ``rgb`` with H x W uint8 ``alpha`` over a grey ``background``
+    (255 = white); returns H x W x 3 uint8, rounded.
+
+    Integer arithmetic in uint16 (rgb * a + bg * (255 - a) <= 255 * 255 fits), a third of the
+    memory of float32 on a 40 MP photo."""
+    a = alpha[..., None].astype(np.uint16)
+    out = rgb.astype(np.uint16) * a
+    out += np.uint16(background) * (255 - a) + 127
+    out //= 255
+    return out.astype(np.uint8)
+
+
+def _split_alpha(img: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
+    """(colour part, H x W uint8 alpha or None when fully opaque)."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            img.mode == "P" and "transparency" in img.info):
+        img = img.convert("LA" if img.mode in ("LA", "La") else "RGBA")
+        alpha = img.getchannel("A")
+        colour = img.convert("L" if img.mode == "LA" else "RGB")
+        return colour, (np.asarray(alpha, np.uint8).copy() if alpha.getextrema()[0] < 255
+                        else None)
+    return img, None
+
+
+def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()) -> Photo:
+    """Decode a photo, keeping its colour space and alpha channel.
+
+    Orientation (EXIF, or HEIF's rotation boxes) is applied; animations give their first frame;
+    palette, greyscale, CMYK and 16-bit inputs become 8-bit RGB. An embedded RGB ICC profile
+    (or a HEIF/AVIF nclx description) is kept with the untouched pixel values; greyscale and CMYK
+    profiles are converted to sRGB here (an RGB output cannot carry them); a broken profile is
+    ignored (pixels taken as sRGB).
 
     Raises:
-        JobError(invalid_image): not PNG/JPEG/WebP, truncated or corrupt.
+        JobError(invalid_image): not PNG/JPEG/WebP/HEIC/AVIF, truncated or corrupt.
         JobError(image_too_large): bytes, pixels, a side or the aspect ratio over ``limits``
             (checked from the header, before pixels are decoded).
     """
     img = _load(_open_checked(data, field, limits), field)
-    img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    icc = img.info.get("icc_profile") or _nclx_profile(img.info.get("nclx_profile"))
+    img, alpha = _split_alpha(_to_8bit(img))
+    profile = parse_profile(icc)
+    colour = SRGB
+    if profile is not None and profile_space(profile) == "RGB":
+        colour = ColourSpace(icc, profile)
+        img = img.convert("RGB")
+    elif profile is not None:
+        space = profile_space(profile)
+        want = {"GRAY": "L", "CMYK": "CMYK"}.get(space)
+        try:
+            img = to_srgb_image(img.convert(want), profile) if want else img.convert("RGB")
+        except Exception:  # LittleCMS refused the profile: fall back to Pillow's conversion
+            img = img.convert("RGB")
+    else:
+        img = img.convert("RGB")
+    return Photo(np.asarray(img, dtype=np.uint8).copy(), alpha, colour)
+
+
+def decode_image(data: bytes, *, field: str = "image", limits: Limits = Limits()) -> np.ndarray:
+    """Decode a photo to H x W x 3 uint8 RGB in its own colour space (no conversion), EXIF
+    orientation applied and transparent pixels composited over white.
+
+    :func:`decode_photo` also returns the profile and alpha; errors are the same.
+    """
+    return decode_photo(data, field=field, limits=limits).flat()
 
 
 def decode_mask(
@@ -123,54 +247,84 @@ def decode_mask(
 ) -> np.ndarray:
     """Decode a mask to H x W bool (True = repaint) at ``size`` = (width, height) px.
 
-    RGBA masks are composited over black first (white strokes on a transparent layer = repaint),
-    then luminance >= 128 means repaint. A mask of another size with the same aspect ratio (within
-    1%) is resized with nearest-neighbour; another aspect ratio is rejected.
+    A mask with transparent pixels (a layer from a canvas editor) is its alpha channel: any
+    stroke colour on a transparent layer repaints. An opaque mask uses its brightest channel
+    (white, grey or any colour on black repaints). Either value repaints from
+    :data:`MASK_THRESHOLD` (26 of 255, 10 %) up. A mask of another size with the same aspect
+    ratio (within 1 %) is resized with nearest-neighbour; another aspect ratio is rejected.
 
     Raises:
         JobError(invalid_image): undecodable, or an aspect ratio that does not match the image.
         JobError(image_too_large): over ``limits``.
     """
-    img = _to_8bit(_load(_open_checked(data, field, limits), field))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    grey = img.convert("L")
+    img, alpha = _split_alpha(_to_8bit(_load(_open_checked(data, field, limits), field)))
+    if alpha is not None:
+        value = Image.fromarray(alpha, "L")
+    elif img.mode == "L":
+        value = img
+    else:
+        value = Image.fromarray(np.asarray(img.convert("RGB")).max(axis=2), "L")
     w, h = size
-    if grey.size != (w, h):
-        mw, mh = grey.size
+    if value.size != (w, h):
+        mw, mh = value.size
         if abs(mw / mh - w / h) > 0.01 * (w / h):
             raise JobError(ErrorCode.invalid_image,
                            f"{field}: {mw}x{mh} px does not match the image's aspect ratio "
                            f"({w}x{h} px)", field=field)
-        grey = grey.resize((w, h), Image.Resampling.NEAREST)
-    return np.asarray(grey, dtype=np.uint8) >= 128
+        value = value.resize((w, h), Image.Resampling.NEAREST)
+    return np.asarray(value, dtype=np.uint8) >= MASK_THRESHOLD
 
 
-def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
+def _png_with_icc(png: bytes, icc: bytes) -> bytes:
+    """Insert an ``iCCP`` chunk right after ``IHDR`` (PNG spec 11.3.3.3: before PLTE and IDAT).
+
+    Hand-written because OpenCV's PNG writer (kept for speed, see :func:`encode_image`) has no
+    ICC option; the chunk is name, NUL, compression method 0, zlib stream, then a CRC-32.
+    """
+    name = b"ICC Profile"
+    body = b"iCCP" + name + b"\0\0" + zlib.compress(icc)
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    end_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return png[:end_ihdr] + chunk + png[end_ihdr:]
+
+
+def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
+                 icc: bytes | None = None, alpha: np.ndarray | None = None) -> bytes:
     """Encode H x W x 3 uint8 RGB, or H x W uint8 greyscale, as ``fmt`` (png, jpeg, webp).
 
-    ``quality`` (1-100) applies to jpeg and webp; PNG uses :data:`PNG_COMPRESS_LEVEL`.
+    Args:
+        quality: 1-100, for jpeg and webp; PNG uses :data:`PNG_COMPRESS_LEVEL` (lossless).
+        icc: ICC profile of ``arr``'s colour space, embedded (PNG ``iCCP``, JPEG/WebP
+            ``icc_profile``); None writes an untagged file (viewers assume sRGB).
+        alpha: H x W uint8 alpha channel, written for PNG and WebP; JPEG has none, so the
+            image is composited over white first.
     """
+    if alpha is not None and fmt == "jpeg":
+        arr, alpha = flatten(arr, alpha), None
     if fmt == "png":
         # OpenCV's PNG writer (one fixed row filter) is ~1.6x faster than Pillow's adaptive
         # filtering at the same zlib level for ~5% larger files (bench/RESULTS.md); lossless
         import cv2
 
         # row filter: "up" for photos; none for masks (0/255 runs compress well unfiltered)
-        bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
+        if alpha is not None:
+            bgr = cv2.cvtColor(np.dstack([arr, alpha]), cv2.COLOR_RGBA2BGRA)
+        else:
+            bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
         row_filter = cv2.IMWRITE_PNG_FILTER_UP if arr.ndim == 3 else cv2.IMWRITE_PNG_FILTER_NONE
         ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
                                              cv2.IMWRITE_PNG_FILTER, row_filter])
         if not ok:
             raise ValueError("PNG encoding failed")
-        return png.tobytes()
-    img = Image.fromarray(arr)
+        return _png_with_icc(png.tobytes(), icc) if icc else png.tobytes()
+    img = Image.fromarray(np.dstack([arr, alpha]) if alpha is not None else arr)
+    extra = {"icc_profile": icc} if icc else {}
     buf = io.BytesIO()
     if fmt == "jpeg":
-        img.save(buf, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+        img.save(buf, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2,
+                 **extra)
     elif fmt == "webp":
-        img.save(buf, format="WEBP", quality=quality, method=4)
+        img.save(buf, format="WEBP", quality=quality, method=4, **extra)
     else:
         raise ValueError(f"unknown output format {fmt!r}")
     return buf.getvalue()

@@ -73,18 +73,26 @@ def inpaint(
     alpha: np.ndarray,
     params: InpaintParams,
     on_step: Callable[[int, int], None] | None = None,
+    *,
+    model_image: np.ndarray | None = None,
+    from_model: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Repaint ``alpha > 0`` of ``image`` with a diffusers inpainting pipeline.
 
     Args:
         pipe: a loaded ``StableDiffusion(XL)InpaintPipeline``.
         resolution: the model's native side in px (512 for SD 1.5, 1024 for SDXL).
-        image: H x W x 3 uint8 RGB.
+        image: H x W x 3 uint8 RGB, the pixels composited with the painted ones (and copied
+            unchanged where alpha == 0).
         alpha: H x W float32 in [0, 1]; must have a pixel > 0.
         params: prompt and sampler settings; the seed drives a CPU ``torch.Generator`` so the
             same seed gives the same noise on any device.
         on_step: called as ``on_step(step, total)`` after each denoising step (1-based); may
             raise to abort (e.g. a deadline).
+        model_image: H x W x 3 uint8 RGB the model sees (default ``image``): the photo in sRGB,
+            transparency over white, when ``image`` is in another colour space.
+        from_model: maps the model's H x W x 3 uint8 sRGB output into ``image``'s colour space
+            before compositing (default: unchanged).
 
     Returns:
         (H x W x 3 uint8 result, facts: crop box and model size in px).
@@ -94,8 +102,9 @@ def inpaint(
     x0, y0, x1, y1 = crop_box(alpha)
     crop = image[y0:y1, x0:x1]
     crop_alpha = alpha[y0:y1, x0:x1]
+    seen = (image if model_image is None else model_image)[y0:y1, x0:x1]
     mw, mh = model_size(x1 - x0, y1 - y0, resolution)
-    crop_img = Image.fromarray(crop).resize((mw, mh), Image.Resampling.LANCZOS)
+    crop_img = Image.fromarray(seen).resize((mw, mh), Image.Resampling.LANCZOS)
     # the model repaints the whole band alpha > 0; the blend weights come back at paste time
     crop_mask = Image.fromarray(((crop_alpha > 0) * 255).astype(np.uint8)).resize(
         (mw, mh), Image.Resampling.NEAREST)
@@ -122,6 +131,8 @@ def inpaint(
             output_type="pil",
         ).images[0]
     gen = np.asarray(out.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS).convert("RGB"))
+    if from_model is not None:
+        gen = from_model(gen)
     result = image.copy()
     result[y0:y1, x0:x1] = composite(crop, gen, crop_alpha)
     return result, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh]}

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError
-from core.imageio import CONTENT_TYPES, Limits, decode_image, decode_mask, encode_image
+from core.imageio import CONTENT_TYPES, Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
@@ -152,8 +152,13 @@ class Worker:
         clock.stage("fetch", t)
 
         t = stage("decode")
-        image = decode_image(image_bytes, field="image", limits=self.limits)
-        h, w = image.shape[:2]
+        # Colour: `photo.rgb` keeps the file's values and profile (copied where nothing is
+        # repainted, and the profile goes on every photo output); the models see `image`, the
+        # photo in sRGB with transparency over white, and what they paint goes back through
+        # `photo.colour.from_srgb`. The overlay is a preview in sRGB (untagged JPEG).
+        photo = decode_photo(image_bytes, field="image", limits=self.limits)
+        image = photo.srgb()
+        w, h = photo.size
         provided = (decode_mask(mask_bytes, (w, h), field="mask", limits=self.limits)
                     if mask_bytes is not None else None)
         del image_bytes, mask_bytes
@@ -178,12 +183,13 @@ class Worker:
                 progress({"stage": "inpaint", "step": step, "steps": total})
 
             result_img, facts = inpaint(
-                inpainter.pipe, inpainter.resolution, image, mo.alpha,
+                inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
                 InpaintParams(prompt=req.prompt or "", negative_prompt=req.negative_prompt,
                               num_inference_steps=req.num_inference_steps,
                               guidance_scale=req.guidance_scale, strength=req.strength,
                               seed=seed),
-                on_step=on_step,
+                on_step=on_step, model_image=image,
+                from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
             )
             clock.stage("inpaint", t)
 
@@ -194,7 +200,10 @@ class Worker:
         outputs: dict[str, tuple[bytes, str, str]] = {}
         fmt = req.output.format
         if result_img is not None:
-            outputs["image"] = (encode_image(result_img, fmt, req.output.quality),
+            # PNG and WebP keep the photo's alpha channel unchanged, inside the mask too (the
+            # silhouette stays; the repaint changes colour only); JPEG is flattened over white
+            outputs["image"] = (encode_image(result_img, fmt, req.output.quality,
+                                             icc=photo.colour.icc, alpha=photo.alpha),
                                 f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
         outputs["mask"] = (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8), "png"), "mask.png",
                            CONTENT_TYPES["png"])

@@ -415,3 +415,84 @@ def test_distinct_job_ids_never_share_storage(runpod_handler, s3, astro, a, b):
         assert reply["job_id"] == key_id and len(key_id) <= 128
         assert reply["mask"]["key"].startswith(f"maskpaint/{key_id}/")
         assert s3.get_object(Bucket=BUCKET, Key=f"maskpaint/{key_id}/job.json")
+
+
+# ------------------------------------------------------------------ base64 as tools write it
+def _wrap(text: str, width: int = 76, eol: str = "\n") -> str:
+    return eol.join(text[i:i + width] for i in range(0, len(text), width)) + eol
+
+
+B64_VARIANTS = {
+    # `base64 photo.png` (GNU coreutils): 76 columns, LF, trailing newline
+    "cli-wrapped-76": lambda b: _wrap(b),
+    "crlf-wrapped": lambda b: _wrap(b, 76, "\r\n"),
+    "pem-64-columns": lambda b: _wrap(b, 64),
+    "trailing-newline": lambda b: b + "\n",
+    "url-safe": lambda b: b.replace("+", "-").replace("/", "_"),
+    "missing-padding": lambda b: b.rstrip("="),
+    "url-safe-unpadded-wrapped": lambda b: _wrap(b.replace("+", "-").replace("/", "_").rstrip("=")),
+    "data-upper-case": lambda b: "DATA:IMAGE/PNG;BASE64," + b,
+    "data-octet-stream": lambda b: "data:application/octet-stream;base64," + b,
+    "data-no-media-type": lambda b: "data:;base64," + b,
+    "data-with-params-wrapped": lambda b: "data:image/png;name=astro.png;base64," + _wrap(b),
+}
+
+
+@pytest.mark.parametrize("variant", list(B64_VARIANTS))
+def test_base64_variants_decode_to_the_same_pixels(runpod_handler, astro, variant):
+    std = base64.b64encode(astro).decode()
+    assert std.endswith("=") and "+" in std and "/" in std  # each variant really differs
+    job = {"task": "mask", "protect_face": False, "mask_dilate_px": 0, "mask_feather_px": 0,
+           "mask": data_url(png_bytes(GOOD_MASK), "image/png")}
+    ref = runpod_handler({"id": "b64-ref", "input": {**job, "image": std}})
+    assert "error" not in ref, ref
+    out = runpod_handler({"id": f"b64-{variant}", "input": {**job,
+                                                           "image": B64_VARIANTS[variant](std)}})
+    assert "error" not in out, out
+    # the overlay is drawn from the decoded photo: same bytes = same pixels
+    assert out["overlay"]["sha256"] == ref["overlay"]["sha256"]
+
+
+@pytest.mark.parametrize("text", ["aGVsbG8=\n!!", "a", "aGk=aGk=", "ÿÿÿÿ", "data:image/png,abc"])
+def test_base64_still_rejects_what_is_not_base64(runpod_handler, astro, text):
+    out = runpod_handler({"id": "b64-bad", "input": _good(astro, image=text)})
+    assert out["error_code"] == "invalid_image" and out["field"] == "image"
+
+
+# ------------------------------------------------------------------ masks from canvas editors
+def _layer(rgba_stroke, background=(0, 0, 0, 0), size=512) -> bytes:
+    """A mask layer: GOOD_MASK's rectangle painted with ``rgba_stroke`` on ``background``."""
+    layer = np.zeros((size, size, 4), np.uint8)
+    layer[:] = background
+    layer[GOOD_MASK > 0] = rgba_stroke
+    return data_url(png_bytes(layer), "image/png")
+
+
+MASK_VARIANTS = {
+    "red-on-transparent": _layer((255, 0, 0, 255)),
+    "black-on-transparent": _layer((0, 0, 0, 255)),
+    "47pct-opacity-brush": _layer((0, 0, 0, 120)),
+    "47pct-grey-brush": data_url(png_bytes(np.where(GOOD_MASK > 0, 120, 0).astype(np.uint8)),
+                                 "image/png"),
+    "blue-on-black-opaque": _layer((0, 0, 255, 255), background=(0, 0, 0, 255)),
+    "white-on-transparent": _layer((255, 255, 255, 255)),
+}
+
+
+@pytest.mark.parametrize("variant", list(MASK_VARIANTS))
+def test_canvas_masks_give_the_painted_region(runpod_handler, s3, astro, variant):
+    out = runpod_handler({"id": f"mask-{variant}", "input": _good(
+        astro, task="mask", mask=MASK_VARIANTS[variant], protect_face=False,
+        mask_dilate_px=0, mask_feather_px=0)})
+    assert "error" not in out, out
+    body = s3.get_object(Bucket=BUCKET, Key=out["mask"]["key"])["Body"].read()
+    got = np.asarray(Image.open(io.BytesIO(body)))
+    assert np.array_equal(got > 0, GOOD_MASK > 0)
+
+
+def test_faint_mask_noise_is_not_a_stroke(runpod_handler, astro):
+    """Below the documented threshold (26 of 255) nothing is repainted: JPEG noise, a 5 % tint."""
+    faint = np.full((512, 512), 12, np.uint8)
+    out = runpod_handler({"id": "mask-faint", "input": _good(
+        astro, task="mask", mask=data_url(png_bytes(faint), "image/png"), protect_face=False)})
+    assert out["error_code"] == "empty_mask"

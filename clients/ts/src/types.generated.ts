@@ -58,11 +58,11 @@ export interface MaskpaintContract {
  */
 export interface JobRequest {
   /**
-   * Input photo: `data:image/...;base64,...`, bare base64, `https://...` or `s3://bucket/key`. PNG, JPEG or WebP.
+   * Input photo: `data:<type>;base64,...`, bare base64, `https://...` or `s3://bucket/key`. PNG, JPEG, WebP, HEIC/HEIF or AVIF (the content decides, not the stated type). Base64 may be line-wrapped, URL-safe or unpadded. An embedded colour profile (e.g. Display P3) is kept on the result, and transparency too (PNG/WebP).
    */
   image: string;
   /**
-   * Optional mask in the same forms: white = repaint, black = keep. RGBA masks are composited over black first, so white strokes on a transparent layer work. A mask of another size but the same aspect ratio is resized (nearest); otherwise rejected. When absent the mask is made automatically (garments, faces protected).
+   * Optional mask in the same forms. A mask with transparent pixels (a layer from a canvas editor) is its alpha channel: strokes of any colour repaint. An opaque mask uses its brightest channel: white (or grey, or any colour) = repaint, black = keep. Either value repaints from 26 of 255 (10 %) up, so a 47 % grey brush counts and JPEG noise does not. A mask of another size but the same aspect ratio is resized (nearest); otherwise rejected. When absent the mask is made automatically (garments, faces protected).
    */
   mask?: string | null;
   /**
