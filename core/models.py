@@ -234,8 +234,10 @@ def _load_blazeface(res: ResolvedModel, device: str):
 def _load_palm(res: ResolvedModel, device: str):
     from core.masking.mediapipe.palm import PalmDetector
 
-    # layout: <weights_dir>/mediapipe/hands/{palm_detection_full,hand_landmark_full}.tflite
-    return PalmDetector.load(res.path / "palm_detection_full.tflite",
+    # layout: <weights_dir>/mediapipe/hands/{palm_detection_full,palm_detection_lite,
+    # hand_landmark_full}.tflite; both palm models run, their palms pooled
+    return PalmDetector.load([res.path / "palm_detection_full.tflite",
+                              res.path / "palm_detection_lite.tflite"],
                              res.path / "hand_landmark_full.tflite")
 
 

@@ -27,6 +27,7 @@ MEDIAPIPE = {
     "hands-palm-full": (
         "mediapipe_palm", "dir", "mediapipe/hands",
         {"palm_detection_full.tflite": "mediapipe/modules/palm_detection/palm_detection_full.tflite",
+         "palm_detection_lite.tflite": "mediapipe/modules/palm_detection/palm_detection_lite.tflite",
          "hand_landmark_full.tflite": "mediapipe/modules/hand_landmark/hand_landmark_full.tflite"}),
     "pose-mediapipe-full": (
         "mediapipe_pose", "dir", "mediapipe/pose",
@@ -183,9 +184,9 @@ def test_diffusers_entries_carry_one_weight_format(manifest):
     for key, e in manifest.models.items():
         if e.kind != "diffusers_inpaint":
             # single checkpoints, except the two-stage MediaPipe pose and hand directories
-            two = key in ("pose-mediapipe-full", "hands-palm-full")
-            assert e.layout == ("dir" if two else "file"), key
-            assert len(e.source.files) == (2 if two else 1), key
+            count = {"pose-mediapipe-full": 2, "hands-palm-full": 3}.get(key, 1)
+            assert e.layout == ("dir" if count > 1 else "file"), key
+            assert len(e.source.files) == count, key
             continue
         names = [f.path for f in e.source.files]
         assert "model_index.json" in names, key

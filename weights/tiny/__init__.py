@@ -85,11 +85,15 @@ def ensure_dev_weights(
         write(out)
         written.append(key)
     receipt = load_receipt(out).models
-    real = [
-        k for k in real_dev_keys(manifest)
-        if (not keys or k in keys)
-        and not (k in receipt and not receipt[k].dev and (out / manifest.models[k].path).exists())
-    ]
+
+    def current(k: str) -> bool:
+        """Baked, real, and the very files the manifest pins now (a pin may have changed)."""
+        have = receipt.get(k)
+        pinned = {f.sha256 for f in manifest.models[k].source.files}
+        return (have is not None and not have.dev and (out / manifest.models[k].path).exists()
+                and {f.get("sha256") for f in have.files} == pinned)
+
+    real = [k for k in real_dev_keys(manifest) if (not keys or k in keys) and not current(k)]
     if real:
         from weights.bake import bake
 

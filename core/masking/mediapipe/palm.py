@@ -1,11 +1,13 @@
 """Hand boxes: MediaPipe palm detection, each palm verified by MediaPipe's hand-landmark model.
 
-Models (``mediapipe==0.10.21`` wheel, Apache-2.0, run with ai-edge-litert):
-``<weights_dir>/mediapipe/palm_detection_full.tflite`` (192 px SSD, RGB in [0, 1], 7 keypoints)
-and ``<weights_dir>/mediapipe/hand_landmark_full.tflite`` (wheel member
-``mediapipe/modules/hand_landmark/hand_landmark_full.tflite``, 5478917 bytes, sha256
-``11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3``; 224 px, [0, 1]; outputs
-21 landmarks and a hand-presence probability).
+Models (``mediapipe==0.10.21`` wheel, Apache-2.0, run with ai-edge-litert), in
+``<weights_dir>/mediapipe/hands/``: ``palm_detection_full.tflite`` and
+``palm_detection_lite.tflite`` (192 px SSDs, RGB in [0, 1], 7 keypoints) and
+``hand_landmark_full.tflite`` (224 px, [0, 1]; outputs 21 landmarks and a hand-presence
+probability). Both palm models run and their palms are pooled: on the annotated hands of the
+five test photos the full model finds 6 of 13, the lite one 8 of 13 (a superset here), neither
+with a false hand after verification (``python -m bench.guard``); the pool never finds fewer than
+either, at ~11 ms per extra palm run.
 
 The pipeline is MediaPipe's ``hand_landmark_tracking_cpu`` graph for one frame: palms (whole
 image + 2 x 2 tiles, weighted NMS), then per palm the hand ROI of
@@ -38,7 +40,9 @@ import cv2
 import numpy as np
 
 from core.masking.detectors import Box, BoxDetection, check_rgb, clip_box
-from core.masking.mediapipe.runtime import Model, detect_tiled, load_interpreter, ssd_anchors
+from core.masking.mediapipe.runtime import (
+    Model, detect_tiled, iou, load_interpreter, ssd_anchors,
+)
 
 #: SsdAnchorsCalculator options of palm_detection_full (192 px, 2 anchors per layer).
 STRIDES, NUM_KEYPOINTS = [8, 16, 16, 16], 7
@@ -50,6 +54,8 @@ PRESENCE_THRESHOLD = 0.5
 HAND_MARGIN = 0.15
 #: A palm box whose area lies at least this much inside a face box is dropped.
 FACE_OVERLAP = 0.5
+#: Palms from different palm models with at least this IoU are one palm (verified once).
+SAME_PALM_IOU = 0.5
 
 
 def hand_roi(palm: np.ndarray, keypoints: np.ndarray) -> tuple[float, float, float, float]:
@@ -95,25 +101,28 @@ class PalmDetector:
 
     name = "palm"
 
-    def __init__(self, palm: Model, landmark: Model, *, score_threshold: float = 0.5,
+    def __init__(self, palms: Sequence[Model], landmark: Model, *, score_threshold: float = 0.5,
                  presence_threshold: float = PRESENCE_THRESHOLD, tiles: bool = True,
                  identity: dict | None = None) -> None:
-        self.palm, self.landmark = palm, landmark
-        self.anchors = ssd_anchors(palm.size, STRIDES)
+        self.palms, self.landmark = list(palms), landmark
+        self.anchors = [ssd_anchors(m.size, STRIDES) for m in self.palms]
         self.score_threshold, self.presence_threshold = score_threshold, presence_threshold
         self.tiles = tiles
         self.identity = identity or {"key": "mediapipe-hands", "source": "mediapipe==0.10.21",
-                                     "revision": f"{Path(palm.path).name}+"
-                                                 f"{Path(landmark.path).name}", "dev": False}
+                                     "revision": "+".join(Path(m.path).name for m in
+                                                          [*self.palms, landmark]),
+                                     "dev": False}
 
     @classmethod
-    def load(cls, path: Path | str, landmark_path: Path | str, *, score_threshold: float = 0.5,
-             presence_threshold: float = PRESENCE_THRESHOLD, tiles: bool = True,
-             num_threads: int | None = None, identity: dict | None = None) -> PalmDetector:
-        """Load ``palm_detection_full.tflite`` and ``hand_landmark_full.tflite``.
+    def load(cls, path: Path | str | Sequence[Path | str], landmark_path: Path | str, *,
+             score_threshold: float = 0.5, presence_threshold: float = PRESENCE_THRESHOLD,
+             tiles: bool = True, num_threads: int | None = None,
+             identity: dict | None = None) -> PalmDetector:
+        """Load the palm detector(s) and ``hand_landmark_full.tflite``.
 
         Args:
-            path: the palm detector file; landmark_path: the hand-landmark file.
+            path: a palm detector file, or several whose palms are pooled;
+            landmark_path: the hand-landmark file.
             score_threshold: minimum palm score, 0-1 (MediaPipe's 0.5).
             presence_threshold: minimum hand presence, 0-1 (MediaPipe's 0.5).
             tiles: also run the palm detector on 2 x 2 overlapping tiles.
@@ -128,10 +137,12 @@ class PalmDetector:
         shapes = [tuple(d["shape"]) for d in landmark.interpreter.get_output_details()]
         if len(shapes) < 2 or shapes[0] != (1, 63) or shapes[1] != (1, 1):
             raise ValueError(f"{Path(landmark_path).name}: not a hand-landmark model ({shapes})")
-        det = cls(load_interpreter(path, num_threads), landmark,
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        det = cls([load_interpreter(p, num_threads) for p in paths], landmark,
                   score_threshold=score_threshold, presence_threshold=presence_threshold,
                   tiles=tiles, identity=identity)
-        det.detect(np.zeros((det.palm.size, det.palm.size, 3), np.uint8))  # checks anchors
+        size = det.palms[0].size
+        det.detect(np.zeros((size, size, 3), np.uint8))  # checks anchors
         return det
 
     def _verify(self, image: np.ndarray, palm: np.ndarray, keypoints: np.ndarray
@@ -162,12 +173,21 @@ class PalmDetector:
         """
         check_rgb(image)
         h, w = image.shape[:2]
-        palms, scores, kps = detect_tiled(self.palm, image, self.anchors, NUM_KEYPOINTS,
-                                          (0.0, 1.0), self.score_threshold, self.tiles)
-        out = []
-        for palm, score, points in zip(palms, scores, kps):
+        found = [detect_tiled(m, image, anchors, NUM_KEYPOINTS, (0.0, 1.0),
+                              self.score_threshold, self.tiles)
+                 for m, anchors in zip(self.palms, self.anchors)]
+        palms = np.concatenate([f[0] for f in found])
+        scores = np.concatenate([f[1] for f in found])
+        kps = np.concatenate([f[2] for f in found])
+        out, seen = [], []
+        for i in np.argsort(-scores, kind="stable"):
+            palm, score, points = palms[i], scores[i], kps[i]
             if any(inside_fraction(palm, face) >= FACE_OVERLAP for face in faces):
                 continue
+            # the same palm from another model: verify it once
+            if len(seen) and iou(palm, np.asarray(seen)).max() >= SAME_PALM_IOU:
+                continue
+            seen.append(palm)
             presence, landmarks = self._verify(image, palm, points)
             if presence < self.presence_threshold:
                 continue
