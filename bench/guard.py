@@ -7,13 +7,19 @@ box has IoU >= 0.3 with it or holds >= 50 % of it after growing by 25 % (the tes
 
 Cost: faces (every face detector the worker loads), hands and pose per photo, on bus.jpg resized
 to 0.5 / 2 / 12 MP (3:4), median and min over ``--repeats`` runs, with the interpreter and torch
-thread counts the worker uses. Prints Markdown for bench/RESULTS.md.
+thread counts the worker uses. Prints Markdown and writes it to ``bench/results/guard.md``
+(``--out``), which bench/RESULTS.md includes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
+import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=Path, default=Path(".weights"))
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "guard.md")
     a = ap.parse_args(argv)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _report(a)
+    text = buf.getvalue()
+    sys.stdout.write(text)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    return 0
+
+
+def _report(a: argparse.Namespace) -> None:
+    """The Markdown report, printed."""
+    load0 = os.getloadavg()[0]
 
     from core.models import ModelSet
     from core.settings import Settings
@@ -46,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     ensure_dev_weights(a.weights)
     haar = HaarFaceDetector()  # for comparison: it stands in only when no other detector loads
     models = ModelSet.load(Settings(weights_dir=a.weights, device="cpu"))
-    print(f"# Human guard on {a.weights} (face detectors: "
-          f"{[d.name for d in models.face_detectors]}, hands: "
-          f"{[d.name for d in models.hand_detectors]}, pose: {models.pose is not None})\n")
+    print(f"## Human guard ({time.strftime('%Y-%m-%d')}, `python -m bench.guard`)\n")
+    print(f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; weights "
+          f"{a.weights} (face detectors: {[d.name for d in models.face_detectors]}, hands: "
+          f"{[d.name for d in models.hand_detectors]}, pose: {models.pose is not None}); "
+          f"load average at start {load0:.1f} (other processes share the cores).\n")
 
     print("| photo | faces annotated | found per detector | false faces | hands found (of visible) "
           "| false hands |")
@@ -91,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         p_med, p_min = _ms(lambda: models.pose.estimate(img), a.repeats) if models.pose else (0, 0)
         print(f"| {mp:g} MP ({w}x{h}) | {f_med:.0f} (min {f_min:.0f}) | {h_med:.0f} "
               f"(min {h_min:.0f}) | {p_med:.0f} (min {p_min:.0f}) | {f_med + h_med:.0f} |")
-    return 0
+    print(f"\nLoad average at the end {os.getloadavg()[0]:.1f}; median (min) of "
+          f"{a.repeats} runs.")
 
 
 if __name__ == "__main__":
