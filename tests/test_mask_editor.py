@@ -162,3 +162,52 @@ def test_browser_undo_invert_clear(browser_run):
     # photo (200, 400) is shown at CSS (120, 220): tinted towards the mask colour (255, 0, 96)
     r, g, _ = rgb[220, 120]
     assert r > g + 60, "the painted stroke shows as a red tint over the photo"
+
+
+TS = REPO / "clients" / "ts"
+TS_STAMP = TS / "node_modules" / ".maskpaint-lock.sha256"  # the same stamp as test_ts_client.py
+
+
+@pytest.fixture(scope="module")
+def ts_dist(editor_pkg) -> Path:
+    """@maskpaint/client built (clients/ts/dist), which the reference page imports."""
+    lock_sha = hashlib.sha256((TS / "package-lock.json").read_bytes()).hexdigest()
+    env = {**os.environ, "npm_config_update_notifier": "false"}
+    if not (TS_STAMP.exists() and TS_STAMP.read_text().strip() == lock_sha):
+        subprocess.run([shutil.which("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=TS, env=env, check=True, capture_output=True, timeout=300)
+        TS_STAMP.write_text(lock_sha + "\n")
+    subprocess.run([shutil.which("npm"), "run", "build", "--silent"], cwd=TS, env=env, check=True,
+                   capture_output=True, timeout=180)
+    return TS / "dist"
+
+
+def test_reference_page_loop_against_a_canned_web_api(ts_dist, tmp_path):
+    """The page, unchanged, with ModalClient against canned `POST /jobs` / `GET /jobs/{id}`:
+    auto mask as the editable layer, an error shown with its code and field, an edit, a
+    repaint whose `mask` is the edited mask at the photo's size, the gallery."""
+    chromium = _chromium()
+    bus = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
+    shot, facts_path = tmp_path / "page.png", tmp_path / "facts.json"
+    _run([_node(), "scripts/screenshot.mjs", "--photo", str(bus), "--out", str(shot),
+          "--facts", str(facts_path), "--chromium", chromium], 180)
+    facts = json.loads(facts_path.read_text())
+    reqs = facts["requests"]
+    assert [r["task"] for r in reqs] == ["mask", "inpaint", "inpaint"]
+    assert reqs[0]["output"] == {"return_base64": True} and reqs[0]["targets"] == ["upper"]
+    assert reqs[1]["prompt"] == "" and "invalid_input" in facts["error"]["text"]
+    assert "field: prompt" in facts["error"]["text"]
+    assert reqs[2]["prompt"] == "a red leather jacket" and reqs[2]["hasMask"]
+    assert facts["status"].startswith("Done") and facts["errors"] == []
+    assert facts["links"] == ["result (810x1080)", "mask (810x1080)", "overlay (810x1080)"]
+
+    sent = tmp_path / "sent-mask-demo-2.png"
+    with Image.open(sent) as im:
+        assert im.size == (810, 1080), "the mask is sent at the photo's pixel size"
+    mask = decode_mask(sent.read_bytes(), (810, 1080))
+    assert mask[600, 150], "the automatic garment mask is kept"
+    assert not mask[433, 137], "the face cut out of the automatic mask stays out"
+    assert mask[700, 580], "the brush stroke is sent"
+    assert not mask[700, 630], "the eraser's cut is sent"
+    with Image.open(shot) as im:
+        assert im.width == 1280 and im.height > 900
