@@ -89,6 +89,11 @@ def test_unit_tests_pass_under_node():
     assert "# fail 0" in proc.stdout, proc.stdout[-3000:]
 
 
+def test_type_declarations_compile(editor_pkg):
+    """src/index.d.ts and examples/usage.ts (the README's usage) type-check with tsc --strict."""
+    _run([_node(), "node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], 180)
+
+
 def _capsule(shape: tuple[int, int], stroke) -> np.ndarray:
     """H x W bool: pixel centres within the brush radius of the stroke's segment (photo px)."""
     (ax, ay), (bx, by), diameter = stroke
