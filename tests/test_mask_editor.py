@@ -190,7 +190,8 @@ def ts_dist(editor_pkg) -> Path:
 def test_reference_page_loop_against_a_canned_web_api(ts_dist, tmp_path):
     """The page, unchanged, with ModalClient against canned `POST /jobs` / `GET /jobs/{id}`:
     auto mask as the editable layer, an error shown with its code and field, an edit, a
-    repaint whose `mask` is the edited mask at the photo's size, the gallery."""
+    repaint whose `mask` is the edited mask at the photo's size, the gallery; then with
+    RunpodClient against canned `/run` + `/status/{id}`: the worker's stage and step shown."""
     chromium = _chromium()
     bus = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
     shot, facts_path = tmp_path / "page.png", tmp_path / "facts.json"
@@ -216,3 +217,7 @@ def test_reference_page_loop_against_a_canned_web_api(ts_dist, tmp_path):
     assert not mask[700, 630], "the eraser's cut is sent"
     with Image.open(shot) as im:
         assert im.width == 1280 and im.height > 900
+    # on a RunPod endpoint the worker's progress is shown while it runs
+    assert "stage: inpaint step 12 / 30" in facts["runpodProgress"]["text"]
+    assert facts["runpodProgress"]["bar"] == 12
+    assert facts["runpodStatus"].startswith("Done") and "seed 7" in facts["runpodStatus"]

@@ -153,14 +153,17 @@ async function runJob(input, label) {
   busy = true;
   hideError();
   $("#auto").disabled = $("#submit").disabled = true;
-  setStatus(`${label}: submitting…`);
   const started = performance.now();
+  let last = [`${label}: submitting…`, undefined, started];
+  setStatus(...last);
+  const tick = setInterval(() => setStatus(...last), 1000); // the elapsed time keeps moving
   try {
     return await makeClient().run(input, {
       timeoutMs: JOB_TIMEOUT_MS,
-      onProgress: (u) => setStatus(`${label}: ${u.status}`, u.progress, started),
+      onProgress: (u) => { last = [`${label}: ${u.status}`, u.progress, started]; setStatus(...last); },
     });
   } finally {
+    clearInterval(tick);
     busy = false;
     $("#auto").disabled = $("#submit").disabled = !photo;
   }
@@ -236,6 +239,7 @@ function setStatus(text, progress, started) {
     const p = document.createElement("div");
     const steps = progress.steps ? ` step ${progress.step ?? 0} / ${progress.steps}` : "";
     p.textContent = `stage: ${progress.stage}${steps}`;
+    p.className = "progress-line";
     el.append(p);
     if (progress.steps) {
       const bar = document.createElement("progress");

@@ -68,6 +68,17 @@ async function main() {
       key: `jobs/demo/${kind}`, url: `data:${type};base64,${b64}`, content_type: type, width: canned.w, height: canned.h,
       bytes: Math.floor((b64.length * 3) / 4), sha256: "0".repeat(64), base64: b64,
     });
+    const cannedOutput = (id, body) => {
+      const task = body.task;
+      return {
+        job_id: id, task, seed: task === "inpaint" ? (body.seed ?? 1234567) : null,
+        image: task === "inpaint" ? art("result.jpg", "image/jpeg", canned.result) : null,
+        mask: art("mask.png", "image/png", canned.mask), overlay: art("overlay.png", "image/png", canned.mask),
+        mask_info: { source: task === "inpaint" && body.mask ? "provided" : "auto", coverage: 0.06, detections: [{ label: "coat", group: "upper", score: 0.88, box: [80, 488, 220, 712] }, { label: "jacket", group: "upper", score: 0.84, box: [248, 500, 336, 700] }], faces: FACES, hands: HANDS, detector_issues: [] },
+        model: task === "inpaint" ? "sd15-inpaint" : null, models: [],
+        timings_ms: { total: task === "inpaint" ? 6210 : 840 }, size: [canned.w, canned.h],
+      };
+    };
     const jobs = new Map();
     let n = 0;
     await page.route(`${server.url}/jobs**`, async (route) => {
@@ -88,14 +99,7 @@ async function main() {
       if (!job) return route.fulfill({ status: 404, json: { error: { code: "not_found", message: "job: unknown id", field: "id", retryable: false } } });
       if (job.polls++ < 1) return route.fulfill({ json: { status: "pending" } });
       const task = job.body.task;
-      const output = {
-        job_id: id, task, seed: task === "inpaint" ? (job.body.seed ?? 1234567) : null,
-        image: task === "inpaint" ? art("result.jpg", "image/jpeg", canned.result) : null,
-        mask: art("mask.png", "image/png", canned.mask), overlay: art("overlay.png", "image/png", canned.mask),
-        mask_info: { source: task === "inpaint" && job.body.mask ? "provided" : "auto", coverage: 0.06, detections: [{ label: "coat", group: "upper", score: 0.88, box: [80, 488, 220, 712] }, { label: "jacket", group: "upper", score: 0.84, box: [248, 500, 336, 700] }], faces: FACES, hands: HANDS, detector_issues: [] },
-        model: task === "inpaint" ? "sd15-inpaint" : null, models: [],
-        timings_ms: { total: task === "inpaint" ? 6210 : 840 }, size: [canned.w, canned.h],
-      };
+      const output = cannedOutput(id, job.body);
       return route.fulfill({ json: { status: "done", output } });
     });
 
@@ -152,6 +156,25 @@ async function main() {
     facts.errors = errors;
     assert(errors.length === 0, `page errors: ${errors}`);
     await page.screenshot({ path: values.out, fullPage: true });
+
+    // 5. the same page on a RunPod endpoint (RunpodClient): the worker's progress (stage, step) is shown
+    let polls = 0;
+    await page.route(`${server.url}/run`, (route) => route.fulfill({ json: { id: "rp-1", status: "IN_QUEUE" } }));
+    await page.route(`${server.url}/status/**`, (route) => {
+      const body = JSON.parse(route.request().postData() ?? "null");
+      polls++;
+      if (polls <= 3) return route.fulfill({ json: { id: "rp-1", status: "IN_PROGRESS", output: { stage: "inpaint", step: 12, steps: 30 } } });
+      return route.fulfill({ json: { id: "rp-1", status: "COMPLETED", output: cannedOutput("rp-1", { task: "inpaint", seed: 7, body }) } });
+    });
+    await page.goto(`${server.url}/mask-editor/page/?provider=runpod&api=${encodeURIComponent(server.url)}`);
+    await page.setInputFiles("#file", values.photo);
+    await page.waitForSelector("#toolbar:not([hidden])");
+    await page.fill("textarea[name=prompt]", "a red leather jacket");
+    await page.click("#submit");
+    await page.waitForFunction(() => document.querySelector("#status").textContent.includes("stage: inpaint step 12 / 30"));
+    facts.runpodProgress = await page.evaluate(() => ({ text: document.querySelector("#status").textContent, bar: document.querySelector("#status progress")?.value }));
+    await page.waitForSelector(".gallery .card");
+    facts.runpodStatus = await page.textContent("#status");
   } finally {
     await browser.close();
     await server.close();

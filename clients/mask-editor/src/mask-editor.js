@@ -112,6 +112,8 @@ export class MaskEditor extends EventTarget {
     const width = img.naturalWidth ?? img.width;
     const height = img.naturalHeight ?? img.height;
     this.photo = img;
+    this._pointer = null; // a stroke in progress belonged to the previous photo
+    this._hover = null;
     this.model = new MaskModel(width, height);
     this.canvas.width = width;
     this.canvas.height = height;
