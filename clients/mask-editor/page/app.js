@@ -122,7 +122,7 @@ async function openPhoto(file) {
   $("#mask-facts").textContent = `${photo.name}: ${photo.width} x ${photo.height} px. Paint the region to repaint, or find it automatically.`;
 }
 
-$("#file").addEventListener("change", (e) => openPhoto(e.target.files?.[0]));
+$("#file").addEventListener("change", (e) => { openPhoto(e.target.files?.[0]); e.target.value = ""; });
 const drop = $("#drop");
 for (const ev of ["dragenter", "dragover"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
 for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, () => drop.classList.remove("over"));
