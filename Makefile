@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 WEIGHTS ?= .weights
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: setup dev-weights demo test bench schema clean
+.PHONY: setup dev-weights demo test bench schema clean editor-deps
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,18 @@ dev-weights: setup
 demo: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m handlers.cli demo
 
-test: setup
+test: setup editor-deps
 	$(PY) -m pytest -q
+
+# The mask editor's browser tests (tests/test_mask_editor.py) need Debian's `chromium`: installed
+# here only when missing and only as root with apt-get (CI); elsewhere a hint, and the tests skip
+# (they fail under CI=1). Its npm packages (playwright-core) are installed by the test itself
+# (`npm ci`, once per package-lock). About 80 s (apt-get update + 130 packages) on this Debian 12 machine.
+editor-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "mask editor: Chromium missing; install it (sudo apt-get install -y chromium)"; fi; }
 
 bench: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m bench
@@ -33,4 +43,5 @@ schema: setup
 	cd clients/ts && { test -d node_modules || npm ci; } && npm run gen
 
 clean:
-	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache clients/ts/node_modules clients/ts/dist
+	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache clients/ts/node_modules clients/ts/dist \
+		clients/mask-editor/node_modules

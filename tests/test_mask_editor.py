@@ -1,0 +1,223 @@
+"""The mask editor (clients/mask-editor): its Node unit tests, then the editor in real Chromium.
+
+The browser part runs ``clients/mask-editor/test/browser/run.mjs``: headless Debian
+``chromium`` driven by ``playwright-core`` (no browser download), a real photo (ultralytics'
+``bus.jpg``, 810 x 1080) shown at half size, a mouse brush stroke, a pen brush stroke and a
+touch eraser stroke across the first, then PNG exports. The pixels are checked here with Pillow
+and with the worker's own reader (``core.imageio.decode_mask``), against capsules computed
+independently from the CSS coordinates the script used.
+
+``make test`` installs Chromium and the npm packages first (``make editor-deps``). Skips
+when node or Chromium is missing, except under ``CI`` where that fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.imageio import decode_mask
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "clients" / "mask-editor"
+STAMP = PKG / "node_modules" / ".maskpaint-lock.sha256"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+# The strokes of run.mjs in CSS px of the page; the canvas is at (20, 20), 405 x 540 CSS px,
+# showing an 810 x 1080 photo: photo px = (css - 20) * 2.
+OFFSET, SCALE = 20, 2
+MOUSE = ((70, 220), (370, 220), 30)  # from, to, brush diameter (CSS px)
+PEN = ((100, 450), (300, 450), 10)
+TOUCH_ERASER = ((220, 190), (220, 250), 20)
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI"):  # CI must not go green with the editor untested
+        pytest.fail(f"{what} (CI runs `make editor-deps` first)")
+    pytest.skip(what)
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        _missing("node is not on PATH: the mask editor tests need Node.js 20+")
+    return node
+
+
+def _chromium() -> str:
+    explicit = os.environ.get("MASKPAINT_CHROMIUM")
+    for path in (explicit, *CHROMIUM_CANDIDATES):
+        if path and Path(path).exists():
+            return path
+    _missing("Chromium is not installed (apt-get install -y chromium, or `make editor-deps`)")
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false",
+           "npm_config_audit": "false"}
+    proc = subprocess.run(cmd, cwd=PKG, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def editor_pkg() -> Path:
+    """clients/mask-editor with node_modules installed from its exact package-lock.json."""
+    _node()
+    lock_sha = hashlib.sha256((PKG / "package-lock.json").read_bytes()).hexdigest()
+    if not (STAMP.exists() and STAMP.read_text().strip() == lock_sha):
+        _run([shutil.which("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"], 300)
+        STAMP.write_text(lock_sha + "\n")
+    return PKG
+
+
+def test_unit_tests_pass_under_node():
+    """The model's node:test suite: export size, conventions, undo/redo/clear/invert."""
+    files = sorted(str(p.relative_to(PKG)) for p in (PKG / "test").glob("*.test.mjs"))
+    assert files, "no unit test files"
+    proc = _run([_node(), "--test", *files], 120)
+    assert "# fail 0" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_type_declarations_compile(editor_pkg):
+    """src/index.d.ts and examples/usage.ts (the README's usage) type-check with tsc --strict."""
+    _run([_node(), "node_modules/typescript/bin/tsc", "-p", "tsconfig.json"], 180)
+
+
+def _capsule(shape: tuple[int, int], stroke) -> np.ndarray:
+    """H x W bool: pixel centres within the brush radius of the stroke's segment (photo px)."""
+    (ax, ay), (bx, by), diameter = stroke
+    ax, ay, bx, by = ((v - OFFSET) * SCALE for v in (ax, ay, bx, by))
+    r = diameter / 2 * SCALE
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((xx - ax) * dx + (yy - ay) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+    return (xx - ax - t * dx) ** 2 + (yy - ay - t * dy) ** 2 <= r * r
+
+
+@pytest.fixture(scope="module")
+def browser_run(editor_pkg, tmp_path_factory) -> tuple[Path, dict]:
+    chromium = _chromium()
+    bus = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
+    out = tmp_path_factory.mktemp("mask-editor")
+    _run([_node(), "test/browser/run.mjs", "--photo", str(bus), "--out", str(out),
+          "--chromium", chromium], 180)
+    return out, json.loads((out / "facts.json").read_text())
+
+
+def _decode(path: Path) -> np.ndarray:
+    return decode_mask(path.read_bytes(), (810, 1080))
+
+
+def test_browser_strokes_export_at_photo_size_and_worker_reads_them(browser_run):
+    out, facts = browser_run
+    assert facts["errors"] == []
+    assert facts["photoSize"] == {"width": 810, "height": 1080}
+    assert facts["rect"] == {"left": 20, "top": 20, "width": 405, "height": 540}, (
+        "the canvas is displayed at half the photo's size")
+    assert facts["pointerTypesSeen"] == ["mouse", "pen", "touch"]
+    assert facts["dataUrlPrefix"] == "data:image/png;base64,"
+
+    png = Image.open(out / "mask-white-on-black.png")
+    assert png.format == "PNG" and png.size == (810, 1080)
+    px = np.asarray(png.convert("RGBA"))
+    assert (px[..., 3] == 255).all(), "white-on-black is opaque"
+    assert set(np.unique(px[..., :3])) <= {0, 255}
+
+    shape = (1080, 810)
+    expected = (_capsule(shape, MOUSE) | _capsule(shape, PEN)) & ~_capsule(shape, TOUCH_ERASER)
+    got = _decode(out / "mask-white-on-black.png")
+    wrong = int((got != expected).sum())
+    assert wrong <= 0.01 * expected.sum(), f"{wrong} pixels differ from the strokes drawn"
+    # the painted stroke, its erased middle, the pen stroke, untouched photo
+    assert got[400, 200] and got[400, 650] and got[400, 370]
+    assert not got[400, 400], "the touch eraser cut the mouse stroke"
+    assert got[860, 300] and not got[880, 300]
+    assert not got[400, 40] and not got[440, 300] and not got[100, 100]
+
+    alpha = np.asarray(Image.open(out / "mask-alpha.png").convert("RGBA"))
+    assert alpha.shape == (1080, 810, 4)
+    assert (alpha[..., 3][~expected & ~_capsule(shape, TOUCH_ERASER)] == 0).all(), (
+        "alpha convention: unpainted pixels are transparent")
+    assert (_decode(out / "mask-alpha.png") == got).all(), "both conventions mean the same mask"
+
+
+def test_browser_undo_invert_clear(browser_run):
+    out, facts = browser_run
+    got = _decode(out / "mask-white-on-black.png")
+    undone = _decode(out / "mask-undo-eraser.png")
+    assert undone[400, 400], "undo of the eraser stroke brings the painted pixels back"
+    assert (undone[got]).all()
+    inverted = _decode(out / "mask-inverted.png")
+    assert (inverted == ~got).all(), "redo then invert: exactly the complement"
+    assert not _decode(out / "mask-cleared.png").any()
+    assert facts["emptyAfterClear"] is True
+    with Image.open(out / "editor-strokes.png") as shot:  # the page as shown, strokes tinted
+        rgb = np.asarray(shot.convert("RGB")).astype(int)
+    # photo (200, 400) is shown at CSS (120, 220): tinted towards the mask colour (255, 0, 96)
+    r, g, _ = rgb[220, 120]
+    assert r > g + 60, "the painted stroke shows as a red tint over the photo"
+
+
+TS = REPO / "clients" / "ts"
+TS_STAMP = TS / "node_modules" / ".maskpaint-lock.sha256"  # the same stamp as test_ts_client.py
+
+
+@pytest.fixture(scope="module")
+def ts_dist(editor_pkg) -> Path:
+    """@maskpaint/client built (clients/ts/dist), which the reference page imports."""
+    lock_sha = hashlib.sha256((TS / "package-lock.json").read_bytes()).hexdigest()
+    env = {**os.environ, "npm_config_update_notifier": "false"}
+    if not (TS_STAMP.exists() and TS_STAMP.read_text().strip() == lock_sha):
+        subprocess.run([shutil.which("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=TS, env=env, check=True, capture_output=True, timeout=300)
+        TS_STAMP.write_text(lock_sha + "\n")
+    subprocess.run([shutil.which("npm"), "run", "build", "--silent"], cwd=TS, env=env, check=True,
+                   capture_output=True, timeout=180)
+    return TS / "dist"
+
+
+def test_reference_page_loop_against_a_canned_web_api(ts_dist, tmp_path):
+    """The page, unchanged, with ModalClient against canned `POST /jobs` / `GET /jobs/{id}`:
+    auto mask as the editable layer, an error shown with its code and field, an edit, a
+    repaint whose `mask` is the edited mask at the photo's size, the gallery; then with
+    RunpodClient against canned `/run` + `/status/{id}`: the worker's stage and step shown."""
+    chromium = _chromium()
+    bus = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
+    shot, facts_path = tmp_path / "page.png", tmp_path / "facts.json"
+    _run([_node(), "scripts/screenshot.mjs", "--photo", str(bus), "--out", str(shot),
+          "--facts", str(facts_path), "--chromium", chromium], 180)
+    facts = json.loads(facts_path.read_text())
+    reqs = facts["requests"]
+    assert [r["task"] for r in reqs] == ["mask", "inpaint", "inpaint"]
+    assert reqs[0]["output"] == {"return_base64": True} and reqs[0]["targets"] == ["upper"]
+    assert reqs[1]["prompt"] == "" and "invalid_input" in facts["error"]["text"]
+    assert "field: prompt" in facts["error"]["text"]
+    assert reqs[2]["prompt"] == "a red leather jacket" and reqs[2]["hasMask"]
+    assert facts["status"].startswith("Done") and facts["errors"] == []
+    assert facts["links"] == ["result (810x1080)", "mask (810x1080)", "overlay (810x1080)"]
+
+    sent = tmp_path / "sent-mask-demo-2.png"
+    with Image.open(sent) as im:
+        assert im.size == (810, 1080), "the mask is sent at the photo's pixel size"
+    mask = decode_mask(sent.read_bytes(), (810, 1080))
+    assert mask[600, 150], "the automatic garment mask is kept"
+    assert not mask[433, 137], "the face cut out of the automatic mask stays out"
+    assert mask[700, 580], "the brush stroke is sent"
+    assert not mask[700, 630], "the eraser's cut is sent"
+    with Image.open(shot) as im:
+        assert im.width == 1280 and im.height > 900
+    # on a RunPod endpoint the worker's progress is shown while it runs
+    assert "stage: inpaint step 12 / 30" in facts["runpodProgress"]["text"]
+    assert facts["runpodProgress"]["bar"] == 12
+    assert facts["runpodStatus"].startswith("Done") and "seed 7" in facts["runpodStatus"]
