@@ -33,4 +33,5 @@ schema: setup
 	cd clients/ts && { test -d node_modules || npm ci; } && npm run gen
 
 clean:
-	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache clients/ts/node_modules clients/ts/dist
+	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache clients/ts/node_modules clients/ts/dist \
+	  clients/ts/e2e/node_modules clients/ts/e2e/.next
