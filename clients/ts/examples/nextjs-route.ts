@@ -7,7 +7,7 @@ const maskpaint = new RunpodClient({
 });
 
 export async function POST(req: Request) {
-  const body: Partial<JobRequest> | null = await req.json().catch(() => null);
+  const body = (await req.json().catch(() => null)) as Partial<JobRequest> | null;
   if (typeof body !== "object" || body === null) {
     return Response.json({ code: "invalid_input", message: "the body must be a JSON object" }, { status: 400 });
   }

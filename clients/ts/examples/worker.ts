@@ -8,7 +8,7 @@ export default {
     const id = new URL(request.url).pathname.match(/^\/edit\/([\w-]+)$/)?.[1];
     try {
       if (request.method === "POST") {
-        const input: JobRequest | null = await request.json().catch(() => null);
+        const input = (await request.json().catch(() => null)) as JobRequest | null;
         if (typeof input !== "object" || input === null) {
           return Response.json({ status: "failed", code: "invalid_input", message: "the body must be a JSON object" }, { status: 400 });
         }
