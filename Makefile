@@ -44,4 +44,4 @@ schema: setup
 
 clean:
 	rm -rf $(VENV) $(WEIGHTS) outputs .pytest_cache clients/ts/node_modules clients/ts/dist \
-		clients/mask-editor/node_modules
+	  clients/mask-editor/node_modules clients/ts/e2e/node_modules clients/ts/e2e/.next

@@ -1,6 +1,8 @@
 """RunPod entry point: load every model once (cold start), then serve jobs.
 
-Locally: ``python runpod_handler.py --test_input '{"input": {...}}'`` or ``--rp_serve_api``.
+Locally: ``python -m handlers.cli test-input --image photo.jpg > test_input.json`` then
+``python runpod_handler.py`` (runpod reads ``test_input.json`` from the cwd), or
+``--rp_serve_api``.
 """
 
 import os

@@ -6,6 +6,14 @@ through the RunPod handler, exactly as a RunPod event would, and prints where th
 ``python -m handlers.cli run --image PHOTO [--mask MASK] [--task mask] [--prompt ...]`` runs one
 job from files and prints the JSON reply (exit status 1 on error).
 
+``python -m handlers.cli test-input --image PHOTO [--mask MASK] ... > test_input.json`` writes
+the job, with a fresh ``id``, as runpod's ``test_input.json``: ``python runpod_handler.py``
+(no ``--test_input``) reads that file from the working directory (runpod 1.12,
+``serverless/modules/rp_local.py``). A file has no argument-length limit (a photo passed as
+``--test_input '<json>'`` fails past about 96 KB), and the fresh id keeps a second run from
+colliding with the first in the write-once job record (runpod's own default id is always
+``local_test``).
+
 Reads files as bytes only; all image work happens in the core.
 """
 
@@ -15,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from handlers.common import DEMO_PROMPT, demo_job
@@ -34,7 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--steps", type=int, default=20)
     run.add_argument("--seed", type=int)
     run.add_argument("--job-id", default=None)
+    ti = sub.add_parser("test-input", help="print a job as runpod's test_input.json")
+    ti.add_argument("--image", type=Path, help="photo file (default: ultralytics' bus.jpg)")
+    ti.add_argument("--mask", type=Path)
+    ti.add_argument("--task", choices=["inpaint", "mask"], default="inpaint")
+    ti.add_argument("--prompt", default=DEMO_PROMPT)
+    ti.add_argument("--targets", nargs="+", default=["upper"])
+    ti.add_argument("--steps", type=int, default=20)
+    ti.add_argument("--seed", type=int)
     a = ap.parse_args(argv)
+
+    if a.cmd == "test-input":
+        job = demo_job(a.image, prompt=a.prompt, steps=a.steps, task=a.task, seed=a.seed,
+                       targets=a.targets, mask_path=a.mask,
+                       job_id=f"local-{uuid.uuid4().hex}")
+        json.dump(job, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
 
     from core.logs import setup_logging
     from core.pipeline import Worker

@@ -17,6 +17,11 @@ import type { ErrorCode } from "./types.generated.js";
  * | `aborted`        | the caller's `AbortSignal` fired                             | no        |
  * | `client_timeout` | the call's `timeoutMs` passed (the job may still be running; | yes       |
  * |                  | `error.jobId` lets you resume with `wait(jobId)`)            |           |
+ * | `payload_too_large` | the JSON body is over the provider's cap (RunPod: 10 MB   | no        |
+ * |                  | `/run`, 20 MB `/runsync`); refused before sending: upload    |           |
+ * |                  | the photo and send its `s3://` or `https://` URL instead     |           |
+ * | `invalid_config` | the client's options are unusable (no endpoint id / URL);    | no        |
+ * |                  | raised by the first call, never by the constructor           |           |
  *
  * HTTP 400 / 422 without a contract error body map to the server code `invalid_input`, 413 to
  * `image_too_large`, and RunPod's TIMED_OUT status to `timeout`.
@@ -30,7 +35,9 @@ export type ClientErrorCode =
   | "bad_response"
   | "cancelled"
   | "aborted"
-  | "client_timeout";
+  | "client_timeout"
+  | "payload_too_large"
+  | "invalid_config";
 
 /** Every code a {@link MaskpaintError} can carry: the server's `ErrorCode` or a client code. */
 export type MaskpaintErrorCode = ErrorCode | ClientErrorCode;
@@ -113,4 +120,62 @@ export function isMaskpaintError(err: unknown): err is MaskpaintError {
       (err as { name?: unknown }).name === "MaskpaintError" &&
       typeof (err as { code?: unknown }).code === "string")
   );
+}
+
+/** Server codes caused by the request itself: the caller must change it (4xx). */
+const CALLER_CODES: ReadonlySet<string> = new Set([
+  "invalid_input",
+  "invalid_image",
+  "image_too_large",
+  "blocked_url",
+  "input_not_found",
+  "empty_mask",
+  "payload_too_large",
+]);
+
+/**
+ * Whether `err` is the caller's mistake (a bad photo, mask, URL or field, or a body too large):
+ * a {@link MaskpaintError} whose code is one of `invalid_input`, `invalid_image`,
+ * `image_too_large`, `blocked_url`, `input_not_found`, `empty_mask`, `payload_too_large`.
+ * Sending the same request again cannot succeed; show the caller `message` and `field`.
+ */
+export function isClientError(err: unknown): boolean {
+  return isMaskpaintError(err) && CALLER_CODES.has(err.code);
+}
+
+/**
+ * The HTTP status a route handler (Next.js, a Worker) should answer for `err`, so a caller's
+ * mistake reads as 4xx and ours as 5xx:
+ *
+ * | status | codes                                                                          |
+ * | ------ | ------------------------------------------------------------------------------ |
+ * | 400    | `invalid_input`, `invalid_image`, `blocked_url`, `input_not_found`, `empty_mask` |
+ * | 413    | `image_too_large`, `payload_too_large`                                         |
+ * | 404    | `not_found` (an unknown or expired job id)                                     |
+ * | 499    | `aborted` (the caller went away; nobody reads the answer)                      |
+ * | 504    | `client_timeout` (the job may still finish: poll again with its `jobId`)       |
+ * | 503    | any other retryable error (`gpu_oom`, `timeout`, `storage_error`, `network_error`, `rate_limited`, 5xx) |
+ * | 500    | `unauthorized`, `invalid_config` (our key or configuration is wrong)           |
+ * | 502    | everything else (the worker failed: `internal`, `model_not_found`, `bad_response`, ...) |
+ *
+ * Anything that is not a {@link MaskpaintError} (a bug in the route) is 500.
+ */
+export function httpStatusFor(err: unknown): number {
+  if (!isMaskpaintError(err)) return 500;
+  switch (err.code) {
+    case "image_too_large":
+    case "payload_too_large":
+      return 413;
+    case "not_found":
+      return 404;
+    case "aborted":
+      return 499;
+    case "client_timeout":
+      return 504;
+    case "unauthorized":
+    case "invalid_config":
+      return 500;
+  }
+  if (CALLER_CODES.has(err.code)) return 400;
+  return err.retryable ? 503 : 502;
 }

@@ -170,13 +170,16 @@ export async function requestJson(
   method: string,
   url: string,
   body?: unknown,
+  maxBodyBytes?: number,
 ): Promise<HttpReply> {
   dl.throwIfDone();
   const headers: Record<string, string> = { accept: "application/json", ...t.headers };
   const init: RequestInit = { method, headers, signal: dl.signal };
   if (body !== undefined) {
     headers["content-type"] = "application/json";
-    init.body = JSON.stringify(body);
+    const text = JSON.stringify(body);
+    if (maxBodyBytes !== undefined) checkBodySize(text, maxBodyBytes, t.provider, pathOf(url));
+    init.body = text;
   }
   const doFetch: FetchLike = t.fetch ?? ((input, i) => globalThis.fetch(input, i));
   let res: Response;
@@ -203,6 +206,28 @@ export async function requestJson(
     }
   }
   return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/**
+ * Refuse a JSON body over `maxBytes` (UTF-8 bytes) before it is sent: a 12 MB photo as base64
+ * would otherwise travel in full only to be refused by the provider (RunPod answers 413 /
+ * 400). Throws MaskpaintError `payload_too_large` (not retryable) pointing to the upload flow.
+ */
+export function checkBodySize(text: string, maxBytes: number, provider: Provider, path: string): void {
+  // UTF-8 length without allocating: JSON.stringify output is mostly ASCII (base64).
+  let bytes = text.length;
+  if (bytes <= maxBytes / 3) return; // even all-3-byte characters would fit
+  bytes = new TextEncoder().encode(text).length;
+  if (bytes <= maxBytes) return;
+  const mb = (n: number) => (n / 1_000_000).toFixed(1);
+  throw new MaskpaintError({
+    code: "payload_too_large",
+    message:
+      `the request body is ${mb(bytes)} MB, over ${provider}'s ${mb(maxBytes)} MB cap for ${path}: ` +
+      "upload the photo to the input bucket (a presigned PUT) and send its s3:// or https:// URL instead of base64",
+    retryable: false,
+    provider,
+  });
 }
 
 /** A URL's path only (no host, no query: presigned or tokenised parts never reach messages). */

@@ -1,10 +1,10 @@
 // @maskpaint/client: typed client of the maskpaint RunPod and Modal endpoints.
 // Uses only fetch, AbortController and setTimeout: Cloudflare Workers, Next.js, Node 20+.
-export { RunpodClient, RUNPOD_API_BASE, runpodJobError } from "./runpod.js";
+export { RunpodClient, RUNPOD_API_BASE, RUNPOD_MAX_RUN_BYTES, RUNPOD_MAX_RUNSYNC_BYTES, runpodJobError } from "./runpod.js";
 export type { RunpodClientOptions, RunpodRunOptions, RunpodStatus, RunpodSubmitOptions } from "./runpod.js";
 export { ModalClient } from "./modal.js";
 export type { ModalClientOptions, ModalRunOptions } from "./modal.js";
-export { MaskpaintError, isMaskpaintError, isErrorCode, defaultRetryable } from "./errors.js";
+export { MaskpaintError, isMaskpaintError, isErrorCode, defaultRetryable, httpStatusFor, isClientError } from "./errors.js";
 export type { ClientErrorCode, MaskpaintErrorCode, MaskpaintErrorInit, Provider } from "./errors.js";
 export { backoffDelay, DEFAULT_POLL, DEFAULT_TIMEOUT_MS } from "./http.js";
 export type { CallOptions, CommonClientOptions, FetchLike, PollOptions } from "./http.js";

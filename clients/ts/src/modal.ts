@@ -16,8 +16,11 @@ import type { ProgressOptions } from "./progress.js";
 import type { JobRequest, JobResult, ModalJobStatus, ModalSubmitResponse } from "./types.generated.js";
 
 export interface ModalClientOptions extends CommonClientOptions {
-  /** The web app's URL, e.g. `https://<workspace>--maskpaint-web.modal.run`. */
-  baseUrl: string;
+  /**
+   * The web API's URL, e.g. `https://<workspace>--maskpaint-api.modal.run` (Modal's label is
+   * `<app>-api`; `modal deploy modal_app.py` prints it). Checked on the first call.
+   */
+  baseUrl?: string;
   /** Sent as `Authorization: Bearer <token>`. */
   token?: string;
 }
@@ -30,19 +33,31 @@ export type ModalRunOptions = CallOptions & ProgressOptions;
  * `{status: "done", output}` | `{status: "failed", error}` | 404; `GET /health`.
  */
 export class ModalClient {
-  readonly baseUrl: string;
+  private readonly rawBase: string | undefined;
   private readonly transport: Transport;
   private readonly poller: Poller;
   private readonly timeoutMs: number;
 
-  constructor(opts: ModalClientOptions) {
-    if (!opts.baseUrl) throw new TypeError("ModalClient: baseUrl is required");
-    this.baseUrl = trimBase(opts.baseUrl);
+  /** Never throws: `baseUrl` is checked on the first call (MaskpaintError `invalid_config`). */
+  constructor(opts: ModalClientOptions = {}) {
+    this.rawBase = opts.baseUrl;
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
     this.transport = { provider: "modal", fetch: opts.fetch, headers };
     this.poller = makePoller(opts);
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** The web API's URL without a trailing slash; throws `invalid_config` when unset. */
+  get baseUrl(): string {
+    if (!this.rawBase) {
+      throw new MaskpaintError({
+        code: "invalid_config",
+        message: "ModalClient: baseUrl is required (https://<workspace>--maskpaint-api.modal.run)",
+        provider: "modal",
+      });
+    }
+    return trimBase(this.rawBase);
   }
 
   /** `POST /jobs`: queue a job; returns `{id, status: "queued"}`. */

@@ -18,6 +18,13 @@ import type { JobRequest, JobResult, RunpodJobResponse } from "./types.generated
 /** RunPod's hosted serverless API. */
 export const RUNPOD_API_BASE = "https://api.runpod.ai/v2";
 
+/**
+ * RunPod's request body caps (its serverless docs, "Endpoint operations": `/run` 10 MB,
+ * `/runsync` 20 MB). The client refuses a larger body before sending it (`payload_too_large`).
+ */
+export const RUNPOD_MAX_RUN_BYTES = 10_000_000;
+export const RUNPOD_MAX_RUNSYNC_BYTES = 20_000_000;
+
 export type RunpodStatus = RunpodJobResponse["status"];
 
 export interface RunpodClientOptions extends CommonClientOptions {
@@ -55,17 +62,21 @@ export type RunpodRunOptions = RunpodSubmitOptions & ProgressOptions;
  * ```
  */
 export class RunpodClient {
-  readonly baseUrl: string;
+  private resolvedBase: string | undefined;
+  private readonly opts: RunpodClientOptions;
   private statusMethod: "GET" | "POST";
   private readonly transport: Transport;
   private readonly poller: Poller;
   private readonly timeoutMs: number;
   private readonly runsyncWaitMs: number | undefined;
 
-  constructor(opts: RunpodClientOptions) {
-    if (opts.baseUrl) this.baseUrl = trimBase(opts.baseUrl);
-    else if (opts.endpointId) this.baseUrl = `${RUNPOD_API_BASE}/${encodeURIComponent(opts.endpointId)}`;
-    else throw new TypeError("RunpodClient: give endpointId or baseUrl");
+  /**
+   * Never throws: the options are checked on the first call (which then throws MaskpaintError
+   * `invalid_config`), so a client built at module scope from env vars that are unset at build
+   * time (`next build` in CI or Docker) does not break the build.
+   */
+  constructor(opts: RunpodClientOptions = {}) {
+    this.opts = opts;
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.apiKey) headers.authorization = `Bearer ${opts.apiKey}`;
     this.transport = { provider: "runpod", fetch: opts.fetch, headers };
@@ -73,6 +84,26 @@ export class RunpodClient {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.statusMethod = opts.statusMethod ?? "GET";
     this.runsyncWaitMs = opts.runsyncWaitMs;
+  }
+
+  /**
+   * `baseUrl` when given, else `https://api.runpod.ai/v2/{endpointId}`. Throws MaskpaintError
+   * `invalid_config` when neither is set.
+   */
+  get baseUrl(): string {
+    if (this.resolvedBase === undefined) {
+      const { baseUrl, endpointId } = this.opts;
+      if (baseUrl) this.resolvedBase = trimBase(baseUrl);
+      else if (endpointId) this.resolvedBase = `${RUNPOD_API_BASE}/${encodeURIComponent(endpointId)}`;
+      else {
+        throw new MaskpaintError({
+          code: "invalid_config",
+          message: "RunpodClient: give endpointId (e.g. from RUNPOD_ENDPOINT_ID) or baseUrl",
+          provider: "runpod",
+        });
+      }
+    }
+    return this.resolvedBase;
   }
 
   /** `POST /run`: queue a job; returns RunPod's reply (`id`, `status`). */
@@ -146,7 +177,8 @@ export class RunpodClient {
   private async submitIn(dl: Deadline, path: string, input: JobRequest, webhook?: string): Promise<RunpodJobResponse> {
     const body: Record<string, unknown> = { input };
     if (webhook) body.webhook = webhook;
-    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}${path}`, body);
+    const cap = path.startsWith("/runsync") ? RUNPOD_MAX_RUNSYNC_BYTES : RUNPOD_MAX_RUN_BYTES;
+    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}${path}`, body, cap);
     if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "runpod", path.split("?")[0]!);
     const env = this.envelope(reply.body);
     dl.jobId = env.id;
