@@ -26,6 +26,10 @@ MAX_PROMPT_CHARS = 2000
 #: Upper bound on an image/mask string (base64 of the byte cap, plus a data-URL header); the
 #: byte cap itself is a setting (``MASKPAINT_MAX_INPUT_BYTES``) checked before decoding.
 MAX_INPUT_CHARS = 48 * 1024 * 1024
+#: The contract's image inputs, in fetch order: each is a string in one of the accepted forms
+#: (data URL, base64, https, s3) that the worker fetches and decodes. Fetching, decoding, the
+#: input limits and the web API's body cap all go by this tuple.
+IMAGE_INPUTS: tuple[str, ...] = ("image", "mask")
 
 TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
 OutputFormat = Literal["png", "jpeg", "webp"]

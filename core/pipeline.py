@@ -87,26 +87,14 @@ class Worker:
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
-        """Load every model once (from local disk, offline) and set up storage.
+        """Load every model once (from local disk, offline) and set up storage: the two phases,
+        :func:`load_models` then :func:`build_worker`, back to back.
 
         A worker without a usable inpainting model still starts (see :mod:`core.models`) and
         answers each job with ``model_not_found``.
         """
-        from core.models import ModelSet
-
         settings = settings or Settings()
-        t = time.perf_counter()
-        models = ModelSet.load(settings)
-        load_ms = (time.perf_counter() - t) * 1000
-        client = s3_client
-        if client is None and (settings.s3_bucket or settings.input_buckets):
-            client = make_s3_client(settings)
-        worker = cls(settings, models, make_storage(settings, client),
-                     (lambda: client) if client is not None else None)
-        worker.cold_start_ms = {"models": round(load_ms, 1), **{
-            k: round(v, 1) for k, v in models.load_ms.items()}}
-        log.info("cold start: models loaded in %.0f ms on %s", load_ms, models.device)
-        return worker
+        return build_worker(load_models(settings), settings, s3_client)
 
     # ---------------------------------------------------------------- one job
     def run(self, job: Job, progress: Progress | None = None) -> JobResult:
@@ -288,6 +276,57 @@ class Worker:
 
         with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
             return dict(ex.map(put, outputs.items()))
+
+
+# -------------------------------------------------------------------- cold start, two phases
+def load_models(settings: Settings | None = None) -> ModelSet:
+    """Phase 1 of the cold start: load every baked model on ``settings.device`` (offline).
+
+    Modal calls this before its memory snapshot with ``device="cpu"`` (no GPU is attached then,
+    and CUDA must not be initialised before the snapshot). ``models.load_ms`` holds the per-model
+    times; ``models.load_ms["models"]`` the whole phase, ms.
+    """
+    from core.models import ModelSet
+
+    settings = settings or Settings()
+    t = time.perf_counter()
+    models = ModelSet.load(settings)
+    load_ms = (time.perf_counter() - t) * 1000
+    models.total_load_ms = load_ms
+    log.info("cold start: models loaded in %.0f ms on %s", load_ms, models.device)
+    return models
+
+
+def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=None) -> Worker:
+    """Phase 2 of the cold start: move the models to ``settings.device`` (when it differs from
+    where they were loaded), open storage, return the :class:`Worker`.
+
+    Args:
+        models: from :func:`load_models`.
+        settings: read again after a snapshot restore, so secrets (bucket, endpoint,
+            credentials) are the live ones and no connection is carried through a snapshot.
+        s3_client: a ready boto3 client (tests); default: one built from the settings when a
+            bucket or input buckets are set.
+
+    Raises:
+        RuntimeError: from torch when the device is unusable.
+    """
+    settings = settings or Settings()
+    if settings.device and models.device != settings.device:
+        t = time.perf_counter()
+        models.to(settings.device)
+        log.info("models moved to %s in %.0f ms", settings.device,
+                 (time.perf_counter() - t) * 1000)
+    client = s3_client
+    if client is None and (settings.s3_bucket or settings.input_buckets):
+        client = make_s3_client(settings)
+    worker = Worker(settings, models, make_storage(settings, client),
+                    (lambda: client) if client is not None else None)
+    load_ms = getattr(models, "load_ms", {})  # (test doubles may carry neither)
+    total = getattr(models, "total_load_ms", None)
+    worker.cold_start_ms = {**({"models": round(total, 1)} if total is not None else {}),
+                            **{k: round(v, 1) for k, v in load_ms.items()}}
+    return worker
 
 
 def _recordable(result: JobResult) -> dict:
