@@ -70,3 +70,10 @@ def test_schema_export_and_web_api_stay_torch_free():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
+
+
+def test_no_module_over_400_lines():
+    long = [f"{p.relative_to(REPO)}: {n}" for room in ("core", "handlers", "weights", "bench")
+            for p in (REPO / room).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400]
+    assert not long, long
