@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
-from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelInfo
+from core.contract import (IMAGE_INPUTS, Artifact, Job, JobRequest, JobResult, MaskInfo,
+                           ModelInfo)
 from core.errors import ErrorCode, JobError
 from core.imageio import CONTENT_TYPES, Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
@@ -135,8 +136,8 @@ class Worker:
             inpainter = self.models.inpainter(req.model)
 
         t = stage("fetch")
-        image_bytes = load_bytes(req.image, "image", s, self._s3_factory)
-        mask_bytes = load_bytes(req.mask, "mask", s, self._s3_factory) if req.mask else None
+        raw = {name: load_bytes(getattr(req, name), name, s, self._s3_factory)
+               for name in IMAGE_INPUTS if getattr(req, name)}  # each checked against its cap
         clock.stage("fetch", t)
 
         t = stage("decode")
@@ -144,18 +145,18 @@ class Worker:
         # repainted, and the profile goes on every photo output); the models see `image`, the
         # photo in sRGB with transparency over white, and what they paint goes back through
         # `photo.colour.from_srgb`. The overlay is a preview in sRGB (untagged JPEG).
-        photo = decode_photo(image_bytes, field="image", limits=self.limits)
+        photo = decode_photo(raw.pop("image"), field="image", limits=self.limits)
         image = photo.srgb()
         w, h = photo.size
-        provided = (decode_mask(mask_bytes, (w, h), field="mask", limits=self.limits)
-                    if mask_bytes is not None else None)
-        del image_bytes, mask_bytes
+        provided = (decode_mask(raw.pop("mask"), (w, h), field="mask", limits=self.limits)
+                    if "mask" in raw else None)
+        del raw
         clock.stage("decode", t)
 
         t = stage("mask")
         from core.masking.auto import make_mask
 
-        mo = make_mask(self.models, image, req, provided)
+        mo = make_mask(self.models, image, req.masking, provided)
         clock.stage("mask", t)
 
         seed = None
@@ -172,10 +173,7 @@ class Worker:
 
             result_img, facts = inpaint(
                 inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
-                InpaintParams(prompt=req.prompt or "", negative_prompt=req.negative_prompt,
-                              num_inference_steps=req.num_inference_steps,
-                              guidance_scale=req.guidance_scale, strength=req.strength,
-                              seed=seed),
+                InpaintParams(req.inpaint_kwargs(), seed),
                 on_step=on_step, model_image=image,
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
             )
