@@ -21,6 +21,7 @@ from pathlib import Path
 import modal
 
 from weights.manifest import load_manifest
+from weights.resolve import OFFLINE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA_IMAGE = "nvidia/cuda:13.0.3-runtime-ubuntu24.04"  #: same base as the Dockerfile
@@ -32,11 +33,7 @@ REMOTE_ROOT = "/root"  #: Modal's working directory and import root for local so
 
 #: Set after the bake (the bake itself needs the network).
 RUNTIME_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "YOLO_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
+    **OFFLINE_ENV,  # the worker's offline environment, one definition (weights.resolve)
     "PYTHONUNBUFFERED": "1",
     "MASKPAINT_WEIGHTS_DIR": WEIGHTS_DIR,
 }

@@ -52,11 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from weights.baker import _Baker
-from weights.bakeio import (  # noqa: F401 (CHUNK ... sha256_file: re-exported, weights.bake's API)
+from weights.bakeio import (  # noqa: F401 (re-exported: weights.bake is the API)
     CHUNK, LOOPBACK_HOSTS, PART, WHEEL_CACHE_ENV, BakeError, BakeResult, FileResult, HfDownload,
     PipDownload, SourceError, UnpinnedError, VerificationError, _check_url, _describe_model, _log,
-    _read_token, default_wheel_cache, describe_files, describe_profiles, pip_download_args,
-    sha256_file)
+    _read_token, default_wheel_cache, describe_files, describe_profiles, pip_download_args)
+from weights.files import sha256_file
 from weights.manifest import MANIFEST_PATH, Manifest, load_manifest
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -89,17 +88,6 @@ class BakeResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """``(sha256 hex, size in bytes)`` of a file, read in 8 MiB chunks."""
-    h = hashlib.sha256()
-    n = 0
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def _log(msg: str) -> None:

@@ -21,6 +21,7 @@ from weights.manifest import (
 )
 
 from weights import bakeio
+from weights.files import sha256_file
 from weights.bakeio import (
     PART,
     STAGING,
@@ -36,7 +37,6 @@ from weights.bakeio import (
     default_wheel_cache,
     HfDownload,
     PipDownload,
-    sha256_file,
 )
 
 

@@ -27,11 +27,11 @@ The receipt's per-file ``path`` is the file name inside the model's manifest ``p
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
+from weights.files import sha256_file
 from weights.manifest import ReceiptEntry, load_manifest, write_receipt_entry
 
 #: DeepFashion2's 13 categories, in the order of its category ids 1..13 (Ge et al., CVPR 2019,
@@ -87,8 +87,8 @@ def _tmp(path: Path) -> Path:
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    return {"path": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    digest, size = sha256_file(path)
+    return {"path": path.name, "sha256": digest, "size": size}
 
 
 # --------------------------------------------------------------------------------------------
