@@ -16,11 +16,12 @@ Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryabl
                      ``invalid_input`` (not JSON / not an object / bad envelope); 422
                      ``invalid_input`` with ``field`` (fails the contract); 413
                      ``image_too_large`` (body over :data:`MAX_BODY_BYTES`); 401
-                     ``unauthorized``; 503 ``unavailable`` (Modal could not take the call).
+                     ``unauthorized``; 503 ``unavailable`` (the dispatcher could not take the job).
 ``GET /jobs/{id}``   200 ``{"status": "pending"}`` | ``{"status": "done", "output": {...}}`` |
                      ``{"status": "failed", "error": {...}}``; 410 ``{"status": "expired"}``
-                     (Modal no longer holds the result); 404 ``not_found`` (also for any id
-                     this API did not hand out in the last :data:`ISSUED_TTL_S`); 401; 503.
+                     (the dispatcher no longer holds the result); 404 ``not_found`` (also
+                     for any id this API did not hand out in the last
+                     :data:`handlers.dispatch.ISSUED_TTL_S`); 401; 503.
 ===================  =====================================================================
 
 Bodies nested too deeply for the JSON decoder are 400 ``invalid_input``; field names in error
@@ -28,8 +29,10 @@ messages are capped and sanitised (:func:`core.contract.safe_field`); Modal fail
 report a call (connection, service, auth) is 503 ``unavailable`` on both routes.
 
 Web-only error codes (not job failures): ``unauthorized``, ``not_found``, ``expired``,
-``unavailable``. The job id is the Modal function-call id (``fc-...``); the worker also uses it
-as the storage job id, so outputs land under ``<prefix>/<call id>/`` and a retried call (same id)
+``unavailable``. The job id is the dispatcher's (on Modal the function-call id, ``fc-...``).
+
+Serving it elsewhere needs only a dispatcher: ``create_web_app(ThreadDispatcher(runner))`` with
+``runner = lambda job, job_id: run_job(worker, job, job_id)`` runs jobs in this process.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI resolves a route's annotations in the
