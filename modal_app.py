@@ -20,7 +20,7 @@ app = modal.App(cfg.app_name)
 if modal.is_local():  # deploy/run side: the recipe (pins + weights baked for the profile)
     from image_build.modal_image import build_image
 
-    image = build_image(cfg.weights_profile)
+    image = build_image(cfg.weights_profile, hf_secret=cfg.hf_secret)
 else:  # in a container the image already exists; its recipe (image_build/) is not shipped
     image = None
 # Storage settings and credentials (MASKPAINT_S3_*, AWS_*) and the web API token.

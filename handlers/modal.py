@@ -86,6 +86,8 @@ class ModalConfig(BaseSettings):
             (``MASKPAINT_MODAL_S3_SECRET``).
         api_secret: Modal secret with ``MASKPAINT_API_TOKEN`` (``MASKPAINT_MODAL_API_SECRET``).
         weights_profile: weights profile baked into the image (``MASKPAINT_WEIGHTS_PROFILE``).
+        hf_secret: Modal secret setting ``HF_TOKEN`` for the image's bake
+            (``MASKPAINT_MODAL_HF_SECRET``; unset = anonymous downloads of public repos).
     """
 
     model_config = SettingsConfigDict(env_prefix="MASKPAINT_MODAL_", env_ignore_empty=True,
@@ -109,6 +111,7 @@ class ModalConfig(BaseSettings):
     s3_secret: str = Field("maskpaint-s3", validation_alias="MASKPAINT_MODAL_S3_SECRET")
     api_secret: str = Field("maskpaint-api", validation_alias="MASKPAINT_MODAL_API_SECRET")
     weights_profile: str = Field("sd15", validation_alias="MASKPAINT_WEIGHTS_PROFILE")
+    hf_secret: str | None = Field(None, validation_alias="MASKPAINT_MODAL_HF_SECRET")
 
     @field_validator("gpu", mode="before")
     @classmethod

@@ -14,7 +14,6 @@ Importing this module and calling :func:`build_image` needs no Modal credentials
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
@@ -59,8 +58,9 @@ def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Im
 
     Args:
         profile: a weights profile of ``weights/manifest.json`` (``sd15``, ``sdxl``, ``full``).
-        hf_secret: name of a Modal secret that sets ``HF_TOKEN`` for the bake (default:
-            ``$MASKPAINT_MODAL_HF_SECRET``; none = anonymous downloads of public repos).
+        hf_secret: name of a Modal secret that sets ``HF_TOKEN`` for the bake (``modal_app.py``
+            passes ``ModalConfig.hf_secret``, ``MASKPAINT_MODAL_HF_SECRET``; none = anonymous
+            downloads of public repos).
 
     Returns:
         A lazy ``modal.Image`` (built by Modal when an app using it is deployed).
@@ -72,7 +72,6 @@ def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Im
         load_manifest().profile(profile)
     except KeyError as e:
         raise ValueError(str(e.args[0])) from None
-    hf_secret = hf_secret or os.environ.get("MASKPAINT_MODAL_HF_SECRET") or None
     secrets = [modal.Secret.from_name(hf_secret)] if hf_secret else []
 
     return (
