@@ -29,6 +29,9 @@ from bench.common import SIZES, make_photo, parse_child_stdout
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "maskpaint-bench"
+#: Inputs live in their own bucket: the worker never reads its output bucket
+#: (``MASKPAINT_INPUT_BUCKETS``).
+INPUT_BUCKET = "maskpaint-bench-inputs"
 
 FULL = {"floor_runs": 3, "sdk_runs": 2, "cold_runs": 3, "flat_jobs": 50, "reps_0.5MP": 8,
         "reps_12MP": 5, "profile_reps": 1, "auto_reps_2MP": 5, "auto_reps_12MP": 3}
@@ -251,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
         "MASKPAINT_S3_BUCKET": BUCKET, "MASKPAINT_S3_ENDPOINT_URL": endpoint,
+        "MASKPAINT_INPUT_BUCKETS": json.dumps([INPUT_BUCKET]),
         "MASKPAINT_S3_REGION": "us-east-1", "MASKPAINT_WEIGHTS_DIR": str(wd),
         "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]),
         "BENCH_STEPS": str(steps), "BENCH_PLAN": json.dumps(plan), "BENCH_OUT": str(scratch),
@@ -267,15 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                           aws_access_key_id="bench", aws_secret_access_key="bench",
                           config=Config(signature_version="s3v4"))
         s3.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(Bucket=INPUT_BUCKET)
         tmp = Path(tempfile.mkdtemp(prefix="maskpaint-bench-"))
         inputs = {}
         for label, size in SIZES.items():
             data = make_photo(size)
             path = tmp / f"{label}.jpg"
             path.write_bytes(data)
-            s3.put_object(Bucket=BUCKET, Key=f"inputs/{label}.jpg", Body=data,
+            s3.put_object(Bucket=INPUT_BUCKET, Key=f"inputs/{label}.jpg", Body=data,
                           ContentType="image/jpeg")
-            inputs[label] = {"url": f"s3://{BUCKET}/inputs/{label}.jpg", "file": str(path),
+            inputs[label] = {"url": f"s3://{INPUT_BUCKET}/inputs/{label}.jpg", "file": str(path),
                              "size": list(size), "bytes": len(data)}
         env["BENCH_INPUTS"] = json.dumps(inputs)
         meta["inputs"] = {k: {"size": v["size"], "bytes": v["bytes"]} for k, v in inputs.items()}
