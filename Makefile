@@ -39,7 +39,7 @@ bench: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m bench
 
 schema: setup
-	$(PY) -m core.schema
+	$(PY) -m handlers.schema
 	cd clients/ts && { test -d node_modules || npm ci; } && npm run gen
 
 clean:

@@ -3,26 +3,29 @@
     modal deploy modal_app.py     # deploy (secrets and knobs: README, section "Modal")
     modal run modal_app.py        # one job on bus.jpg, printed as JSON
 
-Only Modal declarations live here; the logic (knobs, job shaping, cold start, web API) is in
-``handlers/modal.py`` and is tested without a Modal account. Importing this module needs no
+Only Modal declarations live here; the logic is tested without a Modal account: deploy
+settings, cold start and job shaping in ``handlers/modal.py``, the provider-neutral web API in
+``handlers/web.py``. Importing this module needs no
 Modal credentials, no GPU and no torch.
 """
 
 import modal
 
 from handlers import modal as glue
+from handlers import web as web_api
+from handlers.dispatch import DictIssuedIds
 
 cfg = glue.ModalConfig.from_env()  # MASKPAINT_MODAL_* knobs, read where `modal deploy` runs
 app = modal.App(cfg.app_name)
 if modal.is_local():  # deploy/run side: the recipe (pins + weights baked for the profile)
     from image_build.modal_image import build_image
 
-    image = build_image(cfg.weights_profile)
+    image = build_image(cfg.weights_profile, hf_secret=cfg.hf_secret)
 else:  # in a container the image already exists; its recipe (image_build/) is not shipped
     image = None
 # Storage settings and credentials (MASKPAINT_S3_*, AWS_*) and the web API token.
 s3_secret = modal.Secret.from_name(cfg.s3_secret)
-api_secret = modal.Secret.from_name(cfg.api_secret, required_keys=[glue.TOKEN_ENV])
+api_secret = modal.Secret.from_name(cfg.api_secret, required_keys=[web_api.TOKEN_ENV])
 
 
 @app.cls(
@@ -69,8 +72,9 @@ def web():
     """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
     # the ids this API handed out, shared by every web container (entries live 7 days)
     issued = modal.Dict.from_name(f"{cfg.app_name}-job-ids", create_if_missing=True)
-    return glue.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run),
-                               readiness=glue.weights_readiness, issued=glue.DictIssuedIds(issued))
+    return web_api.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run),
+                                  readiness=web_api.weights_readiness,
+                                  issued=DictIssuedIds(issued))
 
 
 @app.local_entrypoint()

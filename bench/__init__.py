@@ -9,12 +9,12 @@ What it measures (see ``bench/RESULTS.md`` for the latest numbers and ``python -
   to a local moto S3 server over a real socket; median / p95 and the overhead ratio
   (job - model forward) / model forward;
 - peak memory and memory flatness over N warm jobs; that no model is loaded twice;
-- a cProfile of the 2 MP and 12 MP jobs and measured optimisation proposals (monkeypatched from
-  the bench only; core/ is never edited).
+- a cProfile of the 2 MP and 12 MP jobs. (The optimisation proposals once measured here by
+  patching core are in core now; git history keeps their experiments.)
 
 Layout: ``__main__`` (orchestrator, runs in the parent, owns the moto server), ``child`` (the
-measured processes), ``instrument`` (model-seam timers, load counters, memory), ``proposals``
-(before/after experiments), ``report`` (JSON -> Markdown, plot, RESULTS.md), ``common``.
+measured processes), ``instrument`` (model-seam timers, load counters, memory), ``summary`` (raw JSON -> numbers
+and target verdicts), ``report`` (Markdown, plot, RESULTS.md), ``common``.
 
 Keep this package's import light: ``python -m bench.child`` measures interpreter start and imports.
 """

@@ -2,8 +2,8 @@
 
 Runs in this (parent) process: a moto S3 server on 127.0.0.1 (a real socket for every fetch and
 upload), the benchmark photos, the weight-file read floor, and the children that are measured
-(``bench.child``): floor imports, cold starts, the warm-job runs, the auto-path scenario, the
-proposals. Then writes ``<out>/latest.json`` (raw + summaries + target verdicts),
+(``bench.child``): floor imports, cold starts, the warm-job runs and the auto-path scenario.
+Then writes ``<out>/latest.json`` (raw + summaries + target verdicts),
 ``<out>/latest.md``, ``<out>/stages.png``, ``<out>/memory.png`` and ``bench/RESULTS.md``; scratch
 (children's logs, ``raw.json``, ``profile_*.prof``) goes to ``<out>/tmp/``.
 
@@ -29,15 +29,14 @@ from bench.common import SIZES, make_photo, parse_child_stdout
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "maskpaint-bench"
+#: Inputs live in their own bucket: the worker never reads its output bucket
+#: (``MASKPAINT_INPUT_BUCKETS``).
+INPUT_BUCKET = "maskpaint-bench-inputs"
 
 FULL = {"floor_runs": 3, "sdk_runs": 2, "cold_runs": 3, "flat_jobs": 50, "reps_0.5MP": 8,
-        "reps_12MP": 5, "profile_reps": 1, "auto_reps_2MP": 5, "auto_reps_12MP": 3,
-        "micro_reps": 4, "encode_reps": 3, "micro_sizes": ["2MP", "12MP"], "ab_reps_2MP": 4,
-        "ab_reps_12MP": 2, "auto_ab_reps_2MP": 3, "auto_ab_reps_12MP": 1}
+        "reps_12MP": 5, "profile_reps": 1, "auto_reps_2MP": 5, "auto_reps_12MP": 3}
 QUICK = {"floor_runs": 2, "sdk_runs": 1, "cold_runs": 2, "flat_jobs": 10, "reps_0.5MP": 2,
-         "reps_12MP": 2, "profile_reps": 1, "auto_reps_2MP": 2, "auto_reps_12MP": 0,
-         "micro_reps": 3, "encode_reps": 2, "micro_sizes": ["2MP"], "ab_reps_2MP": 1,
-         "ab_reps_12MP": 0, "auto_ab_reps_2MP": 1, "auto_ab_reps_12MP": 0}
+         "reps_12MP": 2, "profile_reps": 1, "auto_reps_2MP": 2, "auto_reps_12MP": 0}
 #: the garment class the rigged dev detector "finds" in the auto-path scenario
 AUTO_BIAS_CLASS = "long_sleeved_shirt"
 
@@ -188,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="denoising steps (default: 4 dev / 20 real)")
     ap.add_argument("--flat-jobs", type=int, help="warm 2 MP jobs for memory flatness "
                     "(default 50, --quick 10)")
-    ap.add_argument("--no-proposals", action="store_true", help="skip the proposal experiments")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile'd jobs")
     ap.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
     ap.add_argument("--report-only", action="store_true",
@@ -256,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
         "MASKPAINT_S3_BUCKET": BUCKET, "MASKPAINT_S3_ENDPOINT_URL": endpoint,
+        "MASKPAINT_INPUT_BUCKETS": json.dumps([INPUT_BUCKET]),
         "MASKPAINT_S3_REGION": "us-east-1", "MASKPAINT_WEIGHTS_DIR": str(wd),
         "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]),
         "BENCH_STEPS": str(steps), "BENCH_PLAN": json.dumps(plan), "BENCH_OUT": str(scratch),
@@ -272,15 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                           aws_access_key_id="bench", aws_secret_access_key="bench",
                           config=Config(signature_version="s3v4"))
         s3.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(Bucket=INPUT_BUCKET)
         tmp = Path(tempfile.mkdtemp(prefix="maskpaint-bench-"))
         inputs = {}
         for label, size in SIZES.items():
             data = make_photo(size)
             path = tmp / f"{label}.jpg"
             path.write_bytes(data)
-            s3.put_object(Bucket=BUCKET, Key=f"inputs/{label}.jpg", Body=data,
+            s3.put_object(Bucket=INPUT_BUCKET, Key=f"inputs/{label}.jpg", Body=data,
                           ContentType="image/jpeg")
-            inputs[label] = {"url": f"s3://{BUCKET}/inputs/{label}.jpg", "file": str(path),
+            inputs[label] = {"url": f"s3://{INPUT_BUCKET}/inputs/{label}.jpg", "file": str(path),
                              "size": list(size), "bytes": len(data)}
         env["BENCH_INPUTS"] = json.dumps(inputs)
         meta["inputs"] = {k: {"size": v["size"], "bytes": v["bytes"]} for k, v in inputs.items()}
@@ -360,14 +360,6 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, subprocess.SubprocessError) as exc:
                 log(f"auto path scenario skipped: {str(exc).splitlines()[0]}")
             probe.stop("auto")
-
-        # ---- proposals
-        if not a.no_proposals:
-            probe.start("proposals")
-            log("proposals: micro benchmarks at 2MP / 12MP, then the end-to-end A/B")
-            prop, _ = run_child("proposals", env, logfile)
-            probe.stop("proposals")
-            results["proposals"] = prop
     finally:
         server.stop()
 
@@ -380,10 +372,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_reports(raw: dict, out_dir: Path, results_md: bool) -> int:
     """raw results -> latest.json (raw + summaries + targets), latest.md, plots, RESULTS.md."""
-    from bench import report
+    from bench import report, summary
 
     results = dict(raw)
-    results.update(report.summarise(raw))
+    results.update(summary.summarise(raw))
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str))
     md = report.markdown(results, out_dir)
     (out_dir / "latest.md").write_text(md)

@@ -9,8 +9,7 @@ Modes:
   jobs       one worker: N warm jobs at 2 MP (memory flatness), then the 0.5 MP and 12 MP sweeps,
              then (optionally) cProfile'd 2 MP / 12 MP jobs; model-load counters and seam timers.
   auto       the production masking path with a rigged dev garment detector (detect -> SAM ->
-             union -> clean): warm jobs, a profile, and baseline vs the exact proposals.
-  proposals  before/after experiments of :mod:`bench.proposals`.
+             union -> clean): warm jobs and a profile.
 
 Configuration comes from the environment the parent sets: ``MASKPAINT_*`` (weights dir, S3 bucket
 and endpoint), ``BENCH_T_SPAWN`` (parent's wall clock just before spawning), ``BENCH_INPUTS``
@@ -349,32 +348,11 @@ def mode_auto() -> dict:
     if plan.get("profile_reps", 0) > 0:
         labels = [k for k in ("2MP", "12MP") if plan.get(f"auto_reps_{k}", 0) > 0]
         profiles = _profile_jobs(runner, labels, plan["profile_reps"], None)
-    ab = None
-    if plan.get("auto_ab_reps_2MP", 0) > 0:
-        from bench import proposals
-
-        ab = proposals.e2e(worker, inputs, steps,
-                           {"ab_reps_2MP": plan["auto_ab_reps_2MP"],
-                            "ab_reps_12MP": plan.get("auto_ab_reps_12MP", 0)},
-                           "up", arms=("A_baseline", "B_exact"))
-    return {"sweeps": sweeps, "e2e": ab, "profiles": profiles, "missing_models": worker.models.missing,
+    return {"sweeps": sweeps, "profiles": profiles, "missing_models": worker.models.missing,
             **_device_info(worker)}
 
 
-def mode_proposals() -> dict:
-    from core.logs import setup_logging
-    from weights.resolve import set_offline_env
-
-    setup_logging()
-    set_offline_env()
-    from bench import proposals
-
-    return proposals.run(_env_json("BENCH_PLAN", {}), _env_json("BENCH_INPUTS", {}),
-                         int(os.environ.get("BENCH_STEPS", "4")))
-
-
-MODES = {"floor": mode_floor, "sdk": mode_sdk, "cold": mode_cold, "jobs": mode_jobs,
-         "auto": mode_auto, "proposals": mode_proposals}
+MODES = {"floor": mode_floor, "sdk": mode_sdk, "cold": mode_cold, "jobs": mode_jobs, "auto": mode_auto}
 
 if __name__ == "__main__":
     mode = sys.argv[1]

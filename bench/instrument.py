@@ -19,7 +19,7 @@ Non-model detail timers (same wrapping technique, for the breakdown): GrabCut in
 ``post.finalize`` (distance transforms), the overlay rendering, and each ``encode_image`` call.
 
 Load counters wrap every loader the model set goes through (``core.models._load_inpainter`` /
-``_load_masking``, diffusers / transformers ``from_pretrained``, ``YOLO.__init__``,
+``MASKING_LOADERS``, diffusers / transformers ``from_pretrained``, ``YOLO.__init__``,
 ``torch.load``, ``onnxruntime.InferenceSession``) so the bench can show that nothing is loaded
 again after cold start; :func:`model_ids` records object ids to compare across jobs.
 """
@@ -204,8 +204,9 @@ def install_load_counters() -> None:
 
     cm._load_inpainter = _count(lambda res, *a: f"core.models._load_inpainter({res.key})",
                                 cm._load_inpainter)
-    cm._load_masking = _count(lambda role, res, *a: f"core.models._load_masking({role})",
-                              cm._load_masking)
+    for kind, (slot, loader) in list(cm.MASKING_LOADERS.items()):
+        cm.MASKING_LOADERS[kind] = (slot, _count(
+            lambda res, *a, _k=kind: f"core.models.MASKING_LOADERS[{_k}]({res.key})", loader))
 
 
 def model_ids(models) -> dict[str, int]:

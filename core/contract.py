@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -26,6 +26,10 @@ MAX_PROMPT_CHARS = 2000
 #: Upper bound on an image/mask string (base64 of the byte cap, plus a data-URL header); the
 #: byte cap itself is a setting (``MASKPAINT_MAX_INPUT_BYTES``) checked before decoding.
 MAX_INPUT_CHARS = 48 * 1024 * 1024
+#: The contract's image inputs, in fetch order: each is a string in one of the accepted forms
+#: (data URL, base64, https, s3) that the worker fetches and decodes. Fetching, decoding, the
+#: input limits and the web API's body cap all go by this tuple.
+IMAGE_INPUTS: tuple[str, ...] = ("image", "mask")
 
 TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -170,6 +174,46 @@ class JobRequest(_Strict):
                 "int(num_inference_steps * strength) denoising steps); raise strength or "
                 "num_inference_steps")
         return self
+
+    @property
+    def masking(self) -> MaskingOptions:
+        """The fields the masking stage reads (:class:`MaskingOptions`)."""
+        return MaskingOptions(**{name: getattr(self, name) for name in MaskingOptions.model_fields})
+
+    def inpaint_kwargs(self) -> dict[str, Any]:
+        """Keywords for the diffusers inpainting call, by :data:`INPAINT_KWARGS` (an unset prompt
+        is ``""``, an empty negative prompt ``None``, as diffusers expects)."""
+        out = {kw: getattr(self, name) for name, kw in INPAINT_KWARGS.items()}
+        out["prompt"] = out["prompt"] or ""
+        out["negative_prompt"] = out["negative_prompt"] or None
+        return out
+
+
+#: Contract field -> keyword of the diffusers inpainting call
+#: (``StableDiffusion(XL)InpaintPipeline.__call__``): a new sampler setting is a contract field
+#: plus one line here. Image, mask, size, generator and callback are the pipeline's own.
+INPAINT_KWARGS: dict[str, str] = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "num_inference_steps": "num_inference_steps",
+    "guidance_scale": "guidance_scale",
+    "strength": "strength",
+}
+
+
+class MaskingOptions(BaseModel):
+    """What the masking stage takes from a job (not the whole request); field meanings and
+    ranges are :class:`JobRequest`'s."""
+
+    model_config = ConfigDict(frozen=True)
+
+    targets: list[TargetGroup]
+    protect_face: bool
+    face_margin: float
+    protect_hands: bool
+    hand_margin: float
+    mask_dilate_px: int
+    mask_feather_px: int
 
 
 class Artifact(BaseModel):

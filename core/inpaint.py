@@ -10,8 +10,9 @@ Arrays: photo H x W x 3 uint8 RGB; alpha H x W float32 in [0, 1].
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,11 +27,15 @@ CROP_PAD_MIN_PX = 32
 
 @dataclass(frozen=True)
 class InpaintParams:
-    prompt: str
-    negative_prompt: str
-    num_inference_steps: int
-    guidance_scale: float
-    strength: float
+    """The caller's settings for one repaint.
+
+    Attributes:
+        call_kwargs: keywords for the diffusers call (prompt, sampler settings), from
+            :meth:`core.contract.JobRequest.inpaint_kwargs`.
+        seed: seed of the CPU ``torch.Generator`` (same seed, same noise on any device).
+    """
+
+    call_kwargs: Mapping[str, Any]
     seed: int
 
 
@@ -117,15 +122,11 @@ def inpaint(
 
     with torch.inference_mode():
         out = pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
+            **params.call_kwargs,
             image=crop_img,
             mask_image=crop_mask,
             height=mh,
             width=mw,
-            num_inference_steps=params.num_inference_steps,
-            guidance_scale=params.guidance_scale,
-            strength=params.strength,
             generator=torch.Generator(device="cpu").manual_seed(params.seed),
             callback_on_step_end=_cb,
             output_type="pil",

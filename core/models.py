@@ -56,6 +56,8 @@ class ModelSet:
     missing: dict[str, str] = field(default_factory=dict)
     load_issues: list[DetectorIssue] = field(default_factory=list)
     load_ms: dict[str, float] = field(default_factory=dict)
+    #: The whole load (:func:`core.pipeline.load_models`), ms; None until then.
+    total_load_ms: float | None = None
     #: Inpainting model for jobs that name none (``MASKPAINT_DEFAULT_MODEL``, else the first
     #: one loaded, in manifest order); may name a model that is not loaded.
     default_inpaint: str | None = None

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
-from core.contract import Artifact, Job, JobRequest, JobResult, MaskInfo, ModelInfo
+from core.contract import (IMAGE_INPUTS, Artifact, Job, JobRequest, JobResult, MaskInfo,
+                           ModelInfo)
 from core.errors import ErrorCode, JobError
 from core.imageio import CONTENT_TYPES, Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
@@ -87,26 +88,14 @@ class Worker:
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
-        """Load every model once (from local disk, offline) and set up storage.
+        """Load every model once (from local disk, offline) and set up storage: the two phases,
+        :func:`load_models` then :func:`build_worker`, back to back.
 
         A worker without a usable inpainting model still starts (see :mod:`core.models`) and
         answers each job with ``model_not_found``.
         """
-        from core.models import ModelSet
-
         settings = settings or Settings()
-        t = time.perf_counter()
-        models = ModelSet.load(settings)
-        load_ms = (time.perf_counter() - t) * 1000
-        client = s3_client
-        if client is None and (settings.s3_bucket or settings.input_buckets):
-            client = make_s3_client(settings)
-        worker = cls(settings, models, make_storage(settings, client),
-                     (lambda: client) if client is not None else None)
-        worker.cold_start_ms = {"models": round(load_ms, 1), **{
-            k: round(v, 1) for k, v in models.load_ms.items()}}
-        log.info("cold start: models loaded in %.0f ms on %s", load_ms, models.device)
-        return worker
+        return build_worker(load_models(settings), settings, s3_client)
 
     # ---------------------------------------------------------------- one job
     def run(self, job: Job, progress: Progress | None = None) -> JobResult:
@@ -147,8 +136,8 @@ class Worker:
             inpainter = self.models.inpainter(req.model)
 
         t = stage("fetch")
-        image_bytes = load_bytes(req.image, "image", s, self._s3_factory)
-        mask_bytes = load_bytes(req.mask, "mask", s, self._s3_factory) if req.mask else None
+        raw = {name: load_bytes(getattr(req, name), name, s, self._s3_factory)
+               for name in IMAGE_INPUTS if getattr(req, name)}  # each checked against its cap
         clock.stage("fetch", t)
 
         t = stage("decode")
@@ -156,18 +145,18 @@ class Worker:
         # repainted, and the profile goes on every photo output); the models see `image`, the
         # photo in sRGB with transparency over white, and what they paint goes back through
         # `photo.colour.from_srgb`. The overlay is a preview in sRGB (untagged JPEG).
-        photo = decode_photo(image_bytes, field="image", limits=self.limits)
+        photo = decode_photo(raw.pop("image"), field="image", limits=self.limits)
         image = photo.srgb()
         w, h = photo.size
-        provided = (decode_mask(mask_bytes, (w, h), field="mask", limits=self.limits)
-                    if mask_bytes is not None else None)
-        del image_bytes, mask_bytes
+        provided = (decode_mask(raw.pop("mask"), (w, h), field="mask", limits=self.limits)
+                    if "mask" in raw else None)
+        del raw
         clock.stage("decode", t)
 
         t = stage("mask")
         from core.masking.auto import make_mask
 
-        mo = make_mask(self.models, image, req, provided)
+        mo = make_mask(self.models, image, req.masking, provided)
         clock.stage("mask", t)
 
         seed = None
@@ -184,10 +173,7 @@ class Worker:
 
             result_img, facts = inpaint(
                 inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
-                InpaintParams(prompt=req.prompt or "", negative_prompt=req.negative_prompt,
-                              num_inference_steps=req.num_inference_steps,
-                              guidance_scale=req.guidance_scale, strength=req.strength,
-                              seed=seed),
+                InpaintParams(req.inpaint_kwargs(), seed),
                 on_step=on_step, model_image=image,
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
             )
@@ -288,6 +274,57 @@ class Worker:
 
         with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
             return dict(ex.map(put, outputs.items()))
+
+
+# -------------------------------------------------------------------- cold start, two phases
+def load_models(settings: Settings | None = None) -> ModelSet:
+    """Phase 1 of the cold start: load every baked model on ``settings.device`` (offline).
+
+    Modal calls this before its memory snapshot with ``device="cpu"`` (no GPU is attached then,
+    and CUDA must not be initialised before the snapshot). ``models.load_ms`` holds the per-model
+    times; ``models.load_ms["models"]`` the whole phase, ms.
+    """
+    from core.models import ModelSet
+
+    settings = settings or Settings()
+    t = time.perf_counter()
+    models = ModelSet.load(settings)
+    load_ms = (time.perf_counter() - t) * 1000
+    models.total_load_ms = load_ms
+    log.info("cold start: models loaded in %.0f ms on %s", load_ms, models.device)
+    return models
+
+
+def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=None) -> Worker:
+    """Phase 2 of the cold start: move the models to ``settings.device`` (when it differs from
+    where they were loaded), open storage, return the :class:`Worker`.
+
+    Args:
+        models: from :func:`load_models`.
+        settings: read again after a snapshot restore, so secrets (bucket, endpoint,
+            credentials) are the live ones and no connection is carried through a snapshot.
+        s3_client: a ready boto3 client (tests); default: one built from the settings when a
+            bucket or input buckets are set.
+
+    Raises:
+        RuntimeError: from torch when the device is unusable.
+    """
+    settings = settings or Settings()
+    if settings.device and models.device != settings.device:
+        t = time.perf_counter()
+        models.to(settings.device)
+        log.info("models moved to %s in %.0f ms", settings.device,
+                 (time.perf_counter() - t) * 1000)
+    client = s3_client
+    if client is None and (settings.s3_bucket or settings.input_buckets):
+        client = make_s3_client(settings)
+    worker = Worker(settings, models, make_storage(settings, client),
+                    (lambda: client) if client is not None else None)
+    load_ms = getattr(models, "load_ms", {})  # (test doubles may carry neither)
+    total = getattr(models, "total_load_ms", None)
+    worker.cold_start_ms = {**({"models": round(total, 1)} if total is not None else {}),
+                            **{k: round(v, 1) for k, v in load_ms.items()}}
+    return worker
 
 
 def _recordable(result: JobResult) -> dict:

@@ -7,10 +7,11 @@ knobs are the job contract (:mod:`core.contract`). Torch-free.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,24 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Root log level (any case in the environment)."
     )
+
+
+    # web API (handlers.web)
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token of the web API (at least 16 characters); the API refuses "
+        "to start without one."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser origins allowed by the web API's CORS, a comma "
+        "list (e.g. `https://app.example.com`); empty = no CORS headers."
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod

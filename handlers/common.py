@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from core.contract import error_body, parse_job
 from core.errors import ErrorCode, JobError
 
@@ -29,13 +31,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maskpaint.handler")
 
+class JobProgress(BaseModel):
+    """A progress update (RunPod `IN_PROGRESS` `output`, sent by `progress_update`)."""
+
+    model_config = ConfigDict(extra="allow", title="JobProgress")
+
+    stage: str = Field(
+        ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `inpaint`, `encode`, `upload`."
+    )
+    step: int | None = Field(None, description="Denoising step (stage `inpaint` only).")
+    steps: int | None = Field(None, description="Total denoising steps (stage `inpaint` only).")
+
+
 #: Denoising-step updates of one stage are sent at most this often (s); stage changes always.
 PROGRESS_MIN_INTERVAL_S = 0.5
 
 
 def throttled(send: Callable[[dict], None],
               min_interval_s: float = PROGRESS_MIN_INTERVAL_S) -> Callable[[dict], None]:
-    """Wrap a progress sink so a stage's repeated updates go out at most every interval."""
+    """Wrap a progress sink so a stage's repeated updates go out at most every interval; what is
+    sent is a :class:`JobProgress` as a JSON-ready dict (unset fields left out)."""
     last = {"t": 0.0, "stage": None}
 
     def wrapped(update: dict) -> None:
@@ -43,7 +58,7 @@ def throttled(send: Callable[[dict], None],
         if update.get("stage") == last["stage"] and now - last["t"] < min_interval_s:
             return
         last.update(t=now, stage=update.get("stage"))
-        send(update)
+        send(JobProgress.model_validate(update).model_dump(mode="json", exclude_none=True))
 
     return wrapped
 

@@ -16,14 +16,52 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from handlers.common import execute, throttled
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.contract import JobResult
+from core.errors import ErrorCode
+from handlers.common import JobProgress, execute, throttled
 
 if TYPE_CHECKING:
     from core.pipeline import Worker
 
 log = logging.getLogger("maskpaint.runpod")
+
+RunpodStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
+
+
+# ------------------------------------------------------------------------------- reply models
+class RunpodErrorOutput(BaseModel):
+    """`output` of a FAILED RunPod job: the error body, RunPod-style field names."""
+
+    error_code: ErrorCode
+    message: str
+    field: str | None = None
+    retryable: bool
+
+
+class RunpodJobResponse(BaseModel):
+    """RunPod's reply to `/run`, `/runsync` and `/status/{id}` for a maskpaint job."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: RunpodStatus
+    output: JobResult | RunpodErrorOutput | JobProgress | None = Field(
+        None,
+        description="COMPLETED: the JobResult. FAILED: RunpodErrorOutput (hosted API only). "
+        "IN_PROGRESS: the latest JobProgress, if any.",
+    )
+    error: str | None = Field(
+        None, description='FAILED: `"<code>: <message>"` (code from ErrorCode).'
+    )
+    delayTime: int | None = Field(None, description="ms in queue (hosted API).")
+    executionTime: int | None = Field(None, description="ms running (hosted API).")
+
+
+# ------------------------------------------------------------------------------- handler
 
 
 def _progress_sender(job: dict) -> Callable[[dict], None]:
@@ -73,9 +111,10 @@ def make_handler(worker: Worker) -> Callable[[dict], dict]:
         if err is None:
             return reply
         body = reply["error"]
-        out = {"error": f"{body['code']}: {body['message']}", "error_code": body["code"],
-               "message": body["message"], "field": body["field"],
-               "retryable": body["retryable"]}
+        out = RunpodErrorOutput(error_code=body["code"], message=body["message"],
+                                field=body["field"], retryable=body["retryable"])
+        # RunPod marks the job FAILED on a top-level ``error`` string and keeps the rest as output
+        out = {"error": f"{body['code']}: {body['message']}", **out.model_dump(mode="json")}
         if err.refresh_worker:
             out["refresh_worker"] = True
         return out

@@ -14,13 +14,13 @@ Importing this module and calling :func:`build_image` needs no Modal credentials
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
 import modal
 
 from weights.manifest import load_manifest
+from weights.resolve import OFFLINE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA_IMAGE = "nvidia/cuda:13.0.3-runtime-ubuntu24.04"  #: same base as the Dockerfile
@@ -32,11 +32,7 @@ REMOTE_ROOT = "/root"  #: Modal's working directory and import root for local so
 
 #: Set after the bake (the bake itself needs the network).
 RUNTIME_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "YOLO_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
+    **OFFLINE_ENV,  # the worker's offline environment, one definition (weights.resolve)
     "PYTHONUNBUFFERED": "1",
     "MASKPAINT_WEIGHTS_DIR": WEIGHTS_DIR,
 }
@@ -62,8 +58,9 @@ def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Im
 
     Args:
         profile: a weights profile of ``weights/manifest.json`` (``sd15``, ``sdxl``, ``full``).
-        hf_secret: name of a Modal secret that sets ``HF_TOKEN`` for the bake (default:
-            ``$MASKPAINT_MODAL_HF_SECRET``; none = anonymous downloads of public repos).
+        hf_secret: name of a Modal secret that sets ``HF_TOKEN`` for the bake (``modal_app.py``
+            passes ``ModalConfig.hf_secret``, ``MASKPAINT_MODAL_HF_SECRET``; none = anonymous
+            downloads of public repos).
 
     Returns:
         A lazy ``modal.Image`` (built by Modal when an app using it is deployed).
@@ -75,7 +72,6 @@ def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Im
         load_manifest().profile(profile)
     except KeyError as e:
         raise ValueError(str(e.args[0])) from None
-    hf_secret = hf_secret or os.environ.get("MASKPAINT_MODAL_HF_SECRET") or None
     secrets = [modal.Secret.from_name(hf_secret)] if hf_secret else []
 
     return (

@@ -25,7 +25,8 @@ FACES = {"astronaut": (175, 60, 275, 170), "bus": (105, 400, 160, 475), "zidane"
 
 @pytest.fixture(scope="module")
 def chain_weights(tmp_path_factory):
-    from weights.tiny.masking import write_tiny_sam, write_tiny_scrfd, write_tiny_yolo
+    from weights.tiny.faces import write_tiny_scrfd
+    from weights.tiny.masking import write_tiny_sam, write_tiny_yolo
     from weights.tiny.sd import write_tiny_sd_inpaint
 
     d = tmp_path_factory.mktemp("chain-weights")

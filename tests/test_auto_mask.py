@@ -75,7 +75,7 @@ def _models(dets=(), sam=None, faces=(), hands=None):
 def _req(**kw):
     base = dict(image="x", task="mask", mask_dilate_px=0, mask_feather_px=0)
     base.update(kw)
-    return JobRequest(**base)
+    return JobRequest(**base).masking
 
 
 IMG = np.full((H, W, 3), 128, np.uint8)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import weights.bake as bake_mod
+import weights.bakeio as bakeio
 from weights.bake import (
     BakeError,
     SourceError,
@@ -112,7 +113,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(bake_mod, "CHUNK", 4096)  # exercise multi-chunk reads on small files
+    monkeypatch.setattr(bakeio, "CHUNK", 4096)  # exercise multi-chunk reads on small files
 
 
 SINGLE = blob(1, 50_000)

@@ -47,7 +47,7 @@ def _req(**kw):
     base = dict(image="x", task="mask", mask_dilate_px=4, mask_feather_px=4, face_margin=0.0,
                 hand_margin=0.0)
     base.update(kw)
-    return JobRequest(**base)
+    return JobRequest(**base).masking
 
 
 def _zero_inside(alpha, box):

@@ -36,7 +36,8 @@ def images(photos) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     """One weights dir holding the tiny biased YOLO, the tiny SAM and the tiny SCRFD."""
-    from weights.tiny.masking import write_tiny_sam, write_tiny_scrfd, write_tiny_yolo
+    from weights.tiny.faces import write_tiny_scrfd
+    from weights.tiny.masking import write_tiny_sam, write_tiny_yolo
 
     d = tmp_path_factory.mktemp("weights")
     write_tiny_yolo(d, bias_class="trousers")
@@ -317,7 +318,7 @@ def test_face_detector_opens_no_session_during_jobs(tmp_path_factory, monkeypatc
     import onnxruntime
 
     from core.masking.faces import ScrfdFaceDetector as FaceDetector
-    from weights.tiny.masking import write_tiny_scrfd
+    from weights.tiny.faces import write_tiny_scrfd
 
     d = tmp_path_factory.mktemp("scrfd-sessions")
     write_tiny_scrfd(d)

@@ -5,7 +5,7 @@
 - ``MaskPaint.run`` is called through Modal's own ``.local()`` (which runs both ``@enter``
   phases) on a real photo with the tiny models and moto S3, and must return what the RunPod
   handler returns for the same job and seed, down to the output image's bytes.
-- The web API runs in FastAPI's TestClient with :class:`handlers.modal.ThreadDispatcher` at the
+- The web API runs in FastAPI's TestClient with :class:`handlers.dispatch.ThreadDispatcher` at the
   dispatch seam, running the same ``run_job`` on the same worker.
 - :class:`handlers.modal.ModalDispatcher` maps modal 1.6's real exception classes.
 """
@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 
 from core.errors import ErrorCode, JobError
+from handlers import dispatch
+from handlers import web as web_api
 from handlers import modal as glue
 from tests.conftest import BUCKET, data_url, png_bytes
 
@@ -306,8 +308,8 @@ def web(s3_worker, gate):
         assert gate.wait(60)
         return glue.run_job(s3_worker, job, job_id)
 
-    disp = glue.ThreadDispatcher(runner)
-    app = glue.create_web_app(disp, token=TOKEN, cors_origins=[ORIGIN])
+    disp = dispatch.ThreadDispatcher(runner)
+    app = web_api.create_web_app(disp, token=TOKEN, cors_origins=[ORIGIN])
     with TestClient(app) as client:
         client.dispatcher = disp
         yield client
@@ -372,7 +374,7 @@ def test_invalid_body_is_rejected_at_once_with_its_code(web, body, status, code,
 def test_oversized_body_is_413(s3_worker):
     from fastapi.testclient import TestClient
 
-    app = glue.create_web_app(glue.ThreadDispatcher(lambda j, i: {}), token=TOKEN,
+    app = web_api.create_web_app(dispatch.ThreadDispatcher(lambda j, i: {}), token=TOKEN,
                               max_body_bytes=1000)
     r = TestClient(app).post("/jobs", content=b"x" * 2000, headers=AUTH)
     assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
@@ -428,14 +430,14 @@ def test_cors_preflight_from_an_allowed_origin(web):
 
 
 def test_web_app_refuses_to_start_without_a_real_token(monkeypatch):
-    monkeypatch.delenv(glue.TOKEN_ENV, raising=False)
-    disp = glue.ThreadDispatcher(lambda j, i: {})
-    with pytest.raises(ValueError, match=glue.TOKEN_ENV):
-        glue.create_web_app(disp)
+    monkeypatch.delenv(web_api.TOKEN_ENV, raising=False)
+    disp = dispatch.ThreadDispatcher(lambda j, i: {})
+    with pytest.raises(ValueError, match=web_api.TOKEN_ENV):
+        web_api.create_web_app(disp)
     with pytest.raises(ValueError):
-        glue.create_web_app(disp, token="short")
-    monkeypatch.setenv(glue.TOKEN_ENV, TOKEN)
-    assert glue.create_web_app(disp) is not None
+        web_api.create_web_app(disp, token="short")
+    monkeypatch.setenv(web_api.TOKEN_ENV, TOKEN)
+    assert web_api.create_web_app(disp) is not None
 
 
 # ------------------------------------------------------------------------ Modal dispatcher
@@ -502,7 +504,7 @@ def test_modal_dispatcher_submit_spawns_and_rejects_foreign_ids(monkeypatch):
     monkeypatch.setattr(modal.FunctionCall, "from_id",
                         lambda *a, **k: pytest.fail("Modal asked about a non-call id"))
     for bad in ("local-1", "fc-", "fc-../x", "in-01ABC"):
-        with pytest.raises(glue.UnknownJob):
+        with pytest.raises(dispatch.UnknownJob):
             disp.poll(bad)
 
 
@@ -516,7 +518,7 @@ def test_expired_result_is_410_through_the_web_api():
         def poll(self, job_id):
             return {"status": "expired"}
 
-    client = TestClient(glue.create_web_app(_Expired(), token=TOKEN))
+    client = TestClient(web_api.create_web_app(_Expired(), token=TOKEN))
     assert client.post("/jobs", json={"image": "x", "prompt": "p"}, headers=AUTH).json()["id"] == "fc-1"
     r = client.get("/jobs/fc-1", headers=AUTH)  # polls answer only for ids the API issued
     assert r.status_code == 410
@@ -533,7 +535,7 @@ def test_a_dispatcher_bug_is_a_json_500_without_details():
         def poll(self, job_id):
             raise KeyError("secret-internal-detail")
 
-    client = TestClient(glue.create_web_app(_Broken(), token=TOKEN), raise_server_exceptions=False)
+    client = TestClient(web_api.create_web_app(_Broken(), token=TOKEN), raise_server_exceptions=False)
     r = client.post("/jobs", json={"image": "x", "prompt": "p"}, headers=AUTH)
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal"
     assert "secret-internal-detail" not in r.text
@@ -542,7 +544,7 @@ def test_a_dispatcher_bug_is_a_json_500_without_details():
 def test_web_error_bodies_match_the_published_schema(web, photos):
     """Every error the web API returns validates against schema/modal.schema.json's
     ModalErrorResponse (what the TypeScript client's types are generated from)."""
-    from core.schema import ModalErrorResponse
+    from handlers.web import ModalErrorResponse
 
     bodies = [
         web.post("/jobs", json=_input(photos), headers={}),  # 401

@@ -1,6 +1,6 @@
 """schema/*.json is the JSON Schema export of the job contract: committed, in sync, usable.
 
-These tests never rewrite schema/: when the models change, run ``python -m core.schema`` (and
+These tests never rewrite schema/: when the models change, run ``python -m handlers.schema`` (and
 ``npm run gen`` in clients/ts) and commit the result.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from core import schema as S
+from handlers import schema as S
 from core.contract import JobResult
 from core.errors import RETRYABLE, ErrorCode
 
@@ -37,7 +37,7 @@ def _validator(name: str, ref: str | None = None) -> Draft202012Validator:
 def test_committed_schema_matches_the_models():
     problems = S.check()
     assert not problems, (
-        "schema/ drifted from core.contract; run `python -m core.schema` (then `npm run gen` in "
+        "schema/ drifted from core.contract; run `python -m handlers.schema` (then `npm run gen` in "
         "clients/ts) and commit:\n" + "\n".join(problems)
     )
 
@@ -65,7 +65,7 @@ def test_check_cli_fails_on_drift_and_writes_nothing(tmp_path):
 
 
 def test_module_entry_point_check_exits_zero():
-    proc = subprocess.run([sys.executable, "-m", "core.schema", "--check"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "handlers.schema", "--check"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

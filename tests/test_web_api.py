@@ -11,6 +11,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from handlers import dispatch
+from handlers import web as web_api
 from handlers import modal as glue
 
 TOKEN = "test-token-0123456789abcdef"
@@ -38,7 +40,7 @@ class _Recorder:
 @pytest.fixture
 def api():
     disp = _Recorder()
-    client = TestClient(glue.create_web_app(disp, token=TOKEN), raise_server_exceptions=False)
+    client = TestClient(web_api.create_web_app(disp, token=TOKEN), raise_server_exceptions=False)
     client.dispatcher = disp
     return client
 
@@ -99,7 +101,7 @@ def _modal_api(monkeypatch, spawn_error=None, get_error=None):
 
     monkeypatch.setattr(modal.FunctionCall, "from_id",
                         lambda call_id, client=None: asked.append(call_id) or _Call(call_id))
-    client = TestClient(glue.create_web_app(glue.ModalDispatcher(lambda: _Method()), token=TOKEN),
+    client = TestClient(web_api.create_web_app(glue.ModalDispatcher(lambda: _Method()), token=TOKEN),
                         raise_server_exceptions=False)
     return client, asked
 
@@ -131,9 +133,9 @@ def test_poll_answers_only_for_ids_this_api_issued(monkeypatch):
 
 def test_issued_ids_expire_after_their_ttl(monkeypatch):
     clock = {"t": 1000.0}
-    monkeypatch.setattr(glue.time, "monotonic", lambda: clock["t"])
-    monkeypatch.setattr(glue.time, "time", lambda: clock["t"])
-    for issued in (glue.MemoryIssuedIds(ttl_s=60), glue.DictIssuedIds({}, ttl_s=60)):
+    monkeypatch.setattr(dispatch.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(dispatch.time, "time", lambda: clock["t"])
+    for issued in (dispatch.MemoryIssuedIds(ttl_s=60), dispatch.DictIssuedIds({}, ttl_s=60)):
         issued.add("fc-01A")
         assert "fc-01A" in issued and "fc-01B" not in issued
         clock["t"] += 61
@@ -145,10 +147,10 @@ def test_shared_issued_ids_serve_every_web_container(monkeypatch):
     """Two app instances over one shared store (a ``modal.Dict`` on Modal): an id issued by one
     is answered by the other; a store failure is 503, never a wrong 404."""
     shared: dict = {}
-    one = TestClient(glue.create_web_app(_Recorder(), token=TOKEN,
-                                         issued=glue.DictIssuedIds(shared)))
-    two = TestClient(glue.create_web_app(_Recorder(), token=TOKEN,
-                                         issued=glue.DictIssuedIds(shared)))
+    one = TestClient(web_api.create_web_app(_Recorder(), token=TOKEN,
+                                         issued=dispatch.DictIssuedIds(shared)))
+    two = TestClient(web_api.create_web_app(_Recorder(), token=TOKEN,
+                                         issued=dispatch.DictIssuedIds(shared)))
     job_id = one.post("/jobs", json=GOOD, headers=AUTH).json()["id"]
     assert two.get(f"/jobs/{job_id}", headers=AUTH).status_code == 200
 
@@ -156,8 +158,8 @@ def test_shared_issued_ids_serve_every_web_container(monkeypatch):
         def get(self, *a, **k):
             raise ConnectionError("dict service down")
 
-    three = TestClient(glue.create_web_app(_Recorder(), token=TOKEN,
-                                           issued=glue.DictIssuedIds(_Down())))
+    three = TestClient(web_api.create_web_app(_Recorder(), token=TOKEN,
+                                           issued=dispatch.DictIssuedIds(_Down())))
     r = three.get(f"/jobs/{job_id}", headers=AUTH)
     assert r.status_code == 503 and _error(r)["code"] == "unavailable"
 

@@ -183,7 +183,7 @@ def test_corrupt_weights_with_verification_answer_model_not_found(dev_weights, t
 def test_modal_health_says_not_ready_without_weights(dev_weights, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from handlers.modal import create_web_app, weights_readiness
+    from handlers.web import create_web_app, weights_readiness
 
     class NoDispatch:
         def submit(self, job):  # pragma: no cover - not reached

@@ -9,12 +9,12 @@ Torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from weights.files import sha256_file
 from weights.manifest import (
     Manifest,
     ManifestEntry,
@@ -95,8 +95,7 @@ def resolve(
 
 
 def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return sha256_file(path)[0]
 
 
 def verify(resolved: ResolvedModel) -> float:

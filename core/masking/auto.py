@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.contract import Detection, DetectorIssue, Face, JobRequest, PoseInfo
+from core.contract import Detection, DetectorIssue, Face, MaskingOptions, PoseInfo
 from core.errors import ErrorCode, JobError
 from core.masking import post
 from core.masking.fallback import fallback_mask
@@ -67,24 +67,25 @@ def _as_faces(boxes) -> list[Face]:
                  detectors=list(b.detectors)) for b in boxes]
 
 
-def _guard(models, image: np.ndarray, req: JobRequest, out: MaskOutcome, need_faces: bool) -> None:
+def _guard(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome,
+           need_faces: bool) -> None:
     """Faces (every face detector, unioned) and hands (every hand detector, outside faces).
 
     Raises:
         JobError(face_detection_unavailable): ``protect_face`` is set and no face detector
             completed on this image.
     """
-    if req.protect_face or need_faces:
+    if opts.protect_face or need_faces:
         run = run_detectors(models.face_detectors, image)
         out.timings_ms["faces"] = run.ms
         out.issues += run.issues
         out.identities += [i for i in run.identities if i not in out.identities]
-        if req.protect_face and not run.ran:
+        if opts.protect_face and not run.ran:
             raise JobError(ErrorCode.face_detection_unavailable,
                            "protect_face: no face detector could run on this worker, so faces "
                            "cannot be protected; nothing was repainted", retryable=False)
         out.faces = _as_faces(run.boxes)
-    if req.protect_hands and models.hand_detectors:
+    if opts.protect_hands and models.hand_detectors:
         run = run_detectors(models.hand_detectors, image, [f.box for f in out.faces])
         out.timings_ms["hands"] = run.ms
         out.issues += run.issues
@@ -92,7 +93,7 @@ def _guard(models, image: np.ndarray, req: JobRequest, out: MaskOutcome, need_fa
         out.hands = _as_faces(run.boxes)
 
 
-def _fallback(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.ndarray:
+def _fallback(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> np.ndarray:
     """The main person's pose region; GrabCut below the largest face when no pose is found."""
     if models.pose is not None:
         t = time.perf_counter()
@@ -108,13 +109,13 @@ def _fallback(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> n
         if pose is not None:
             out.pose = PoseInfo(score=round(float(pose.score), 4),
                                 box=[float(v) for v in pose.box])
-            region = pose_region(pose, req.targets, image.shape[:2])
+            region = pose_region(pose, opts.targets, image.shape[:2])
             if region is not None and region.any():
                 out.fallback = "pose"
                 out.reason = f"{out.reason}; region from the main person's pose"
                 return region
     t = time.perf_counter()
-    binary, how = fallback_mask(image, req.targets, [f.box for f in out.faces])
+    binary, how = fallback_mask(image, opts.targets, [f.box for f in out.faces])
     out.timings_ms["fallback"] = (time.perf_counter() - t) * 1000
     out.fallback = "grabcut"
     no_pose = "no pose model" if models.pose is None else "no pose found"
@@ -122,12 +123,12 @@ def _fallback(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> n
     return binary
 
 
-def _auto(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.ndarray | None:
+def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> np.ndarray | None:
     """Garments -> SAM. Returns the union mask, or None with ``out.reason`` set."""
     if models.garments is None:
         out.reason = f"garment detector unavailable ({models.missing.get('garments', 'not loaded')})"
         return None
-    targets = set(req.targets)
+    targets = set(opts.targets)
     t = time.perf_counter()
     try:
         dets = models.garments.detect(image)
@@ -165,14 +166,16 @@ def _auto(models, image: np.ndarray, req: JobRequest, out: MaskOutcome) -> np.nd
     return union
 
 
-def make_mask(models, image: np.ndarray, req: JobRequest, provided: np.ndarray | None) -> MaskOutcome:
+def make_mask(models, image: np.ndarray, opts: MaskingOptions,
+              provided: np.ndarray | None) -> MaskOutcome:
     """Run the masking stage for one job.
 
     Args:
         models: a :class:`core.models.ModelSet` (``garments``/``sam``/``pose`` may be None; the
             detector lists may be empty).
         image: H x W x 3 uint8 RGB.
-        req: the job request (targets, face/hand protection and margins, dilate/feather px).
+        opts: the job's masking options (targets, face/hand protection and margins,
+            dilate/feather px): ``JobRequest.masking``.
         provided: H x W bool decoded from the request's ``mask``, or None for automatic.
 
     Raises:
@@ -183,21 +186,21 @@ def make_mask(models, image: np.ndarray, req: JobRequest, provided: np.ndarray |
     out = MaskOutcome(binary=np.zeros((h, w), bool), alpha=np.zeros((h, w), np.float32),
                       source="provided", issues=list(getattr(models, "load_issues", [])))
     # faces are found for every source: protection, and the GrabCut fallback's anchor
-    _guard(models, image, req, out, need_faces=provided is None)
+    _guard(models, image, opts, out, need_faces=provided is None)
     t = time.perf_counter()
     if provided is not None:
         binary = provided
     else:
-        binary = _auto(models, image, req, out)
+        binary = _auto(models, image, opts, out)
         out.source = "auto"
         if binary is None:
             out.source = "fallback"
-            binary = _fallback(models, image, req, out)
-    protect = [(f.box, req.face_margin) for f in out.faces] if req.protect_face else []
-    protect += [(hd.box, req.hand_margin) for hd in out.hands]
+            binary = _fallback(models, image, opts, out)
+    protect = [(f.box, opts.face_margin) for f in out.faces] if opts.protect_face else []
+    protect += [(hd.box, opts.hand_margin) for hd in out.hands]
     out.binary = post.subtract_boxes(binary, protect)
-    out.alpha = post.finalize(binary, dilate_px=req.mask_dilate_px,
-                              feather_px=req.mask_feather_px, protect=protect)
+    out.alpha = post.finalize(binary, dilate_px=opts.mask_dilate_px,
+                              feather_px=opts.mask_feather_px, protect=protect)
     out.timings_ms["post"] = (time.perf_counter() - t) * 1000 - sum(
         out.timings_ms.get(k, 0.0) for k in ("detect", "sam", "pose", "fallback"))
     if not (out.alpha > 0).any():

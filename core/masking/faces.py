@@ -2,7 +2,7 @@
 
 The production model is ``det_10g.onnx`` of the ``buffalo_l`` pack (manifest key
 ``faces-scrfd``) at ``<weights_dir>/insightface/models/buffalo_l/det_10g.onnx``;
-``weights.tiny.masking.write_tiny_scrfd`` writes a stand-in graph of the same signature.
+``weights.tiny.faces.write_tiny_scrfd`` writes a stand-in graph of the same signature.
 Faces are only used to *protect* pixels, so only the detection module is loaded.
 
 Arrays: images are H x W x 3 uint8 RGB (converted to InsightFace's BGR here); boxes

@@ -40,7 +40,7 @@ def writers() -> dict[str, Callable[[Path], object]]:
         "sdxl-inpaint": lazy("sd", "write_tiny_sdxl_inpaint"),
         "garments-yolov8s-seg": lazy("masking", "write_tiny_yolo"),
         "sam-vit-b": lazy("masking", "write_tiny_sam"),
-        "faces-scrfd": lazy("masking", "write_tiny_scrfd"),
+        "faces-scrfd": lazy("faces", "write_tiny_scrfd"),
     }
 
 

@@ -29,6 +29,19 @@ from pathlib import Path
 
 from weights.manifest import ReceiptEntry, load_manifest, write_receipt_entry
 
+#: The UNet layout both tiny inpainting pipelines share (9 input channels: latents, mask, masked
+#: image latents); each writer adds its own attention keywords.
+TINY_UNET = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "sample_size": 32,
+    "in_channels": 9,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+
+
 #: The byte-to-unicode table of GPT-2/CLIP BPE (Radford et al., openai/CLIP `simple_tokenizer`).
 def _bytes_to_unicode() -> list[str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
@@ -84,13 +97,7 @@ def write_tiny_sd_inpaint(weights_dir: Path, key: str = "sd15-inpaint", seed: in
     out = Path(weights_dir) / entry.path
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET,
         cross_attention_dim=32,
     )
     vae = AutoencoderKL(
@@ -214,13 +221,7 @@ def write_tiny_sdxl_inpaint(
     out = Path(weights_dir) / entry.path
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=9,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",

@@ -1,8 +1,9 @@
-"""JSON Schema export of the job contract, for clients in other languages.
+"""JSON Schema export of the job contract and the handlers' replies, for other languages.
 
-``python -m core.schema`` writes ``schema/*.json`` from the pydantic models in
-:mod:`core.contract` (plus the RunPod and Modal reply envelopes defined here);
-``python -m core.schema --check`` writes nothing and exits 1 when the committed files differ from
+``python -m handlers.schema`` writes ``schema/*.json`` from the pydantic models where they live:
+the job contract in :mod:`core.contract`, the RunPod envelope in :mod:`handlers.runpod`, the
+progress event in :mod:`handlers.common`, the web API bodies in :mod:`handlers.web`;
+``python -m handlers.schema --check`` writes nothing and exits 1 when the committed files differ from
 what the models produce (CI and ``tests/test_schema.py`` run that check). The TypeScript client
 (``clients/ts``) generates its types from ``schema/maskpaint.schema.json`` (every model under one
 ``$defs``, so shared types are declared once).
@@ -14,15 +15,15 @@ would only turn into stray named types in generated code); models and enums keep
 
 The envelopes describe what each provider returns around the contract:
 
-- RunPod (``POST /run``, ``/runsync``, ``GET /status/{id}``): :class:`RunpodJobResponse`. On
+- RunPod (``POST /run``, ``/runsync``, ``GET /status/{id}``): ``RunpodJobResponse``. On
   success ``output`` is a :class:`~core.contract.JobResult`; while running it is a
-  :class:`JobProgress` (``progress_update``); on failure ``error`` is ``"<code>: <message>"``
-  and ``output`` is :class:`RunpodErrorOutput` (RunPod moves the handler's top-level ``error``
+  ``JobProgress`` (``progress_update``); on failure ``error`` is ``"<code>: <message>"``
+  and ``output`` is ``RunpodErrorOutput`` (RunPod moves the handler's top-level ``error``
   string out of ``output``; its local ``--rp_serve_api`` server drops ``output`` on failure).
-- Modal web endpoints (``POST /jobs`` -> 202 :class:`ModalSubmitResponse`; ``GET /jobs/{id}`` ->
-  :class:`ModalJobStatus`; 400/422 -> :class:`ModalErrorResponse`).
+- The web API (``POST /jobs`` -> 202 ``ModalSubmitResponse``; ``GET /jobs/{id}`` ->
+  ``ModalJobStatus``; 4xx/5xx -> ``ModalErrorResponse``).
 
-Torch-free (pydantic only), like :mod:`core.contract`.
+Torch-free (pydantic only), like every handler.
 """
 
 from __future__ import annotations
@@ -32,106 +33,20 @@ import difflib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from core.contract import JobErrorBody, JobRequest, JobResult
-from core.errors import ErrorCode
 from core.errors import RETRYABLE, ErrorCode
+from handlers.common import JobProgress
+from handlers.runpod import RunpodErrorOutput, RunpodJobResponse
+from handlers.web import (ModalErrorResponse, ModalJobDone, ModalJobFailed, ModalJobPending,
+                          ModalJobStatus, ModalSubmitResponse, ModalWebErrorBody)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-RunpodStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
-
-
-# ------------------------------------------------------------------------------- envelopes
-class JobProgress(BaseModel):
-    """A progress update (RunPod `IN_PROGRESS` `output`, sent by `progress_update`)."""
-
-    model_config = ConfigDict(extra="allow", title="JobProgress")
-
-    stage: str = Field(
-        ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `inpaint`, `encode`, `upload`."
-    )
-    step: int | None = Field(None, description="Denoising step (stage `inpaint` only).")
-    steps: int | None = Field(None, description="Total denoising steps (stage `inpaint` only).")
-
-
-class RunpodErrorOutput(BaseModel):
-    """`output` of a FAILED RunPod job: the error body, RunPod-style field names."""
-
-    error_code: ErrorCode
-    message: str
-    field: str | None = None
-    retryable: bool
-
-
-class RunpodJobResponse(BaseModel):
-    """RunPod's reply to `/run`, `/runsync` and `/status/{id}` for a maskpaint job."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    status: RunpodStatus
-    output: JobResult | RunpodErrorOutput | JobProgress | None = Field(
-        None,
-        description="COMPLETED: the JobResult. FAILED: RunpodErrorOutput (hosted API only). "
-        "IN_PROGRESS: the latest JobProgress, if any.",
-    )
-    error: str | None = Field(
-        None, description='FAILED: `"<code>: <message>"` (code from ErrorCode).'
-    )
-    delayTime: int | None = Field(None, description="ms in queue (hosted API).")
-    executionTime: int | None = Field(None, description="ms running (hosted API).")
-
-
-class ModalSubmitResponse(BaseModel):
-    """`POST /jobs` -> 202 Accepted."""
-
-    id: str
-    status: Literal["queued"]
-
-
-class ModalJobPending(BaseModel):
-    status: Literal["pending"]
-
-
-class ModalJobDone(BaseModel):
-    status: Literal["done"]
-    output: JobResult
-
-
-class ModalJobFailed(BaseModel):
-    status: Literal["failed"]
-    error: JobErrorBody
-
-
-class ModalJobStatus(RootModel):
-    """`GET /jobs/{id}` -> 200 (404 unknown id; 410 with code `expired` once Modal drops it)."""
-
-    root: Annotated[
-        Union[ModalJobPending, ModalJobDone, ModalJobFailed], Field(discriminator="status")
-    ]
-
-
-class ModalWebErrorBody(BaseModel):
-    """Error body of the web layer: a job's code, or one of the web-only codes."""
-
-    code: ErrorCode | Literal["unauthorized", "not_found", "expired", "unavailable"]
-    message: str
-    field: str | None = None
-    retryable: bool
-
-
-class ModalErrorResponse(BaseModel):
-    """Any 4xx/5xx body from the Modal web endpoints: 400/413/422 invalid body (a job code),
-    401 `unauthorized`, 404 `not_found`, 410 `expired`, 503 `unavailable`."""
-
-    error: ModalWebErrorBody
-
 
 # ------------------------------------------------------------------------------- export
 #: file name -> models in it (the first is the document's root; the rest go under ``$defs``).
@@ -242,7 +157,7 @@ def check(directory: Path = SCHEMA_DIR) -> list[str]:
     if directory.is_dir():
         for path in sorted(directory.glob("*.json")):
             if path.name not in expected:
-                problems.append(f"{path.name}: not produced by core.schema (stale?)")
+                problems.append(f"{path.name}: not produced by handlers.schema (stale?)")
     return problems
 
 
@@ -259,7 +174,7 @@ def write(directory: Path = SCHEMA_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.schema", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m handlers.schema", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 if schema/ differs from the models")
     ap.add_argument("--dir", type=Path, default=SCHEMA_DIR,
@@ -268,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         problems = check(args.dir)
         if problems:
-            print("schema/ is out of date with core.contract; run `python -m core.schema`:",
+            print("schema/ is out of date with the models; run `python -m handlers.schema`:",
                   file=sys.stderr)
             for p in problems:
                 print("  " + p.replace("\n", "\n    "), file=sys.stderr)

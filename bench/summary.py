@@ -1,0 +1,203 @@
+"""Raw bench results -> summaries (medians, ratios) and target verdicts."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+from bench.common import summary
+
+STAGES = ("fetch", "decode", "mask", "inpaint", "encode", "upload")
+SIZE_ORDER = ("0.5MP", "2MP", "12MP")
+
+TARGETS = {
+    "overhead_2MP_ms": 150.0,     # median handler overhead (job - model forward), 2 MP
+    "cold_vs_floor": 1.5,         # cold start to ready / floor
+    "memory_growth_pct": 5.0,     # RSS after job N vs after job 5
+}
+
+
+# ------------------------------------------------------------------------------ summaries
+def _med(values):
+    vals = [v for v in values if v is not None]
+    return round(statistics.median(vals), 2) if vals else None
+
+
+def _split(rec: dict) -> dict:
+    """Per-job model / non-model split of the stages (ms)."""
+    f = rec["forward_ms"]
+    mask_model = sum(v for k, v in f.items() if k.startswith("mask."))
+    inpaint_model = sum(v for k, v in f.items() if k.startswith("inpaint."))
+    t = rec["timings_ms"]
+    return {
+        "mask_model": mask_model, "mask_other": t.get("mask", 0) - mask_model,
+        "inpaint_model": inpaint_model, "inpaint_other": t.get("inpaint", 0) - inpaint_model,
+        "handler_other": rec["wall_ms"] - t.get("total", 0),
+        "overhead": rec["wall_ms"] - rec["model_forward_ms"],
+        "overhead_ratio": ((rec["wall_ms"] - rec["model_forward_ms"]) / rec["model_forward_ms"]
+                           if rec["model_forward_ms"] > 0 else None),
+    }
+
+
+def size_summary(recs: list[dict]) -> dict:
+    splits = [_split(r) for r in recs]
+    keys_f = sorted({k for r in recs for k in r["forward_ms"]})
+    keys_d = sorted({k for r in recs for k in r["detail_ms"]})
+    keys_m = sorted({k for r in recs for k in r["timings_ms"] if k.startswith("mask.")})
+    return {
+        "n": len(recs),
+        "stages": {s: summary([r["timings_ms"].get(s) for r in recs]) for s in STAGES + ("total",)},
+        "wall": summary([r["wall_ms"] for r in recs]),
+        "model_forward": summary([r["model_forward_ms"] for r in recs]),
+        "overhead": summary([s["overhead"] for s in splits]),
+        "overhead_ratio": summary([s["overhead_ratio"] for s in splits]),
+        "split_median": {k: _med([s[k] for s in splits]) for k in splits[0]} if splits else {},
+        "forward_median": {k: _med([r["forward_ms"].get(k, 0.0) for r in recs]) for k in keys_f},
+        "detail_median": {k: _med([r["detail_ms"].get(k, 0.0) for r in recs]) for k in keys_d},
+        "mask_timings_median": {k: _med([r["timings_ms"].get(k) for r in recs]) for k in keys_m},
+        "mask_source": dict(Counter(r["mask_source"] for r in recs)),
+        "bytes_median": {k: _med([r["bytes"].get(k) for r in recs])
+                         for k in ("image", "mask", "overlay")},
+    }
+
+
+def summarise(results: dict) -> dict:
+    out: dict = {}
+    # floor
+    fr = results.get("floor_raw")
+    if fr:
+        imp = _med([r["spawn_to_imported_ms"] for r in fr["imports"]])
+        read_cold = _med(fr["read_ms"]["evicted"])
+        read_warm = _med(fr["read_ms"]["warm"])
+        pipe_cls = _med([r.get("spawn_to_pipeline_class_ms") for r in fr["imports"]])
+        out["floor"] = {"import_torch_diffusers_ms": imp, "read_weights_evicted_ms": read_cold,
+                        "import_plus_pipeline_class_ms": pipe_cls,
+                        "read_weights_warm_ms": read_warm, "weights_bytes": fr["bytes"],
+                        "weights_files": fr["files"], "floor_ms": round(imp + read_cold, 1),
+                        "interpreter_ms": _med([r["interpreter_ms"] for r in fr["imports"]])}
+    sdk = results.get("sdk_import_raw") or []
+    if sdk:
+        out["sdk_import"] = {
+            "runpod_import_ms": _med([r["import_ms"] for r in sdk if not r["stub"]]),
+            "runpod_import_cpuinfo_stubbed_ms": _med([r["import_ms"] for r in sdk if r["stub"]]),
+            "runs": len(sdk) // 2}
+    # cold start
+    cold = results.get("cold_raw") or []
+    if cold:
+        stages = {k: _med([c["stages_ms"].get(k) for c in cold])
+                  for k in ("interpreter", "imports", "load", "load_storage_client", "first_job")}
+        imports = {k: _med([c["imports_ms"][k] for c in cold]) for k in cold[0]["imports_ms"]}
+        ready = _med([c["spawn_to_ready_ms"] for c in cold])
+        done = _med([c["spawn_to_first_job_done_ms"] for c in cold])
+        second = _med([c["second_job"]["wall_ms"] for c in cold])
+        models = {k: _med([c["cold_start_ms"].get(k) for c in cold]) for k in cold[0]["cold_start_ms"]}
+        out["cold_start"] = {
+            "runs": len(cold), "stages_ms": stages, "imports_ms": imports,
+            "spawn_to_ready_ms": ready, "spawn_to_first_job_done_ms": done,
+            "second_job_ms": second, "first_job_penalty_ms": round(stages["first_job"] - second, 1),
+            "model_load_ms": models, "rss_ready_mb": _med([c["rss_ready_mb"] for c in cold]),
+            "ready_all_runs_ms": [c["spawn_to_ready_ms"] for c in cold],
+        }
+        if "floor" in out:
+            out["cold_start"]["ready_vs_floor"] = round(ready / out["floor"]["floor_ms"], 2)
+            if out["floor"].get("import_plus_pipeline_class_ms"):
+                ext = out["floor"]["import_plus_pipeline_class_ms"] + out["floor"]["read_weights_evicted_ms"]
+                out["floor"]["extended_floor_ms"] = round(ext, 1)
+                out["cold_start"]["ready_vs_extended_floor"] = round(ready / ext, 2)
+            out["cold_start"]["first_job_done_vs_floor"] = round(done / out["floor"]["floor_ms"], 2)
+    # jobs
+    jobs = results.get("jobs_raw")
+    if jobs:
+        flat = jobs["flat_jobs"]
+        per_size = {"2MP": size_summary(flat[1:])}
+        for label, sw in jobs["sweeps"].items():
+            per_size[label] = size_summary(sw["jobs"])
+        out["jobs"] = {k: per_size[k] for k in SIZE_ORDER if k in per_size}
+        out["device"] = {k: jobs.get(k) for k in ("device", "torch", "torch_threads", "gpu")}
+        rss = [r["rss_mb"] for r in flat]
+        n = len(rss)
+        i5 = min(4, n - 1)
+        growth = (rss[-1] - rss[i5]) / rss[i5] * 100
+        out["memory"] = {
+            "rss_ready_mb": jobs["rss_ready_mb"], "rss_after_job1_mb": rss[0],
+            "rss_after_job5_mb": rss[i5], "rss_after_last_mb": rss[-1], "jobs": n,
+            "growth_pct": round(growth, 2), "rss_min_mb": min(rss[i5:]), "rss_max_mb": max(rss[i5:]),
+            "peak_rss_mb": jobs["peak_rss_mb"], "cuda": jobs.get("cuda_memory"),
+            "rss_series_mb": rss,
+        }
+        loads = jobs["loads"]
+        core_loads = {k: v for k, v in loads["end"].items() if k.startswith("core.models.")}
+        ids = jobs["model_ids"]
+        seq = [r for r in flat]
+        for lbl in ("0.5MP", "12MP"):
+            if lbl in jobs["sweeps"]:
+                seq += [jobs["sweeps"][lbl]["warmup"]] + jobs["sweeps"][lbl]["jobs"]
+        base = sum(loads["after_cold_start"].values())
+        load_jobs = [i + 1 for i, r in enumerate(seq)
+                     if r.get("load_calls_total", base) > (seq[i - 1].get("load_calls_total", base)
+                                                           if i else base)]
+        out["models_loaded_once"] = {
+            "jobs_that_loaded": load_jobs,
+            "loader_calls_after_cold_start": loads["after_cold_start"],
+            "loader_calls_at_end": loads["end"],
+            "new_loads_during_jobs": {k: v - loads["after_cold_start"].get(k, 0)
+                                      for k, v in loads["end"].items()
+                                      if v != loads["after_cold_start"].get(k, 0)},
+            "each_model_loader_called_once": all(v == 1 for v in core_loads.values()),
+            "model_ids_stable": ids["after_cold_start"] == ids["after_flatness"] == ids["end"],
+            "models": sorted(ids["after_cold_start"]),
+            "missing_models": jobs.get("missing_models"),
+        }
+        out["profile"] = {label: p["analysis"] for label, p in (jobs.get("profiles") or {}).items()}
+    auto = results.get("auto_raw")
+    if auto:
+        out["auto_path"] = {k: size_summary(auto["sweeps"][k]["jobs"]) for k in SIZE_ORDER
+                            if k in auto["sweeps"]}
+        for label, pr in (auto.get("profiles") or {}).items():
+            out.setdefault("profile", {})[f"{label} auto path"] = pr["analysis"]
+    out["targets"] = targets(out)
+    return out
+
+
+def targets(s: dict) -> list[dict]:
+    t = []
+    j2 = (s.get("jobs") or {}).get("2MP")
+    if j2:
+        v = j2["overhead"]["median"]
+        t.append({"target": "handler overhead (job - model forward), 2 MP, median",
+                  "goal": f"< {TARGETS['overhead_2MP_ms']:.0f} ms", "measured": f"{v:.0f} ms",
+                  "pass": v < TARGETS["overhead_2MP_ms"]})
+    a2 = (s.get("auto_path") or {}).get("2MP")
+    if a2:
+        v = a2["overhead"]["median"]
+        t.append({"target": "same, production masking path (rigged dev garment detector -> SAM; "
+                            "no GrabCut)",
+                  "goal": f"< {TARGETS['overhead_2MP_ms']:.0f} ms", "measured": f"{v:.0f} ms",
+                  "pass": v < TARGETS["overhead_2MP_ms"]})
+    cs = s.get("cold_start")
+    if cs and "ready_vs_floor" in cs:
+        v = cs["ready_vs_floor"]
+        t.append({"target": "cold start to ready vs floor (import torch+diffusers + read weights)",
+                  "goal": f"<= {TARGETS['cold_vs_floor']}x",
+                  "measured": f"{v:.2f}x ({cs['spawn_to_ready_ms'] / 1000:.1f} s vs "
+                              f"{s['floor']['floor_ms'] / 1000:.1f} s)",
+                  "pass": v <= TARGETS["cold_vs_floor"]})
+    mo = s.get("models_loaded_once")
+    if mo:
+        ok = mo["each_model_loader_called_once"] and mo["model_ids_stable"] \
+            and not mo["new_loads_during_jobs"]
+        t.append({"target": "no model loaded more than once per process",
+                  "goal": "each loader once; 0 loads during jobs; same objects",
+                  "measured": ("yes" if ok else "NO") + f" ({len(mo['models'])} model objects, "
+                  f"{sum(mo['loader_calls_at_end'].values())} loader calls, all at cold start)"
+                  if ok else f"new loads during jobs: {mo['new_loads_during_jobs']} "
+                  f"(in job(s) {mo.get('jobs_that_loaded')} after cold start)",
+                  "pass": ok})
+    m = s.get("memory")
+    if m:
+        t.append({"target": f"memory flat over {m['jobs']} warm jobs (RSS job {m['jobs']} vs job 5)",
+                  "goal": f"growth <= {TARGETS['memory_growth_pct']:.0f}%",
+                  "measured": f"{m['growth_pct']:+.1f}% ({m['rss_after_job5_mb']:.0f} -> "
+                              f"{m['rss_after_last_mb']:.0f} MiB)",
+                  "pass": m["growth_pct"] <= TARGETS["memory_growth_pct"]})
+    return t
