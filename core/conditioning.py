@@ -279,7 +279,10 @@ def load_conditioning(models, manifest, weights_dir: Path, *, verify: bool, devi
             cond.control_pipe.set_progress_bar_config(disable=True)
 
 
-def _missing_error(cond: Conditioners | None, kind: str, field_name: str, manifest) -> JobError:
+def _missing_error(cond: Conditioners | None, kind: str, field_name: str) -> JobError:
+    from weights.manifest import load_manifest
+
+    manifest = load_manifest()
     keys = [k for k, e in manifest.models.items()
             if e.kind == kind and cond is not None and e.base == cond.base]
     what = "an IP-Adapter (reference garment)" if kind == "ip_adapter" else "a pose ControlNet"
@@ -290,7 +293,7 @@ def _missing_error(cond: Conditioners | None, kind: str, field_name: str, manife
                     field=field_name, retryable=False)
 
 
-def check_available(models, inpaint_key: str, req, manifest) -> Conditioners | None:
+def check_available(models, inpaint_key: str, req) -> Conditioners | None:
     """The add-ons a request needs, before anything is fetched.
 
     Raises:
@@ -300,11 +303,59 @@ def check_available(models, inpaint_key: str, req, manifest) -> Conditioners | N
     cond = getattr(models, "conditioning", {}).get(inpaint_key)
     if req.garment_image and (cond is None or cond.ip_adapter is None):
         raise _missing_error(cond or Conditioners(base=inpaint_key), "ip_adapter",
-                             "garment_image", manifest)
+                             "garment_image")
     if req.control == "pose" and (cond is None or cond.control_pipe is None):
-        raise _missing_error(cond or Conditioners(base=inpaint_key), "controlnet", "control",
-                             manifest)
+        raise _missing_error(cond or Conditioners(base=inpaint_key), "controlnet", "control")
     return cond
+
+
+def prepare(models, req, image: np.ndarray, mask_outcome, garment_photo):
+    """The reference garment crop, the OpenPose keypoints and the facts a job reports.
+
+    Args:
+        models: the :class:`core.models.ModelSet` (its garment detector and pose model).
+        req: the :class:`core.contract.JobRequest`.
+        image: H x W x 3 uint8 sRGB photo (what the models see).
+        mask_outcome: the masking stage's outcome; its pose keypoints are reused when the pose
+            model already ran (the pose fallback), else the pose model runs here once.
+        garment_photo: the decoded ``garment_image`` (:class:`core.imageio.Photo`) or None.
+
+    Returns:
+        (h x w x 3 uint8 garment or None, 18 x 3 keypoints or None,
+        :class:`core.contract.ConditioningInfo` or None).
+
+    Raises:
+        JobError(model_not_found): ``control`` on a worker without the pose model.
+        JobError(invalid_input): ``control`` and no person's pose is found in ``image``.
+    """
+    from core.contract import ConditioningInfo, ControlInfo, GarmentInfo
+
+    garment = pose18 = None
+    info = ConditioningInfo()
+    if garment_photo is not None:
+        rgb = garment_photo.srgb()
+        garment, facts = garment_reference(models.garments, rgb, list(req.targets))
+        info.garment = GarmentInfo(**facts, scale=req.garment_scale,
+                                   size=[rgb.shape[1], rgb.shape[0]])
+    if req.control == "pose":
+        kp33 = getattr(mask_outcome, "pose_keypoints", None)
+        if kp33 is None:
+            if models.pose is None:
+                raise JobError(ErrorCode.model_not_found, "control: the pose model "
+                               "('pose-mediapipe-full') is not on this worker", field="control",
+                               retryable=False)
+            pose = models.pose.estimate(image)
+            mask_outcome.ran(models.pose)
+            kp33 = None if pose is None else pose.keypoints
+        pose18 = None if kp33 is None else openpose_keypoints(kp33)
+        if pose18 is None or (pose18[:, 2] > 0).sum() < 2:
+            raise JobError(ErrorCode.invalid_input, "control: no person's pose was found in "
+                           "image; send the job without control", field="control")
+        info.control = ControlInfo(type="pose", scale=req.control_scale,
+                                   keypoints=[[round(float(v), 2) for v in k] for k in pose18])
+    if info.garment is None and info.control is None:
+        return garment, pose18, None
+    return garment, pose18, info
 
 
 # ------------------------------------------------------------------ the gallery

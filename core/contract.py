@@ -152,6 +152,34 @@ class JobRequest(_Strict):
         "the result's `model` says which one ran.",
     )
     output: OutputOptions = Field(default_factory=OutputOptions)
+    # ---- issue #15: outfit swap (reference garment, pose lock, gallery)
+    garment_image: str | None = Field(
+        None,
+        min_length=1,
+        description="Optional reference garment (e.g. a shop photo), in the same forms and "
+        "limits as `image`. The garment is cut out of it when the garment detector finds one "
+        "(else the whole photo is used; `conditioning.garment` says which) and steers the "
+        "repaint through an IP-Adapter. Needs a worker with the IP-Adapter baked "
+        "(`model_not_found` otherwise).",
+    )
+    garment_scale: float = Field(
+        0.7, ge=0.0, le=1.5,
+        description="IP-Adapter scale: how strongly the reference garment steers (0 = not at "
+        "all; 1 = strongly; up to 1.5).",
+    )
+    control: Literal["pose"] | None = Field(
+        None,
+        description="`pose`: keep the person's pose: the main person's pose (MediaPipe, 33 "
+        "landmarks -> OpenPose's 18) is drawn as an OpenPose image and fed to a pose "
+        "ControlNet. Needs a worker with that ControlNet baked (`model_not_found` otherwise).",
+    )
+    control_scale: float = Field(
+        1.0, ge=0.0, le=2.0, description="ControlNet conditioning scale (with `control`).")
+    num_outputs: int = Field(
+        1, ge=1, le=4,
+        description="Gallery size: this many results from one fetch, decode and mask, output i "
+        "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
+    )
 
     @model_validator(mode="after")
     def _prompt_for_inpaint(self) -> JobRequest:
@@ -240,13 +268,50 @@ class ModelInfo(BaseModel):
     dev: bool = Field(False, description="True for the random-weight dev models.")
 
 
+class GarmentInfo(BaseModel):
+    """The reference garment as the IP-Adapter saw it."""
+
+    source: Literal["detected", "whole_photo"] = Field(
+        ..., description="`detected`: cut out where the garment detector found it; "
+        "`whole_photo`: nothing found (or no detector), so the whole photo.")
+    reason: str | None = Field(None, description="Why the whole photo was used.")
+    label: str | None = Field(None, description="The garment class found.")
+    score: float | None = None
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px of `garment_image` used.")
+    scale: float = Field(..., description="The IP-Adapter scale used.")
+    size: list[int] = Field(..., description="[width, height] px of `garment_image`.")
+
+
+class ControlInfo(BaseModel):
+    """The pose hint fed to the ControlNet."""
+
+    type: Literal["pose"]
+    scale: float
+    keypoints: list[list[float]] = Field(
+        ..., description="18 OpenPose (COCO) keypoints [x px, y px, visibility] of the photo; "
+        "visibility 0 = not drawn.")
+
+
+class ConditioningInfo(BaseModel):
+    garment: GarmentInfo | None = None
+    control: ControlInfo | None = None
+
+
 class JobResult(BaseModel):
     """What a successful job returns."""
 
     job_id: str
     task: Literal["inpaint", "mask"]
     seed: int | None = Field(None, description="The seed used (inpaint only).")
-    image: Artifact | None = Field(None, description="The edited photo (inpaint only).")
+    image: Artifact | None = Field(None, description="The edited photo (inpaint only); with "
+                                   "`num_outputs` > 1 the first of `images`.")
+    images: list[Artifact] = Field(
+        default_factory=list, description="Every edited photo (inpaint only), in seed order: "
+        "`images[i]` was made with `seeds[i]`.")
+    seeds: list[int] = Field(default_factory=list, description="The seed of each of `images`.")
+    conditioning: ConditioningInfo | None = Field(
+        None, description="What steered the repaint besides the prompt (reference garment, "
+        "pose), when asked for.")
     mask: Artifact
     overlay: Artifact = Field(..., description="Preview: photo, tinted mask, boxes, labels.")
     mask_info: MaskInfo

@@ -145,10 +145,17 @@ class Worker:
         if req.task == "inpaint" or not self.models.inpainters:
             # before any fetch: a worker without the model answers at once
             inpainter = self.models.inpainter(req.model)
+        cond = None
+        if req.task == "inpaint":  # issue #15: the add-ons asked for, before any fetch
+            from core.conditioning import check_available
+
+            cond = check_available(self.models, inpainter.key, req)
 
         t = stage("fetch")
         image_bytes = load_bytes(req.image, "image", s, self._s3_factory)
         mask_bytes = load_bytes(req.mask, "mask", s, self._s3_factory) if req.mask else None
+        garment_bytes = (load_bytes(req.garment_image, "garment_image", s, self._s3_factory)
+                         if req.garment_image and req.task == "inpaint" else None)
         clock.stage("fetch", t)
 
         t = stage("decode")
@@ -161,7 +168,10 @@ class Worker:
         w, h = photo.size
         provided = (decode_mask(mask_bytes, (w, h), field="mask", limits=self.limits)
                     if mask_bytes is not None else None)
-        del image_bytes, mask_bytes
+        # the reference garment, as the models see it (sRGB, transparency over white)
+        garment_photo = (decode_photo(garment_bytes, field="garment_image", limits=self.limits)
+                         if garment_bytes is not None else None)
+        del image_bytes, mask_bytes, garment_bytes
         clock.stage("decode", t)
 
         t = stage("mask")
@@ -171,25 +181,35 @@ class Worker:
         clock.stage("mask", t)
 
         seed = None
-        result_img = None
+        results: list[np.ndarray] = []
+        conditioning = None
         if req.task == "inpaint":
+            t = stage("conditioning")
+            from core.conditioning import prepare
+
+            garment, pose18, conditioning = prepare(self.models, req, image, mo, garment_photo)
+            del garment_photo
+            clock.stage("conditioning", t)
             assert inpainter is not None
             seed = req.seed if req.seed is not None else derive_seed(job.id)
             t = stage("inpaint")
-            from core.inpaint import InpaintParams, inpaint
+            from core.conditioning import inpaint_gallery
+            from core.inpaint import InpaintParams
 
             def on_step(step: int, total: int) -> None:
                 clock.check()
                 progress({"stage": "inpaint", "step": step, "steps": total})
 
-            result_img, facts = inpaint(
+            results, facts = inpaint_gallery(
                 inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
                 InpaintParams(prompt=req.prompt or "", negative_prompt=req.negative_prompt,
                               num_inference_steps=req.num_inference_steps,
                               guidance_scale=req.guidance_scale, strength=req.strength,
                               seed=seed),
-                on_step=on_step, model_image=image,
+                req.num_outputs, on_step=on_step, model_image=image,
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
+                cond=cond, garment=garment, garment_scale=req.garment_scale, pose18=pose18,
+                control_scale=req.control_scale,
             )
             clock.stage("inpaint", t)
 
@@ -199,12 +219,13 @@ class Worker:
         # artefact -> (bytes, file name, content type)
         outputs: dict[str, tuple[bytes, str, str]] = {}
         fmt = req.output.format
-        if result_img is not None:
+        for i, result_img in enumerate(results):  # a gallery: "image", "image.1", ...
             # PNG and WebP keep the photo's alpha channel unchanged, inside the mask too (the
             # silhouette stays; the repaint changes colour only); JPEG is flattened over white
-            outputs["image"] = (encode_image(result_img, fmt, req.output.quality,
-                                             icc=photo.colour.icc, alpha=photo.alpha),
-                                f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
+            outputs["image" if i == 0 else f"image.{i}"] = (
+                encode_image(result_img, fmt, req.output.quality, icc=photo.colour.icc,
+                             alpha=photo.alpha),
+                f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
         outputs["mask"] = (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8), "png"), "mask.png",
                            CONTENT_TYPES["png"])
         overlay = render_overlay(
@@ -228,12 +249,20 @@ class Worker:
         models = []
         if inpainter is not None:
             models.append(ModelInfo(**inpainter.identity))
+        if cond is not None:  # issue #15: the add-ons that ran
+            if req.garment_image and cond.ip_identity:
+                models.append(ModelInfo(**cond.ip_identity))
+            if req.control and cond.control_identity:
+                models.append(ModelInfo(**cond.control_identity))
         models += [ModelInfo(**identity) for identity in mo.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
         result = JobResult(
             job_id=job.id, task=req.task, seed=seed, size=[w, h],
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
+            images=[artifacts["image" if i == 0 else f"image.{i}"] for i in range(len(results))],
+            seeds=[seed + i for i in range(len(results))] if seed is not None else [],
+            conditioning=conditioning,
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
                                coverage=round(mo.coverage, 5), detections=mo.detections,
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
@@ -260,8 +289,9 @@ class Worker:
             raise JobError(ErrorCode.storage_conflict, "this job id's recorded result cannot be "
                            "read by this worker version; use a new job id",
                            retryable=False) from None
-        for name in ("image", "mask", "overlay"):
-            art = getattr(out, name)
+        named = [(n, getattr(out, n)) for n in ("image", "mask", "overlay")]
+        named += [(f"images[{i}]", a) for i, a in enumerate(out.images)]
+        for name, art in named:
             if art is None:
                 continue
             art.url = self.storage.url(art.key, req.output.url_expires_s)
@@ -296,6 +326,8 @@ def _recordable(result: JobResult) -> dict:
     for name in ("image", "mask", "overlay"):
         if out.get(name):
             out[name]["base64"] = None
+    for art in out.get("images") or ():
+        art["base64"] = None
     return out
 
 
