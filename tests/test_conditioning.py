@@ -251,3 +251,38 @@ def test_worker_without_the_weights_names_them(model_set, settings_factory, astr
     out = handler({"id": "no-cn", "input": _job(astronaut, control="pose")})
     assert out["error_code"] == "model_not_found" and out["field"] == "control"
     assert "controlnet-openpose-sd15" in out["error"]
+
+
+def test_garment_is_cut_out_where_the_detector_finds_it(photos):
+    """With real garment weights the detector finds the garment in a shop photo: the reference is
+    that box (plus 5 %), of a requested group first; a detector failure falls back to the whole
+    photo and says why. (The dev detector finds nothing; a stand-in detector gives the box.)"""
+    from core.conditioning import garment_reference
+    from core.masking.garments import GarmentDetection
+
+    rgb = decode_image(photos["bus"].read_bytes())
+    h, w = rgb.shape[:2]
+
+    class Found:
+        def detect(self, image):
+            m = np.zeros(image.shape[:2], bool)
+            return [GarmentDetection(label="trousers", class_id=8, group="lower", score=0.9,
+                                     box=(300.0, 700.0, 500.0, 1000.0), mask=m),
+                    GarmentDetection(label="long_sleeved_outwear", class_id=3, group="outerwear",
+                                     score=0.6, box=(100.0, 200.0, 300.0, 600.0), mask=m)]
+
+    crop, facts = garment_reference(Found(), rgb, ["outerwear"])
+    assert facts["source"] == "detected" and facts["label"] == "long_sleeved_outwear"
+    assert facts["box"] == [80.0, 180.0, 320.0, 620.0]  # 5 % of the longer side (400 px)
+    assert np.array_equal(crop, rgb[180:620, 80:320])
+    _, facts = garment_reference(Found(), rgb, ["dress"])  # none of the group: the best of any
+    assert facts["label"] == "trousers"
+
+    class Broken:
+        def detect(self, image):
+            raise RuntimeError("boom")
+
+    crop, facts = garment_reference(Broken(), rgb, ["upper"])
+    assert crop is rgb and facts["source"] == "whole_photo" and "RuntimeError" in facts["reason"]
+    crop, facts = garment_reference(None, rgb, ["upper"])
+    assert crop is rgb and facts["box"] == [0.0, 0.0, float(w), float(h)]
