@@ -183,13 +183,15 @@ class Worker:
         seed = None
         results: list[np.ndarray] = []
         conditioning = None
-        if req.task == "inpaint":
-            t = stage("conditioning")
+        garment = pose18 = None
+        if req.task == "inpaint" and (garment_photo is not None or req.control):
+            t = stage("conditioning")  # issue #15: garment crop and pose hint, when asked for
             from core.conditioning import prepare
 
             garment, pose18, conditioning = prepare(self.models, req, image, mo, garment_photo)
-            del garment_photo
             clock.stage("conditioning", t)
+        del garment_photo
+        if req.task == "inpaint":
             assert inpainter is not None
             seed = req.seed if req.seed is not None else derive_seed(job.id)
             t = stage("inpaint")

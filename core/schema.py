@@ -54,7 +54,8 @@ class JobProgress(BaseModel):
     model_config = ConfigDict(extra="allow", title="JobProgress")
 
     stage: str = Field(
-        ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `conditioning`, `inpaint`, "
+        ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with "
+        "`garment_image` or `control`), `inpaint`, "
         "`encode`, `upload`."
     )
     step: int | None = Field(None, description="Denoising step (stage `inpaint` only).")

@@ -33,8 +33,9 @@ def test_conditioning_entries_are_pinned_with_their_image_encoder(manifest):
     assert files["models/ip-adapter_sd15.safetensors"].size == 44642768
     xl = manifest.models["ip-adapter-sdxl-vith"]
     assert xl.base == "sdxl-inpaint" and xl.weight_name == "sdxl_models/ip-adapter_sdxl_vit-h.safetensors"
-    # the SDXL vit-h adapter shares the SD 1.5 adapter's ViT-H encoder: same path, same bytes
-    assert xl.path == ip.path
+    # the SDXL vit-h adapter uses the SD 1.5 adapter's ViT-H encoder (same bytes), in its own
+    # directory (the bake replaces a model's directory as a whole)
+    assert xl.path != ip.path
     assert {f.path: f.sha256 for f in xl.source.files if "image_encoder" in f.path} == {
         p: f.sha256 for p, f in files.items() if "image_encoder" in p}
     cn = manifest.models["controlnet-openpose-sd15"]
@@ -65,7 +66,7 @@ def test_tiny_models_sit_in_the_real_layout_and_stay_tiny(dev_weights, manifest)
             assert (dev_weights / entry.destination(f)).is_file(), (key, f.path)
         size = sum((dev_weights / entry.destination(f)).stat().st_size for f in entry.source.files)
         assert size < 4_000_000, (key, size)
-    enc = json.loads((dev_weights / "ip-adapter/h94/models/image_encoder/config.json").read_text())
+    enc = json.loads((dev_weights / "ip-adapter/sd15/models/image_encoder/config.json").read_text())
     assert enc["architectures"] == ["CLIPVisionModelWithProjection"]
 
 

@@ -66,7 +66,7 @@ def _write_image_encoder(root: Path, seed: int) -> None:
 
     dst = root / IMAGE_ENCODER_DIR
     if (dst / "model.safetensors").exists():
-        return  # shared by the SD 1.5 and SDXL adapters: written once
+        return
     torch.manual_seed(seed)
     enc = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,

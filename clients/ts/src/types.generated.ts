@@ -441,7 +441,7 @@ export interface JobErrorBody {
  */
 export interface JobProgress {
   /**
-   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning`, `inpaint`, `encode`, `upload`.
+   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with `garment_image` or `control`), `inpaint`, `encode`, `upload`.
    */
   stage: string;
   /**
