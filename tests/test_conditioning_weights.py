@@ -43,7 +43,8 @@ def test_conditioning_entries_are_pinned_with_their_image_encoder(manifest):
     assert [f.path for f in cn.source.files] == ["config.json", "diffusion_pytorch_model.fp16.safetensors"]
     for key in ("ip-adapter-sd15", "ip-adapter-sdxl-vith", "controlnet-openpose-sd15"):
         assert manifest.models[key].pin_gaps() == [], key
-    for profile in ("outfit-sd15", "outfit-sdxl", "outfit-full"):
+    for profile in ("sd15-outfit", "sdxl-outfit", "full-outfit"):
+        assert set(manifest.profile(profile[:-len("-outfit")])) < set(manifest.profile(profile))
         check_pinned(manifest, manifest.profile(profile))
 
 
