@@ -5,7 +5,7 @@
 - ``cpu_tiny``: the same job on astronaut.png (provided 300 x 200 px mask, the tiny dev models
   at their native 256 px, ``--steps`` steps) through :class:`core.pipeline.Worker`: plain, with
   ``garment_image``, with ``control: "pose"``, both, and a gallery of 3; median wall ms of
-  ``--repeats`` runs (after one warm-up each) and the add-ons' parameter bytes.
+  ``--repeats`` round-robin rounds (after one warm-up round) and the add-ons' parameter bytes.
 - ``gpu_estimate``: from the real models' sizes, not a GPU run: fp16 weight bytes each add-on
   puts on the GPU (the manifest's pinned sizes), and the extra compute as FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on the real architectures built on the ``meta``
@@ -149,19 +149,23 @@ def cpu_tiny(repeats: int, steps: int) -> dict:
     }
     res: dict = {"steps": steps, "repeats": repeats, "threads": torch.get_num_threads(), "ms": {},
                  "inpaint_ms": {}}
+    # round robin (a warm-up round first), so load from other processes on a shared machine
+    # falls on every variant alike; medians per variant
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    inp: dict[str, list[float]] = {k: [] for k in variants}
     n = 0
-    for name, extra in variants.items():
-        walls, inp = [], []
-        for r in range(repeats + 1):
+    for r in range(repeats + 1):
+        for name, extra in variants.items():
             n += 1
             job = parse_job(f"bench-{n}", {**base, **extra})
             t = time.perf_counter()
             result = worker.run(job)
-            if r:  # the first run warms up
-                walls.append((time.perf_counter() - t) * 1000)
-                inp.append(result.timings_ms["inpaint"])
-        res["ms"][name] = round(statistics.median(walls), 1)
-        res["inpaint_ms"][name] = round(statistics.median(inp), 1)
+            if r:
+                walls[name].append((time.perf_counter() - t) * 1000)
+                inp[name].append(result.timings_ms["inpaint"])
+    for name in variants:
+        res["ms"][name] = round(statistics.median(walls[name]), 1)
+        res["inpaint_ms"][name] = round(statistics.median(inp[name]), 1)
     cond = worker.models.conditioning["sd15-inpaint"]
     pipe = worker.models.inpainters["sd15-inpaint"].pipe
     nbytes = lambda mod: sum(p.numel() * p.element_size() for p in mod.parameters())  # noqa: E731
