@@ -418,7 +418,8 @@ def inpaint_gallery(
         kwargs["control_image"] = pose_hint(pose18, (x0, y0, x1, y1), (mw, mh),
                                             scale_sticks=cond.scale_sticks)
         kwargs["controlnet_conditioning_scale"] = float(control_scale)
-    if cond is not None and cond.ip_adapter is not None:
+    # (a stand-in pipeline without diffusers' IP-Adapter mixin, as in tests, is called plainly)
+    if cond is not None and cond.ip_adapter is not None and hasattr(pipe, "set_ip_adapter_scale"):
         if garment is not None:
             pipe.set_ip_adapter_scale(float(garment_scale))
             kwargs["ip_adapter_image"] = Image.fromarray(garment)
