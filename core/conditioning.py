@@ -222,6 +222,14 @@ class Conditioners:
     missing: dict[str, str] = field(default_factory=dict)
 
 
+def _vacuous_fp32_warning(record: logging.LogRecord) -> bool:
+    """Drop diffusers' "modules ... should be kept in float32: []" warning: ``load_ip_adapter``,
+    ``from_pipe`` and the SDXL pipelines' VAE upcast call ``ModelMixin.to(dtype)``, which warns
+    even when the list of modules to keep in float32 is empty (nothing to keep). At cold start
+    it would reach stderr raw, past our JSON log handler."""
+    return "should be kept in float32: []" not in record.getMessage()
+
+
 def load_conditioning(models, manifest, weights_dir: Path, *, verify: bool, device: str) -> None:
     """Load every baked IP-Adapter and ControlNet of every loaded inpainting model into
     ``models.conditioning`` (base key -> :class:`Conditioners`).
@@ -234,6 +242,9 @@ def load_conditioning(models, manifest, weights_dir: Path, *, verify: bool, devi
     import torch
     from weights.resolve import ModelMissing, resolve
 
+    noisy = logging.getLogger("diffusers.models.modeling_utils")
+    if _vacuous_fp32_warning not in noisy.filters:
+        noisy.addFilter(_vacuous_fp32_warning)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     for base, inp in models.inpainters.items():
         cond = models.conditioning.setdefault(base, Conditioners(base=base))
