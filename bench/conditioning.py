@@ -128,7 +128,9 @@ def cpu_tiny(repeats: int, steps: int) -> dict:
     set_offline_env()
     wd = Path(os.environ.get("MASKPAINT_WEIGHTS_DIR", ".weights"))
     ensure_dev_weights(wd)
-    out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "maskpaint-bench-conditioning"
+    import tempfile
+
+    out_dir = Path(tempfile.mkdtemp(prefix="maskpaint-bench-conditioning-"))  # fresh job records
     worker = Worker.cold_start(Settings(weights_dir=wd, output_dir=out_dir, device="cpu"))
     spec = importlib.util.find_spec
     astro = (Path(spec("skimage").origin).parent / "data/astronaut.png").read_bytes()
