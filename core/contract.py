@@ -1,4 +1,5 @@
-"""The job contract: request, result and error models (pydantic v2).
+"""The job contract: request and error models (pydantic v2); the result models live in
+:mod:`core.result` and are re-exported here.
 
 One set of models validates every provider's input (RunPod ``input``, Modal call or web body,
 local CLI) and shapes every reply. ``schema/`` holds their JSON Schema export.
@@ -19,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
+from core.result import (  # noqa: F401 (the contract's result half, re-exported)
+    Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
+    JobResult, MaskInfo, ModelInfo, PoseInfo, TargetGroup,
+)
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -29,9 +34,8 @@ MAX_INPUT_CHARS = 48 * 1024 * 1024
 #: The contract's image inputs, in fetch order: each is a string in one of the accepted forms
 #: (data URL, base64, https, s3) that the worker fetches and decodes. Fetching, decoding, the
 #: input limits and the web API's body cap all go by this tuple.
-IMAGE_INPUTS: tuple[str, ...] = ("image", "mask")
+IMAGE_INPUTS: tuple[str, ...] = ("image", "mask", "garment_image")
 
-TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 _JOB_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -156,6 +160,34 @@ class JobRequest(_Strict):
         "the result's `model` says which one ran.",
     )
     output: OutputOptions = Field(default_factory=OutputOptions)
+    # ---- issue #15: outfit swap (reference garment, pose lock, gallery)
+    garment_image: str | None = Field(
+        None,
+        min_length=1,
+        description="Optional reference garment (e.g. a shop photo), in the same forms and "
+        "limits as `image`. The garment is cut out of it when the garment detector finds one "
+        "(else the whole photo is used; `conditioning.garment` says which) and steers the "
+        "repaint through an IP-Adapter. Needs a worker with the IP-Adapter baked "
+        "(`model_not_found` otherwise).",
+    )
+    garment_scale: float = Field(
+        0.7, ge=0.0, le=1.5,
+        description="IP-Adapter scale: how strongly the reference garment steers (0 = not at "
+        "all; 1 = strongly; up to 1.5).",
+    )
+    control: Literal["pose"] | None = Field(
+        None,
+        description="`pose`: keep the person's pose: the main person's pose (MediaPipe, 33 "
+        "landmarks -> OpenPose's 18) is drawn as an OpenPose image and fed to a pose "
+        "ControlNet. Needs a worker with that ControlNet baked (`model_not_found` otherwise).",
+    )
+    control_scale: float = Field(
+        1.0, ge=0.0, le=2.0, description="ControlNet conditioning scale (with `control`).")
+    num_outputs: int = Field(
+        1, ge=1, le=4,
+        description="Gallery size: this many results from one fetch, decode and mask, output i "
+        "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
+    )
 
     @model_validator(mode="after")
     def _prompt_for_inpaint(self) -> JobRequest:
@@ -214,92 +246,6 @@ class MaskingOptions(BaseModel):
     hand_margin: float
     mask_dilate_px: int
     mask_feather_px: int
-
-
-class Artifact(BaseModel):
-    """One stored output."""
-
-    key: str = Field(..., description="Storage key (S3) or file path (local output dir).")
-    url: str = Field(..., description="Presigned GET URL (S3) or `file://` URL (local).")
-    content_type: str
-    width: int = Field(..., description="px")
-    height: int = Field(..., description="px")
-    bytes: int = Field(..., description="Encoded size in bytes.")
-    sha256: str
-    base64: str | None = Field(None, description="Inline copy when `output.return_base64`.")
-
-
-class Detection(BaseModel):
-    label: str
-    group: TargetGroup | None = None
-    score: float
-    box: list[float] = Field(..., description="[x0, y0, x1, y1] px in the original image.")
-    sam_score: float | None = None
-
-
-class Face(BaseModel):
-    """A protected region (face or hand): the union of every detector's overlapping boxes."""
-
-    score: float = Field(..., description="Highest score among the detectors that found it.")
-    box: list[float] = Field(..., description="[x0, y0, x1, y1] px, before the margin.")
-    detectors: list[str] = Field(
-        default_factory=list, description="Detectors that found it, e.g. `blazeface`, `scrfd`."
-    )
-
-
-class PoseInfo(BaseModel):
-    """The main person's pose, when the pose model ran (pose-based fallback)."""
-
-    score: float
-    box: list[float] = Field(..., description="[x0, y0, x1, y1] px, the person's region.")
-
-
-class DetectorIssue(BaseModel):
-    """A masking model that could not load or failed on this image; the job went on without it."""
-
-    detector: str = Field(..., description="Detector name or manifest key.")
-    stage: Literal["load", "run"]
-    message: str
-
-
-class MaskInfo(BaseModel):
-    source: Literal["provided", "auto", "fallback"]
-    reason: str | None = Field(None, description="Why the fallback was used.")
-    fallback: Literal["pose", "grabcut"] | None = Field(
-        None, description="How the fallback region was made: from the main person's pose "
-        "keypoints and segmentation, or GrabCut below the largest face (no pose found)."
-    )
-    coverage: float = Field(..., description="Fraction of the image repainted (alpha > 0).")
-    detections: list[Detection] = Field(default_factory=list)
-    faces: list[Face] = Field(default_factory=list, description="Faces removed from the mask.")
-    hands: list[Face] = Field(default_factory=list, description="Hands removed from the mask.")
-    pose: PoseInfo | None = Field(None, description="Set when the pose model ran.")
-    detector_issues: list[DetectorIssue] = Field(default_factory=list)
-
-
-class ModelInfo(BaseModel):
-    key: str
-    source: str = Field(..., description="Repo or URL the weights came from.")
-    revision: str
-    dev: bool = Field(False, description="True for the random-weight dev models.")
-
-
-class JobResult(BaseModel):
-    """What a successful job returns."""
-
-    job_id: str
-    task: Literal["inpaint", "mask"]
-    seed: int | None = Field(None, description="The seed used (inpaint only).")
-    image: Artifact | None = Field(None, description="The edited photo (inpaint only).")
-    mask: Artifact
-    overlay: Artifact = Field(..., description="Preview: photo, tinted mask, boxes, labels.")
-    mask_info: MaskInfo
-    model: str | None = Field(
-        None, description="Key of the inpainting model that ran (inpaint only)."
-    )
-    models: list[ModelInfo] = Field(default_factory=list)
-    timings_ms: dict[str, float] = Field(default_factory=dict)
-    size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")
 
 
 class JobErrorBody(BaseModel):

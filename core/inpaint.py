@@ -10,6 +10,7 @@ Arrays: photo H x W x 3 uint8 RGB; alpha H x W float32 in [0, 1].
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from core.masking.post import bbox
+
+log = logging.getLogger("maskpaint.inpaint")
 
 #: Context around the mask's bounding box, as a fraction of its longer side (min 32 px): the
 #: model needs surroundings to match lighting and style.
@@ -71,6 +74,17 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) ->
     return np.where(a > 0, np.clip(blend, 0, 255).astype(np.uint8), original)
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator out-of-memory error (torch's ``OutOfMemoryError`` or a
+    backend's "out of memory" message), told apart without importing torch."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+#: ``extra(crop_box, (model_w, model_h)) -> (pipeline, call keywords)``: what a conditioned job
+#: calls instead (e.g. the ControlNet pipeline with its pose hint, the IP-Adapter image).
+Extra = Callable[[tuple[int, int, int, int], tuple[int, int]], tuple[Any, dict[str, Any]]]
+
+
 def inpaint(
     pipe,
     resolution: int,
@@ -81,8 +95,12 @@ def inpaint(
     *,
     model_image: np.ndarray | None = None,
     from_model: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Repaint ``alpha > 0`` of ``image`` with a diffusers inpainting pipeline.
+    num_outputs: int = 1,
+    extra: Extra | None = None,
+) -> tuple[list[np.ndarray], dict]:
+    """Repaint ``alpha > 0`` of ``image`` ``num_outputs`` times with a diffusers inpainting
+    pipeline (seeds ``params.seed + i``), as one ``num_images_per_prompt`` batch, or one image
+    at a time after a GPU out-of-memory error.
 
     Args:
         pipe: a loaded ``StableDiffusion(XL)InpaintPipeline``.
@@ -90,7 +108,7 @@ def inpaint(
         image: H x W x 3 uint8 RGB, the pixels composited with the painted ones (and copied
             unchanged where alpha == 0).
         alpha: H x W float32 in [0, 1]; must have a pixel > 0.
-        params: prompt and sampler settings; the seed drives a CPU ``torch.Generator`` so the
+        params: prompt and sampler settings; each seed drives a CPU ``torch.Generator`` so the
             same seed gives the same noise on any device.
         on_step: called as ``on_step(step, total)`` after each denoising step (1-based); may
             raise to abort (e.g. a deadline).
@@ -98,9 +116,12 @@ def inpaint(
             transparency over white, when ``image`` is in another colour space.
         from_model: maps the model's H x W x 3 uint8 sRGB output into ``image``'s colour space
             before compositing (default: unchanged).
+        num_outputs: images to make (1-4).
+        extra: conditioning hook (see :data:`Extra`); default: ``pipe`` with no extra keywords.
 
     Returns:
-        (H x W x 3 uint8 result, facts: crop box and model size in px).
+        (``num_outputs`` H x W x 3 uint8 results in seed order, facts: crop box and model size
+        in px, the batch size used).
     """
     import torch
 
@@ -113,27 +134,41 @@ def inpaint(
     # the model repaints the whole band alpha > 0; the blend weights come back at paste time
     crop_mask = Image.fromarray(((crop_alpha > 0) * 255).astype(np.uint8)).resize(
         (mw, mh), Image.Resampling.NEAREST)
+    run_pipe, kwargs = extra((x0, y0, x1, y1), (mw, mh)) if extra is not None else (pipe, {})
 
-    def _cb(pipe_, step, _t, kwargs):
+    def _cb(pipe_, step, _t, kw):
         # the scheduler decides the count (strength < 1 skips steps; PNDM adds one)
         if on_step is not None:
             on_step(step + 1, int(getattr(pipe_, "num_timesteps", 0)) or step + 1)
-        return kwargs
+        return kw
 
-    with torch.inference_mode():
-        out = pipe(
-            **params.call_kwargs,
-            image=crop_img,
-            mask_image=crop_mask,
-            height=mh,
-            width=mw,
-            generator=torch.Generator(device="cpu").manual_seed(params.seed),
-            callback_on_step_end=_cb,
-            output_type="pil",
-        ).images[0]
-    gen = np.asarray(out.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS).convert("RGB"))
-    if from_model is not None:
-        gen = from_model(gen)
-    result = image.copy()
-    result[y0:y1, x0:x1] = composite(crop, gen, crop_alpha)
-    return result, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh]}
+    def call(seeds: list[int]) -> list[Image.Image]:
+        gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        with torch.inference_mode():
+            return run_pipe(
+                **params.call_kwargs, image=crop_img, mask_image=crop_mask, height=mh, width=mw,
+                num_images_per_prompt=len(seeds), generator=gens[0] if len(gens) == 1 else gens,
+                callback_on_step_end=_cb, output_type="pil", **kwargs,
+            ).images
+
+    seeds = [params.seed + i for i in range(num_outputs)]
+    batch = num_outputs
+    try:
+        outs = call(seeds)
+    except Exception as exc:
+        if num_outputs == 1 or not is_oom(exc):
+            raise
+        log.warning("gallery of %d did not fit in GPU memory; one image at a time", num_outputs)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        batch = 1
+        outs = [call([s])[0] for s in seeds]
+    results = []
+    for out in outs:
+        gen = np.asarray(out.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS).convert("RGB"))
+        if from_model is not None:
+            gen = from_model(gen)
+        result = image.copy()
+        result[y0:y1, x0:x1] = composite(crop, gen, crop_alpha)
+        results.append(result)
+    return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}

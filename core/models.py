@@ -63,6 +63,9 @@ class ModelSet:
     default_inpaint: str | None = None
     #: Inpainting model key -> why it is not loaded ("not baked", "weights failed to load").
     inpaint_missing: dict[str, str] = field(default_factory=dict)
+    #: Issue #15: inpainting model key -> its loaded IP-Adapter / ControlNet
+    #: (:class:`core.conditioning.Conditioners`).
+    conditioning: dict[str, Any] = field(default_factory=dict)
 
     def inpainter(self, key: str | None) -> InpaintModel:
         """The loaded inpainting model ``key`` (``None``: the default).
@@ -131,6 +134,11 @@ class ModelSet:
                 "(or random dev weights: python -m weights.tiny --out %s)",
                 ms.default_inpaint, ms.inpaint_missing.get(ms.default_inpaint, "not baked"), wd, wd)
 
+        # issue #15: IP-Adapters and ControlNets of the loaded inpainting models
+        from core.conditioning import load_conditioning
+
+        load_conditioning(ms, manifest, wd, verify=settings.verify_weights, device=device)
+
         threads = torch.get_num_threads()  # ultralytics' select_device lowers it (to 1 here)
         for key in _masking_keys(manifest):
             entry = manifest.models[key]
@@ -176,6 +184,9 @@ class ModelSet:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         for m in self.inpainters.values():
             m.pipe.to(device, dtype)
+        for cond in self.conditioning.values():  # issue #15: the ControlNet is not in the base
+            if cond.control_pipe is not None:
+                cond.control_pipe.controlnet.to(device, dtype)
         for role in ("garments", "sam"):
             model = getattr(self, role)
             if model is not None and hasattr(model, "to"):

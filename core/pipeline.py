@@ -134,10 +134,17 @@ class Worker:
         if req.task == "inpaint" or not self.models.inpainters:
             # before any fetch: a worker without the model answers at once
             inpainter = self.models.inpainter(req.model)
+        cond = None
+        if req.task == "inpaint":  # issue #15: the add-ons asked for, before any fetch
+            from core.conditioning import check_available
+
+            cond = check_available(self.models, inpainter.key, req)
 
         t = stage("fetch")
+        # each checked against its cap; the reference garment only when it will be used
         raw = {name: load_bytes(getattr(req, name), name, s, self._s3_factory)
-               for name in IMAGE_INPUTS if getattr(req, name)}  # each checked against its cap
+               for name in IMAGE_INPUTS
+               if getattr(req, name) and (name != "garment_image" or req.task == "inpaint")}
         clock.stage("fetch", t)
 
         t = stage("decode")
@@ -150,6 +157,9 @@ class Worker:
         w, h = photo.size
         provided = (decode_mask(raw.pop("mask"), (w, h), field="mask", limits=self.limits)
                     if "mask" in raw else None)
+        # the reference garment, as the models see it (sRGB, transparency over white)
+        garment_photo = (decode_photo(raw.pop("garment_image"), field="garment_image",
+                                      limits=self.limits) if "garment_image" in raw else None)
         del raw
         clock.stage("decode", t)
 
@@ -160,21 +170,34 @@ class Worker:
         clock.stage("mask", t)
 
         seed = None
-        result_img = None
+        results: list[np.ndarray] = []
+        conditioning = None
+        garment = pose18 = None
+        if req.task == "inpaint" and (garment_photo is not None or req.control):
+            t = stage("conditioning")  # issue #15: garment crop and pose hint, when asked for
+            from core.conditioning import prepare
+
+            garment, pose18, conditioning = prepare(self.models, req, image, mo, garment_photo)
+            clock.stage("conditioning", t)
+        del garment_photo
         if req.task == "inpaint":
             assert inpainter is not None
             seed = req.seed if req.seed is not None else derive_seed(job.id)
             t = stage("inpaint")
+            from core.conditioning import call_extra
             from core.inpaint import InpaintParams, inpaint
 
             def on_step(step: int, total: int) -> None:
                 clock.check()
                 progress({"stage": "inpaint", "step": step, "steps": total})
 
-            result_img, facts = inpaint(
+            results, facts = inpaint(
                 inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
                 InpaintParams(req.inpaint_kwargs(), seed),
-                on_step=on_step, model_image=image,
+                on_step=on_step, model_image=image, num_outputs=req.num_outputs,
+                extra=call_extra(inpainter.pipe, cond, guidance_scale=req.guidance_scale,
+                                 garment=garment, garment_scale=req.garment_scale,
+                                 pose18=pose18, control_scale=req.control_scale),
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
             )
             clock.stage("inpaint", t)
@@ -185,12 +208,13 @@ class Worker:
         # artefact -> (bytes, file name, content type)
         outputs: dict[str, tuple[bytes, str, str]] = {}
         fmt = req.output.format
-        if result_img is not None:
+        for i, result_img in enumerate(results):  # a gallery: "image", "image.1", ...
             # PNG and WebP keep the photo's alpha channel unchanged, inside the mask too (the
             # silhouette stays; the repaint changes colour only); JPEG is flattened over white
-            outputs["image"] = (encode_image(result_img, fmt, req.output.quality,
-                                             icc=photo.colour.icc, alpha=photo.alpha),
-                                f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
+            outputs["image" if i == 0 else f"image.{i}"] = (
+                encode_image(result_img, fmt, req.output.quality, icc=photo.colour.icc,
+                             alpha=photo.alpha),
+                f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
         outputs["mask"] = (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8), "png"), "mask.png",
                            CONTENT_TYPES["png"])
         overlay = render_overlay(
@@ -214,12 +238,20 @@ class Worker:
         models = []
         if inpainter is not None:
             models.append(ModelInfo(**inpainter.identity))
+        if cond is not None:  # issue #15: the add-ons that ran
+            if req.garment_image and cond.ip_identity:
+                models.append(ModelInfo(**cond.ip_identity))
+            if req.control and cond.control_identity:
+                models.append(ModelInfo(**cond.control_identity))
         models += [ModelInfo(**identity) for identity in mo.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
         result = JobResult(
             job_id=job.id, task=req.task, seed=seed, size=[w, h],
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
+            images=[artifacts["image" if i == 0 else f"image.{i}"] for i in range(len(results))],
+            seeds=[seed + i for i in range(len(results))] if seed is not None else [],
+            conditioning=conditioning,
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
                                coverage=round(mo.coverage, 5), detections=mo.detections,
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
@@ -246,8 +278,9 @@ class Worker:
             raise JobError(ErrorCode.storage_conflict, "this job id's recorded result cannot be "
                            "read by this worker version; use a new job id",
                            retryable=False) from None
-        for name in ("image", "mask", "overlay"):
-            art = getattr(out, name)
+        named = [(n, getattr(out, n)) for n in ("image", "mask", "overlay")]
+        named += [(f"images[{i}]", a) for i, a in enumerate(out.images)]
+        for name, art in named:
             if art is None:
                 continue
             art.url = self.storage.url(art.key, req.output.url_expires_s)
@@ -333,6 +366,8 @@ def _recordable(result: JobResult) -> dict:
     for name in ("image", "mask", "overlay"):
         if out.get(name):
             out[name]["base64"] = None
+    for art in out.get("images") or ():
+        art["base64"] = None
     return out
 
 

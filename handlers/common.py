@@ -37,7 +37,8 @@ class JobProgress(BaseModel):
     model_config = ConfigDict(extra="allow", title="JobProgress")
 
     stage: str = Field(
-        ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `inpaint`, `encode`, `upload`."
+        ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with "
+        "`garment_image` or `control`), `inpaint`, `encode`, `upload`."
     )
     step: int | None = Field(None, description="Denoising step (stage `inpaint` only).")
     steps: int | None = Field(None, description="Total denoising steps (stage `inpaint` only).")

@@ -42,6 +42,9 @@ ModelKind = Literal[
     "mediapipe_face",
     "mediapipe_palm",
     "mediapipe_pose",
+    # issue #15: conditioning add-ons of an inpainting model (``base``)
+    "ip_adapter",
+    "controlnet",
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -209,6 +212,13 @@ class ManifestEntry(BaseModel):
     variant: str | None = Field(None, description="diffusers weight variant on disk (`fp16`).")
     arch: str | None = Field(None, description="segment-anything registry key (sam).")
     pack: str | None = Field(None, description="insightface model pack name (insightface_det).")
+    # issue #15 (conditioning): which inpainting model an IP-Adapter / ControlNet belongs to
+    base: str | None = Field(
+        None, description="ip_adapter / controlnet: key of the inpainting model it conditions.")
+    weight_name: str | None = Field(
+        None, description="ip_adapter: the adapter file under `path` (e.g. "
+        "`models/ip-adapter_sd15.safetensors`); the image encoder is `models/image_encoder`.")
+    control: str | None = Field(None, description="controlnet: the hint it reads (`pose`).")
     notes: str | None = None
 
     @field_validator("path")
@@ -219,7 +229,8 @@ class ManifestEntry(BaseModel):
     @model_validator(mode="after")
     def _layout(self) -> ManifestEntry:
         if self.layout is None:
-            self.layout = "dir" if self.kind == "diffusers_inpaint" else "file"
+            self.layout = ("dir" if self.kind in ("diffusers_inpaint", "ip_adapter", "controlnet")
+                           else "file")
         if self.layout == "file" and len(self.source.files) != 1:
             raise ValueError(f"a `file` layout model has exactly one file, not {self.source.files}")
         targets = [self.destination(f) for f in self.source.files]

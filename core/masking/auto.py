@@ -50,6 +50,8 @@ class MaskOutcome:
     issues: list[DetectorIssue] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     identities: list[dict] = field(default_factory=list)  # of every masking model that ran
+    #: 33 x 3 pose keypoints when the pose model ran (issue #15: the pose ControlNet's hint)
+    pose_keypoints: np.ndarray | None = None
 
     @property
     def coverage(self) -> float:
@@ -109,6 +111,7 @@ def _fallback(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome)
         if pose is not None:
             out.pose = PoseInfo(score=round(float(pose.score), 4),
                                 box=[float(v) for v in pose.box])
+            out.pose_keypoints = pose.keypoints
             region = pose_region(pose, opts.targets, image.shape[:2])
             if region is not None and region.any():
                 out.fallback = "pose"

@@ -129,6 +129,26 @@ export interface JobRequest {
    */
   model?: string | null;
   output?: OutputOptions;
+  /**
+   * Optional reference garment (e.g. a shop photo), in the same forms and limits as `image`. The garment is cut out of it when the garment detector finds one (else the whole photo is used; `conditioning.garment` says which) and steers the repaint through an IP-Adapter. Needs a worker with the IP-Adapter baked (`model_not_found` otherwise).
+   */
+  garment_image?: string | null;
+  /**
+   * IP-Adapter scale: how strongly the reference garment steers (0 = not at all; 1 = strongly; up to 1.5).
+   */
+  garment_scale?: number;
+  /**
+   * `pose`: keep the person's pose: the main person's pose (MediaPipe, 33 landmarks -> OpenPose's 18) is drawn as an OpenPose image and fed to a pose ControlNet. Needs a worker with that ControlNet baked (`model_not_found` otherwise).
+   */
+  control?: "pose" | null;
+  /**
+   * ControlNet conditioning scale (with `control`).
+   */
+  control_scale?: number;
+  /**
+   * Gallery size: this many results from one fetch, decode and mask, output i with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.
+   */
+  num_outputs?: number;
 }
 /**
  * How the result image is encoded and delivered.
@@ -168,9 +188,21 @@ export interface JobResult {
    */
   seed?: number | null;
   /**
-   * The edited photo (inpaint only).
+   * The edited photo (inpaint only); with `num_outputs` > 1 the first of `images`.
    */
   image?: Artifact | null;
+  /**
+   * Every edited photo (inpaint only), in seed order: `images[i]` was made with `seeds[i]`.
+   */
+  images?: Artifact[];
+  /**
+   * The seed of each of `images`.
+   */
+  seeds?: number[];
+  /**
+   * What steered the repaint besides the prompt (reference garment, pose), when asked for.
+   */
+  conditioning?: ConditioningInfo | null;
   mask: Artifact;
   /**
    * Preview: photo, tinted mask, boxes, labels.
@@ -223,6 +255,61 @@ export interface Artifact {
    * Inline copy when `output.return_base64`.
    */
   base64?: string | null;
+}
+/**
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ConditioningInfo".
+ */
+export interface ConditioningInfo {
+  garment?: GarmentInfo | null;
+  control?: ControlInfo | null;
+}
+/**
+ * The reference garment as the IP-Adapter saw it.
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "GarmentInfo".
+ */
+export interface GarmentInfo {
+  /**
+   * `detected`: cut out where the garment detector found it; `whole_photo`: nothing found (or no detector), so the whole photo.
+   */
+  source: "detected" | "whole_photo";
+  /**
+   * Why the whole photo was used.
+   */
+  reason?: string | null;
+  /**
+   * The garment class found.
+   */
+  label?: string | null;
+  score?: number | null;
+  /**
+   * [x0, y0, x1, y1] px of `garment_image` used.
+   */
+  box: number[];
+  /**
+   * The IP-Adapter scale used.
+   */
+  scale: number;
+  /**
+   * [width, height] px of `garment_image`.
+   */
+  size: number[];
+}
+/**
+ * The pose hint fed to the ControlNet.
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ControlInfo".
+ */
+export interface ControlInfo {
+  type: "pose";
+  scale: number;
+  /**
+   * 18 OpenPose (COCO) keypoints [x px, y px, visibility] of the photo; visibility 0 = not drawn.
+   */
+  keypoints: number[][];
 }
 /**
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
@@ -354,7 +441,7 @@ export interface JobErrorBody {
  */
 export interface JobProgress {
   /**
-   * Pipeline stage: `fetch`, `decode`, `mask`, `inpaint`, `encode`, `upload`.
+   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with `garment_image` or `control`), `inpaint`, `encode`, `upload`.
    */
   stage: string;
   /**

@@ -91,6 +91,23 @@ describe("RunpodClient.run: /run then /status polling", () => {
     assert.equal(calls[1].url, "http://127.0.0.1:8123/status/test-1");
   });
 
+  test("an outfit swap (garment_image, control, num_outputs) goes out as sent; the gallery comes back", async () => {
+    const gallery = jobResult("outfit-1");
+    gallery.images = [gallery.image, { ...gallery.image, key: "maskpaint/outfit-1/result-2.png" }];
+    gallery.seeds = [7, 8];
+    const { fetch, calls } = runpodFetch({
+      submit: sequence({ id: "outfit-1", status: "IN_PROGRESS" }),
+      status: sequence({ id: "outfit-1", status: "COMPLETED", output: gallery }),
+    });
+    const { c } = client(fetch);
+    const input = { ...INPUT, garment_image: "https://shop.example/jacket.jpg", garment_scale: 0.8,
+      control: "pose", control_scale: 1.0, num_outputs: 2 };
+    const result = await c.run(input);
+    assert.deepEqual(calls[0].body.input, input);
+    assert.deepEqual(result.seeds, [7, 8]);
+    assert.equal(result.images.length, 2);
+  });
+
   test("a 405 on GET /status switches to POST for good (the runpod SDK's local server)", async () => {
     let polls = 0;
     const { fetch, calls } = runpodFetch({

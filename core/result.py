@@ -1,0 +1,139 @@
+"""The job contract's result half: what a finished job returns (pydantic v2).
+
+:mod:`core.contract` (the request, the job and its errors) re-exports every name here, so
+``from core.contract import JobResult`` keeps working. Units as in the contract: px of the
+oriented original, ms, bytes.
+
+Torch-free on purpose: handlers import this module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
+
+
+class Artifact(BaseModel):
+    """One stored output."""
+
+    key: str = Field(..., description="Storage key (S3) or file path (local output dir).")
+    url: str = Field(..., description="Presigned GET URL (S3) or `file://` URL (local).")
+    content_type: str
+    width: int = Field(..., description="px")
+    height: int = Field(..., description="px")
+    bytes: int = Field(..., description="Encoded size in bytes.")
+    sha256: str
+    base64: str | None = Field(None, description="Inline copy when `output.return_base64`.")
+
+
+class Detection(BaseModel):
+    label: str
+    group: TargetGroup | None = None
+    score: float
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px in the original image.")
+    sam_score: float | None = None
+
+
+class Face(BaseModel):
+    """A protected region (face or hand): the union of every detector's overlapping boxes."""
+
+    score: float = Field(..., description="Highest score among the detectors that found it.")
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px, before the margin.")
+    detectors: list[str] = Field(
+        default_factory=list, description="Detectors that found it, e.g. `blazeface`, `scrfd`."
+    )
+
+
+class PoseInfo(BaseModel):
+    """The main person's pose, when the pose model ran (pose-based fallback)."""
+
+    score: float
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px, the person's region.")
+
+
+class DetectorIssue(BaseModel):
+    """A masking model that could not load or failed on this image; the job went on without it."""
+
+    detector: str = Field(..., description="Detector name or manifest key.")
+    stage: Literal["load", "run"]
+    message: str
+
+
+class MaskInfo(BaseModel):
+    source: Literal["provided", "auto", "fallback"]
+    reason: str | None = Field(None, description="Why the fallback was used.")
+    fallback: Literal["pose", "grabcut"] | None = Field(
+        None, description="How the fallback region was made: from the main person's pose "
+        "keypoints and segmentation, or GrabCut below the largest face (no pose found)."
+    )
+    coverage: float = Field(..., description="Fraction of the image repainted (alpha > 0).")
+    detections: list[Detection] = Field(default_factory=list)
+    faces: list[Face] = Field(default_factory=list, description="Faces removed from the mask.")
+    hands: list[Face] = Field(default_factory=list, description="Hands removed from the mask.")
+    pose: PoseInfo | None = Field(None, description="Set when the pose model ran.")
+    detector_issues: list[DetectorIssue] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    key: str
+    source: str = Field(..., description="Repo or URL the weights came from.")
+    revision: str
+    dev: bool = Field(False, description="True for the random-weight dev models.")
+
+
+class GarmentInfo(BaseModel):
+    """The reference garment as the IP-Adapter saw it."""
+
+    source: Literal["detected", "whole_photo"] = Field(
+        ..., description="`detected`: cut out where the garment detector found it; "
+        "`whole_photo`: nothing found (or no detector), so the whole photo.")
+    reason: str | None = Field(None, description="Why the whole photo was used.")
+    label: str | None = Field(None, description="The garment class found.")
+    score: float | None = None
+    box: list[float] = Field(..., description="[x0, y0, x1, y1] px of `garment_image` used.")
+    scale: float = Field(..., description="The IP-Adapter scale used.")
+    size: list[int] = Field(..., description="[width, height] px of `garment_image`.")
+
+
+class ControlInfo(BaseModel):
+    """The pose hint fed to the ControlNet."""
+
+    type: Literal["pose"]
+    scale: float
+    keypoints: list[list[float]] = Field(
+        ..., description="18 OpenPose (COCO) keypoints [x px, y px, visibility] of the photo; "
+        "visibility 0 = not drawn.")
+
+
+class ConditioningInfo(BaseModel):
+    garment: GarmentInfo | None = None
+    control: ControlInfo | None = None
+
+
+class JobResult(BaseModel):
+    """What a successful job returns."""
+
+    job_id: str
+    task: Literal["inpaint", "mask"]
+    seed: int | None = Field(None, description="The seed used (inpaint only).")
+    image: Artifact | None = Field(None, description="The edited photo (inpaint only); with "
+                                   "`num_outputs` > 1 the first of `images`.")
+    images: list[Artifact] = Field(
+        default_factory=list, description="Every edited photo (inpaint only), in seed order: "
+        "`images[i]` was made with `seeds[i]`.")
+    seeds: list[int] = Field(default_factory=list, description="The seed of each of `images`.")
+    conditioning: ConditioningInfo | None = Field(
+        None, description="What steered the repaint besides the prompt (reference garment, "
+        "pose), when asked for.")
+    mask: Artifact
+    overlay: Artifact = Field(..., description="Preview: photo, tinted mask, boxes, labels.")
+    mask_info: MaskInfo
+    model: str | None = Field(
+        None, description="Key of the inpainting model that ran (inpaint only)."
+    )
+    models: list[ModelInfo] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")
