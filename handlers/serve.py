@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m handlers.serve", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--webhook-loopback", action="store_true",
+                    help="TESTS ONLY: let webhooks go to http:// on any port of private and "
+                    "loopback addresses (a receiver on this machine); off by default")
     a = ap.parse_args(argv)
 
     import uvicorn
@@ -131,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     host = f"[{a.host}]" if ":" in a.host else a.host
     public_url = f"http://{host}:{a.port}"
     worker = Worker.cold_start(settings)
-    app = local_app(worker, public_url=public_url, token=token)
+    policy = (WebhookPolicy(allow_private=True, allow_http=True, allow_any_port=True,
+                            backoff_s=0.2) if a.webhook_loopback else WebhookPolicy())
+    app = local_app(worker, public_url=public_url, token=token, webhook_policy=policy)
     print(f"maskpaint web API on {public_url} (POST /jobs, GET /jobs/{{id}}, GET /health)\n"
           f"open the mask editor: {public_url}{PAGE_PATH}?token={token}", flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
