@@ -68,9 +68,9 @@ class MaskPaint:
     def run(self, job: dict, job_id: str | None = None) -> dict:
         """One job (``{"id", "input"}`` or a bare input) -> result dict or ``{"error": {...}}``.
         An accelerator failure makes this container stop taking inputs after replying."""
-        call_id = job_id or modal.current_function_call_id()
-        return glue.run_job(self.worker, job, job_id,
-                            progress=lambda update: progress.set(call_id, update))
+        call_id = modal.current_function_call_id()  # the id the web API polls; None in .local()
+        report = (lambda update: progress.set(call_id, update)) if call_id else None
+        return glue.run_job(self.worker, job, job_id, progress=report)
 
 
 @app.function(image=image, secrets=[api_secret, *webhook_secrets], env=cfg.container_env(), timeout=60,

@@ -208,3 +208,62 @@ def test_delivery_retries_are_bounded(receiver):
                     secret=SECRET, policy=LOOPBACK, sleep=pauses.append)
     assert ok is False and got == []
     assert pauses == [0.05, 0.1, 0.2, 0.4]  # MAX_ATTEMPTS = 5 tries, exponential backoff
+
+
+def test_modal_dispatcher_shows_the_progress_the_gpu_class_wrote(monkeypatch):
+    """On Modal the GPU container writes progress to a shared mapping (a ``modal.Dict``, here a
+    dict) keyed by call id; the web API reads it while the call is pending."""
+    import modal
+
+    from handlers import modal as glue
+    from handlers.dispatch import DictProgress
+
+    class Pending:
+        def get(self, timeout=None):
+            raise TimeoutError
+
+    monkeypatch.setattr(modal.FunctionCall, "from_id", lambda call_id, client=None: Pending())
+    shared: dict = {}
+    disp = glue.ModalDispatcher(lambda: None, DictProgress(shared))
+    assert disp.poll("fc-01ABC") == {"status": "pending"}
+    DictProgress(shared).set("fc-01ABC", {"stage": "inpaint", "step": 3, "steps": 30})
+    assert disp.poll("fc-01ABC") == {"status": "pending", "progress": {"stage": "inpaint",
+                                                                       "step": 3, "steps": 30}}
+    assert disp.poll("fc-01OTHER") == {"status": "pending"}
+
+
+def test_a_broken_progress_store_never_fails_a_poll():
+    from handlers.dispatch import DictProgress
+
+    class Broken:
+        def get(self, key):
+            raise ConnectionError("down")
+
+        def __setitem__(self, key, value):
+            raise ConnectionError("down")
+
+    store = DictProgress(Broken())
+    store.set("fc-1", {"stage": "mask"})  # logged, not raised
+    assert store.get("fc-1") is None
+
+
+def test_run_job_reports_stages_and_delivers_the_webhook(settings_factory, model_set, photos,
+                                                         receiver, monkeypatch):
+    """``handlers.modal.run_job`` (what the GPU class runs): progress goes to the given sink and
+    the finished reply to the job's ``webhook``, signed."""
+    from core.pipeline import build_worker
+    from handlers.modal import run_job
+
+    monkeypatch.setenv("MASKPAINT_WEBHOOK_SECRET", SECRET)
+    url, got, _ = receiver
+    seen: list[dict] = []
+    worker = build_worker(model_set, settings_factory())
+    job = {"input": {"image": data_url(photos["bus"].read_bytes()), "task": "mask"},
+           "webhook": url}
+    reply = run_job(worker, job, "fc-01RUN", on_refresh=lambda: None, progress=seen.append,
+                    webhook_policy=LOOPBACK)
+    assert "error" not in reply, reply
+    assert [u["stage"] for u in seen][:3] == ["fetch", "decode", "mask"]
+    raw, sig = got[0]
+    assert sig == wh.sign(raw, SECRET)
+    assert json.loads(raw)["id"] == "fc-01RUN" and json.loads(raw)["output"] == reply
