@@ -33,7 +33,8 @@ Web-only error codes (not job failures): ``unauthorized``, ``not_found``, ``expi
 ``unavailable``. The job id is the dispatcher's (on Modal the function-call id, ``fc-...``).
 
 Serving it elsewhere needs only a dispatcher: ``create_web_app(ThreadDispatcher(runner))`` with
-``runner = lambda job, job_id: run_job(worker, job, job_id)`` runs jobs in this process.
+``runner = lambda job, job_id, progress: run_job(worker, job, job_id, progress=progress)`` runs
+jobs in this process; :mod:`handlers.serve` (``make serve``) does that, with static files.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI resolves a route's annotations in the
