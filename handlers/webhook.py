@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.errors import JobError
+from core.errors import ErrorCode, JobError
 from core.netpost import check_post_url, post_once
 from core.settings import Settings
 from handlers.dispatch import status_from_reply
@@ -66,8 +66,6 @@ def check_webhook(url: object, policy: WebhookPolicy = WebhookPolicy()) -> None:
         JobError: ``invalid_input`` (malformed, or the server has no webhook secret) or
             ``blocked_url``, with ``field="webhook"``.
     """
-    from core.errors import ErrorCode
-
     check_post_url(url, allow_http=policy.allow_http, allow_any_port=policy.allow_any_port)
     if not webhook_secret():
         raise JobError(ErrorCode.invalid_input, "webhook: this server has no webhook secret "
