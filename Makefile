@@ -1,11 +1,12 @@
-# maskpaint: `make demo` (set up + one real-photo job) and `make test` (set up + the tests).
+# maskpaint: `make demo` (set up + one real-photo job), `make serve` (the web API + mask editor
+# page locally) and `make test` (set up + the tests).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WEIGHTS ?= .weights
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: setup dev-weights demo test bench schema clean editor-deps
+.PHONY: setup dev-weights demo serve client-dist test bench schema clean editor-deps
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,17 @@ dev-weights: setup
 
 demo: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m handlers.cli demo
+
+# The web API (as on Modal) with a local dispatcher and the dev weights, plus the mask editor's
+# reference page; prints the URL to open. HOST / PORT override 127.0.0.1:8000.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: dev-weights client-dist
+	MASKPAINT_WEIGHTS_DIR=$${MASKPAINT_WEIGHTS_DIR:-$(WEIGHTS)} $(PY) -m handlers.serve --host $(HOST) --port $(PORT)
+
+# @maskpaint/client built into clients/ts/dist (the page's import map points there).
+client-dist:
+	cd clients/ts && { test -d node_modules || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent
 
 test: setup editor-deps
 	$(PY) -m pytest -q

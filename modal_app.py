@@ -13,7 +13,7 @@ import modal
 
 from handlers import modal as glue
 from handlers import web as web_api
-from handlers.dispatch import DictIssuedIds
+from handlers.dispatch import DictIssuedIds, DictProgress
 
 cfg = glue.ModalConfig.from_env()  # MASKPAINT_MODAL_* knobs, read where `modal deploy` runs
 app = modal.App(cfg.app_name)
@@ -26,12 +26,19 @@ else:  # in a container the image already exists; its recipe (image_build/) is n
 # Storage settings and credentials (MASKPAINT_S3_*, AWS_*) and the web API token.
 s3_secret = modal.Secret.from_name(cfg.s3_secret)
 api_secret = modal.Secret.from_name(cfg.api_secret, required_keys=[web_api.TOKEN_ENV])
+# MASKPAINT_WEBHOOK_SECRET (optional, in the secret named by MASKPAINT_MODAL_WEBHOOK_SECRET):
+# the GPU class signs webhook deliveries; the web API refuses `webhook` submits without it.
+webhook_secrets = ([modal.Secret.from_name(cfg.webhook_secret,
+                                           required_keys=["MASKPAINT_WEBHOOK_SECRET"])]
+                   if cfg.webhook_secret else [])
+# Each call's latest progress, keyed by call id: the GPU class writes, the web API reads.
+progress = DictProgress(modal.Dict.from_name(f"{cfg.app_name}-progress", create_if_missing=True))
 
 
 @app.cls(
     image=image,
     gpu=cfg.gpu,
-    secrets=[s3_secret],
+    secrets=[s3_secret, *webhook_secrets],
     env=cfg.container_env(),  # containers re-import this file: same knobs as at deploy
     # Jobs return their failures as values (handlers.common.execute), so these retries fire
     # only on crashes (OOM kill, segfault, lost host) or Modal's timeout; the caller's own
@@ -61,10 +68,12 @@ class MaskPaint:
     def run(self, job: dict, job_id: str | None = None) -> dict:
         """One job (``{"id", "input"}`` or a bare input) -> result dict or ``{"error": {...}}``.
         An accelerator failure makes this container stop taking inputs after replying."""
-        return glue.run_job(self.worker, job, job_id)
+        call_id = modal.current_function_call_id()  # the id the web API polls; None in .local()
+        report = (lambda update: progress.set(call_id, update)) if call_id else None
+        return glue.run_job(self.worker, job, job_id, progress=report)
 
 
-@app.function(image=image, secrets=[api_secret], env=cfg.container_env(), timeout=60,
+@app.function(image=image, secrets=[api_secret, *webhook_secrets], env=cfg.container_env(), timeout=60,
               scaledown_window=300)
 @modal.concurrent(max_inputs=64)  # submit/poll only: no request waits on the GPU
 @modal.asgi_app(label=f"{cfg.app_name}-api")
@@ -72,7 +81,7 @@ def web():
     """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
     # the ids this API handed out, shared by every web container (entries live 7 days)
     issued = modal.Dict.from_name(f"{cfg.app_name}-job-ids", create_if_missing=True)
-    return web_api.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run),
+    return web_api.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run, progress),
                                   readiness=web_api.weights_readiness,
                                   issued=DictIssuedIds(issued))
 

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         None, description="Bearer token of the web API (at least 16 characters); the API refuses "
         "to start without one."
     )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs webhook deliveries (`X-Maskpaint-Signature`"
+        "); jobs with a `webhook` are refused while it is unset."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Browser origins allowed by the web API's CORS, a comma "
         "list (e.g. `https://app.example.com`); empty = no CORS headers."

@@ -9,6 +9,7 @@ The ids a web API hands out are remembered in an :class:`IssuedIds` store
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -46,7 +47,7 @@ class Dispatcher(Protocol):
         ...
 
     def poll(self, job_id: str) -> dict:
-        """``{"status": "pending"}``, ``{"status": "done", "output": {...}}``,
+        """``{"status": "pending"}`` (with ``"progress"`` when known), ``{"status": "done", "output": {...}}``,
         ``{"status": "failed", "error": {...}}`` or ``{"status": "expired"}``.
 
         Raises:
@@ -71,28 +72,103 @@ def failed(code: str, message: str, retryable: bool) -> dict:
             "error": {"code": code, "message": message, "field": None, "retryable": retryable}}
 
 
+def pending(progress: Any) -> dict:
+    """A ``{"status": "pending"}`` poll status, with the job's latest ``progress``
+    (``{"stage", "step", "steps"}``, a :class:`handlers.common.JobProgress` dict) when known."""
+    if isinstance(progress, dict) and isinstance(progress.get("stage"), str):
+        return {"status": "pending", "progress": progress}
+    return {"status": "pending"}
+
+
+class ProgressStore(Protocol):
+    """The latest progress update of each running job, written by the job's progress callback
+    and read by ``poll``: this process's memory locally (:class:`MemoryProgress`), a
+    ``modal.Dict`` on Modal (:class:`DictProgress`), so that it crosses containers."""
+
+    def set(self, job_id: str, update: dict) -> None: ...
+
+    def get(self, job_id: str) -> dict | None: ...
+
+
+class MemoryProgress:
+    """Progress updates in this process's memory (thread-safe); bounded to ``max_jobs`` entries
+    (the oldest dropped first)."""
+
+    def __init__(self, max_jobs: int = 1024) -> None:
+        self.max_jobs = max_jobs
+        self._latest: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def set(self, job_id: str, update: dict) -> None:
+        with self._lock:
+            self._latest.pop(job_id, None)
+            self._latest[job_id] = dict(update)
+            while len(self._latest) > self.max_jobs:
+                self._latest.pop(next(iter(self._latest)))
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            return self._latest.get(job_id)
+
+
+class DictProgress:
+    """Progress updates in a shared mapping (a ``modal.Dict``: the GPU container writes, the web
+    containers read). A failing write or read is logged and ignored: progress is best effort
+    and never fails a job or a poll. Entries of a ``modal.Dict`` expire after 7 days unused."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def set(self, job_id: str, update: dict) -> None:
+        try:
+            self.store[job_id] = dict(update)
+        except Exception as exc:
+            log.warning("recording progress failed: %s", type(exc).__name__)
+
+    def get(self, job_id: str) -> dict | None:
+        try:
+            value = self.store.get(job_id)
+        except Exception as exc:
+            log.warning("reading progress failed: %s", type(exc).__name__)
+            return None
+        return value if isinstance(value, dict) else None
+
+
 class ThreadDispatcher:
     """Jobs in a local thread pool: the web API without Modal (tests, local serving).
 
     Args:
-        runner: ``runner(job, job_id) -> reply dict``, e.g.
-            ``lambda job, jid: run_job(worker, job, jid)``.
+        runner: ``runner(job, job_id, progress) -> reply dict`` where ``progress(update)``
+            records the job's latest ``{"stage", "step", "steps"}`` for ``poll``; e.g.
+            ``lambda job, jid, progress: run_job(worker, job, jid, progress=progress)``.
+            A two-argument ``runner(job, job_id)`` is accepted too (no progress shown).
         max_workers: concurrent jobs (1 = one GPU/CPU worker, like one container).
+        progress: where progress updates are kept (default: :class:`MemoryProgress`).
 
     Results are kept in memory for the life of the process; not for production.
     """
 
-    def __init__(self, runner: Callable[[dict, str], dict], max_workers: int = 1) -> None:
-        self._runner = runner
+    def __init__(self, runner: Callable[[dict, str, Callable[[dict], None]], dict],
+                 max_workers: int = 1, progress: ProgressStore | None = None) -> None:
+        try:
+            inspect.signature(runner).bind(None, None, None)
+            self._runner = runner
+        except TypeError:  # a two-argument runner: no progress
+            self._runner = lambda job, jid, _progress: runner(job, jid)  # type: ignore[call-arg]
         self._pool = ThreadPoolExecutor(max_workers=max_workers,
                                         thread_name_prefix="maskpaint-job")
         self._jobs: dict[str, Future] = {}
         self._lock = threading.Lock()
+        self.progress = progress if progress is not None else MemoryProgress()
 
     def submit(self, job: dict) -> str:
         job_id = f"local-{uuid.uuid4().hex}"
+
+        def report(update: dict, _jid: str = job_id) -> None:
+            self.progress.set(_jid, update)
+
         with self._lock:
-            self._jobs[job_id] = self._pool.submit(self._runner, job, job_id)
+            self._jobs[job_id] = self._pool.submit(self._runner, job, job_id, report)
         return job_id
 
     def poll(self, job_id: str) -> dict:
@@ -101,7 +177,7 @@ class ThreadDispatcher:
         if fut is None:
             raise UnknownJob(job_id)
         if not fut.done():
-            return {"status": "pending"}
+            return pending(self.progress.get(job_id))
         if fut.exception() is not None:
             log.error("job %s raised %s", job_id, type(fut.exception()).__name__)
             return failed("internal", "the worker failed; details are in its log", True)

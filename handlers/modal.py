@@ -38,7 +38,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from handlers.common import DEMO_PROMPT, demo_job, execute, throttled  # noqa: F401 (re-exported for modal_app)
-from handlers.dispatch import DispatchUnavailable, UnknownJob, failed, status_from_reply
+from handlers.dispatch import (DispatchUnavailable, ProgressStore, UnknownJob, failed, pending,
+                               status_from_reply)
+from handlers.webhook import WebhookPolicy, deliver
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -88,6 +90,9 @@ class ModalConfig(BaseSettings):
         weights_profile: weights profile baked into the image (``MASKPAINT_WEIGHTS_PROFILE``).
         hf_secret: Modal secret setting ``HF_TOKEN`` for the image's bake
             (``MASKPAINT_MODAL_HF_SECRET``; unset = anonymous downloads of public repos).
+        webhook_secret: Modal secret holding ``MASKPAINT_WEBHOOK_SECRET`` (the HMAC key of
+            webhook deliveries), given to both functions (``MASKPAINT_MODAL_WEBHOOK_SECRET``;
+            unset: jobs with a ``webhook`` are refused).
     """
 
     model_config = SettingsConfigDict(env_prefix="MASKPAINT_MODAL_", env_ignore_empty=True,
@@ -112,6 +117,7 @@ class ModalConfig(BaseSettings):
     api_secret: str = Field("maskpaint-api", validation_alias="MASKPAINT_MODAL_API_SECRET")
     weights_profile: str = Field("sd15", validation_alias="MASKPAINT_WEIGHTS_PROFILE")
     hf_secret: str | None = Field(None, validation_alias="MASKPAINT_MODAL_HF_SECRET")
+    webhook_secret: str | None = Field(None, validation_alias="MASKPAINT_MODAL_WEBHOOK_SECRET")
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -266,13 +272,17 @@ def stop_fetching_inputs() -> bool:
     return False
 
 
-def _progress_logger(job_id: str) -> Callable[[dict], None]:
-    """Modal has no progress channel for spawned calls: stage changes go to the log."""
-    return throttled(lambda update: log.debug("job %s progress %s", job_id, update))
+def _progress_sink(job_id: str, progress: Callable[[dict], None] | None
+                   ) -> Callable[[dict], None]:
+    """Throttled progress: to ``progress`` (on Modal a ``modal.Dict`` the web API reads; locally
+    the dispatcher's memory) or, without one, to the debug log."""
+    return throttled(progress or (lambda update: log.debug("job %s progress %s", job_id, update)))
 
 
 def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,
-            on_refresh: Callable[[], object] = stop_fetching_inputs) -> dict:
+            on_refresh: Callable[[], object] = stop_fetching_inputs,
+            progress: Callable[[dict], None] | None = None,
+            webhook_policy: WebhookPolicy | None = None) -> dict:
     """Run one job through :func:`handlers.common.execute`; return the reply dict.
 
     Never raises for a job failure: errors are reply values, so Modal's retry policy (which
@@ -280,12 +290,20 @@ def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,
     reason (bad input, missing object, empty mask). When the error says the accelerator is
     unusable (``refresh_worker``), ``on_refresh`` runs after the reply is built so that the
     container takes no further input (Modal's answer to RunPod's ``refresh_worker``).
+
+    ``progress(update)`` receives ``{"stage", "step", "steps"}`` updates (throttled). When the
+    job dict carries a top-level ``webhook`` URL (the web API's submit puts it there), the
+    finished reply is POSTed to it, signed (:func:`handlers.webhook.deliver`, under
+    ``webhook_policy``, default production's rules).
     """
     jid, payload = split_job(job, job_id)
-    reply, err = execute(worker, jid, payload, _progress_logger(jid))
+    reply, err = execute(worker, jid, payload, _progress_sink(jid, progress))
     if err is not None and err.refresh_worker:
         log.error("job %s: accelerator unusable; this container takes no more inputs", jid)
         on_refresh()
+    url = job.get("webhook") if isinstance(job, dict) and "input" in job else None
+    if isinstance(url, str) and url:
+        deliver(url, jid, reply, policy=webhook_policy or WebhookPolicy())
     return reply
 
 
@@ -295,6 +313,9 @@ class ModalDispatcher:
     Args:
         method: returns the Modal method to spawn (``lambda: MaskPaint().run``); looked up per
             call so the web container resolves it lazily.
+        progress: where the GPU containers write each call's latest progress (a
+            :class:`handlers.dispatch.DictProgress` over a ``modal.Dict`` keyed by call id);
+            read while the call is pending.
 
     Poll mapping (modal 1.6): builtin ``TimeoutError`` = still running; ``OutputExpiredError``
     (a subclass of ``modal.exception.TimeoutError``, not of the builtin) = result gone;
@@ -303,8 +324,9 @@ class ModalDispatcher:
     any other exception is the remote call's own failure (a crash after retries) = ``internal``.
     """
 
-    def __init__(self, method: Callable[[], Any]) -> None:
+    def __init__(self, method: Callable[[], Any], progress: ProgressStore | None = None) -> None:
         self._method = method
+        self.progress = progress
 
     def submit(self, job: dict) -> str:
         import modal.exception as mx
@@ -329,7 +351,7 @@ class ModalDispatcher:
         except mx.FunctionTimeoutError:
             return failed("timeout", "the job ran past the worker's time limit", retryable=True)
         except TimeoutError:  # builtin: no output yet
-            return {"status": "pending"}
+            return pending(self.progress.get(job_id) if self.progress is not None else None)
         except (mx.NotFoundError, mx.InvalidError):
             raise UnknownJob(job_id) from None
         except (mx.ConnectionError, mx.ServiceError, mx.InternalError,

@@ -12,12 +12,13 @@ Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryabl
                      the image has no usable inpainting model baked (the GPU class would
                      answer every job with ``model_not_found``); no token needed.
 ``POST /jobs``       body: the job input (``core.contract.JobRequest``), bare or as
-                     ``{"input": {...}}``. 202 ``{"id", "status": "queued"}``; 400
+                     ``{"input": {...}, "webhook": "https://..."}`` (optional; signed POST of
+                     the finished body, :mod:`handlers.webhook`). 202 ``{"id", "status": "queued"}``; 400
                      ``invalid_input`` (not JSON / not an object / bad envelope); 422
                      ``invalid_input`` with ``field`` (fails the contract); 413
                      ``image_too_large`` (body over :data:`MAX_BODY_BYTES`); 401
                      ``unauthorized``; 503 ``unavailable`` (the dispatcher could not take the job).
-``GET /jobs/{id}``   200 ``{"status": "pending"}`` | ``{"status": "done", "output": {...}}`` |
+``GET /jobs/{id}``   200 ``{"status": "pending", "progress"?: {"stage", "step"?, "steps"?}}`` | ``{"status": "done", "output": {...}}`` |
                      ``{"status": "failed", "error": {...}}``; 410 ``{"status": "expired"}``
                      (the dispatcher no longer holds the result); 404 ``not_found`` (also
                      for any id this API did not hand out in the last
@@ -32,7 +33,8 @@ Web-only error codes (not job failures): ``unauthorized``, ``not_found``, ``expi
 ``unavailable``. The job id is the dispatcher's (on Modal the function-call id, ``fc-...``).
 
 Serving it elsewhere needs only a dispatcher: ``create_web_app(ThreadDispatcher(runner))`` with
-``runner = lambda job, job_id: run_job(worker, job, job_id)`` runs jobs in this process.
+``runner = lambda job, job_id, progress: run_job(worker, job, job_id, progress=progress)`` runs
+jobs in this process; :mod:`handlers.serve` (``make serve``) does that, with static files.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI resolves a route's annotations in the
@@ -50,8 +52,10 @@ from core.contract import (IMAGE_INPUTS, MAX_INPUT_CHARS, JobErrorBody, JobResul
                            safe_field)
 from core.errors import ErrorCode, JobError
 from core.settings import Settings
+from handlers.common import JobProgress
 from handlers.dispatch import (Dispatcher, DispatchUnavailable, IssuedIds, MemoryIssuedIds,
                                UnknownJob)
+from handlers.webhook import WebhookPolicy, check_webhook
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -77,6 +81,9 @@ class ModalSubmitResponse(BaseModel):
 
 class ModalJobPending(BaseModel):
     status: Literal["pending"]
+    progress: JobProgress | None = Field(
+        None, description="The worker's latest progress (stage; denoising step of `inpaint`), "
+        "once it has started.")
 
 
 class ModalJobDone(BaseModel):
@@ -152,7 +159,8 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                    cors_origins: list[str] | tuple[str, ...] | None = None,
                    max_body_bytes: int = MAX_BODY_BYTES,
                    readiness: Callable[[], str | None] | None = None,
-                   issued: IssuedIds | None = None) -> "FastAPI":
+                   issued: IssuedIds | None = None,
+                   webhook_policy: WebhookPolicy = WebhookPolicy()) -> "FastAPI":
     """The web API as one FastAPI app (see the module docstring for routes and shapes).
 
     Args:
@@ -170,6 +178,8 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
         issued: where the ids handed out by ``POST /jobs`` are remembered; ``GET /jobs/{id}``
             answers 404 for any other id without asking the dispatcher. Default: this
             process's memory (:class:`MemoryIssuedIds`); on Modal :class:`DictIssuedIds`.
+        webhook_policy: the rules a submitted ``webhook`` URL is checked against (the
+            dispatcher's runner delivers under the same policy); production's by default.
 
     Raises:
         ValueError: no token, or one shorter than :data:`MIN_TOKEN_CHARS` characters: the API
@@ -251,6 +261,7 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                             field="body") from None
         if not isinstance(body, dict):
             raise _ApiError(400, "invalid_input", "body: must be a JSON object", field="body")
+        webhook = body.pop("webhook", None) if "input" in body else None
         if "input" in body:
             extra = sorted(set(body) - {"input"})
             if extra:
@@ -265,8 +276,15 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
         except JobError as err:
             raise _ApiError(422 if isinstance(payload, dict) else 400, err.code.value,
                             err.message, field=err.field, retryable=err.retryable) from None
+        job: dict = {"input": payload}
+        if webhook is not None:
+            try:
+                check_webhook(webhook, webhook_policy)
+            except JobError as err:
+                raise _ApiError(400, err.code.value, err.message, field=err.field) from None
+            job["webhook"] = webhook
         try:
-            job_id = await run_in_threadpool(dispatcher.submit, {"input": payload})
+            job_id = await run_in_threadpool(dispatcher.submit, job)
             await run_in_threadpool(issued.add, job_id)
         except DispatchUnavailable as exc:
             raise _ApiError(503, "unavailable", str(exc), retryable=True) from None

@@ -14,6 +14,7 @@ when node or Chromium is missing, except under ``CI`` where that fails.
 from __future__ import annotations
 
 import hashlib
+import io
 import importlib.util
 import json
 import os
@@ -221,3 +222,81 @@ def test_reference_page_loop_against_a_canned_web_api(ts_dist, tmp_path):
     assert "stage: inpaint step 12 / 30" in facts["runpodProgress"]["text"]
     assert facts["runpodProgress"]["bar"] == 12
     assert facts["runpodStatus"].startswith("Done") and "seed 7" in facts["runpodStatus"]
+
+
+# scripts/live.mjs's strokes, photo px (STROKE, ERASE there): from, to, brush diameter
+LIVE_STROKE = ((520, 640), (720, 640), 40)
+LIVE_ERASE = ((620, 590), (620, 690), 20)
+
+
+def _photo_capsule(shape: tuple[int, int], stroke) -> np.ndarray:
+    (ax, ay), (bx, by), diameter = stroke
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((xx - ax) * dx + (yy - ay) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+    return (xx - ax - t * dx) ** 2 + (yy - ay - t * dy) ** 2 <= (diameter / 2) ** 2
+
+
+def test_reference_page_whole_loop_against_the_live_local_web_api(ts_dist, dev_weights,
+                                                                  tmp_path):
+    """``make serve``'s server (``python -m handlers.serve``, dev weights) and the page in real
+    Chromium: a bad file shows ``invalid_image``; bus.jpg, the automatic mask from the worker, a
+    brush stroke and an eraser cut, a 2-step repaint; the result shown has the photo's size and
+    every pixel outside the sent mask grown by the dilate + feather band is the photo's own.
+    The screenshot of this run is docs/mask-editor.png (``MASKPAINT_WRITE_SCREENSHOT=1``)."""
+    import urllib.request
+
+    import cv2
+
+    from tests.live_server import local_web
+
+    chromium = _chromium()
+    bus = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a JPEG at all" * 40)
+    shot, sent, facts_path = tmp_path / "live.png", tmp_path / "sent-mask.png", tmp_path / "f.json"
+    with local_web(dev_weights, tmp_path / "out", tmp_path / "serve.log") as srv:
+        url = f"{srv['url']}/mask-editor/page/?token={srv['token']}"
+        try:
+            _run([_node(), "scripts/live.mjs", "--url", url, "--photo", str(bus), "--bad",
+                  str(bad), "--out", str(shot), "--mask", str(sent), "--facts", str(facts_path),
+                  "--chromium", chromium], 420)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server\n"
+                                 + srv["log"].read_text(errors="replace")[-3000:]) from None
+        facts = json.loads(facts_path.read_text())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(facts["after"]["src"], timeout=30) as r:  # the image the page shows
+            result_bytes = r.read()
+
+    assert facts["errors"] == []
+    assert "invalid_image" in facts["badFile"] and "field: image" in facts["badFile"]
+    assert facts["errorHiddenAfterPhoto"] is True
+    assert facts["autoError"] is None and facts["maskFacts"].startswith("Mask:")
+    assert facts["status"].startswith("Done") and "seed 42" in facts["status"]
+    assert any("Repainting" in s for s in facts["statuses"])
+    assert facts["after"]["src"].startswith(srv["url"] + "/outputs/")
+    assert (facts["after"]["width"], facts["after"]["height"]) == (810, 1080)
+    assert facts["links"][0] == "result (810x1080)"
+
+    mask = decode_mask(sent.read_bytes(), (810, 1080))
+    stroke = _photo_capsule((1080, 810), LIVE_STROKE) & ~_photo_capsule((1080, 810), LIVE_ERASE)
+    assert mask[640, 540] and mask[640, 700], "the brush stroke is sent"
+    assert not mask[640, 620], "the eraser's cut is sent"
+    assert (mask[stroke]).mean() > 0.97
+
+    from PIL import Image
+
+    with Image.open(bus) as im:
+        photo = np.asarray(im.convert("RGB")).astype(int)
+    with Image.open(io.BytesIO(result_bytes)) as im:
+        assert im.size == (810, 1080)
+        result = np.asarray(im.convert("RGB")).astype(int)
+    band = 8 + 8 + 2  # mask_dilate_px + mask_feather_px defaults, + 2 px of rounding
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * band + 1, 2 * band + 1), np.uint8))
+    outside = grown == 0
+    assert outside.mean() > 0.5
+    assert (result[outside] == photo[outside]).all(), "pixels outside the edit changed"
+    assert (result[mask] != photo[mask]).any(), "the painted region was repainted"
+    if os.environ.get("MASKPAINT_WRITE_SCREENSHOT"):
+        shutil.copyfile(shot, REPO / "docs" / "mask-editor.png")

@@ -295,3 +295,47 @@ def test_ts_unit_tests(ts_pkg):
 def test_generated_types_are_up_to_date(ts_pkg):
     """src/types.generated.ts is what json-schema-to-typescript makes of schema/ (no rewrite)."""
     _run([shutil.which("npm"), "run", "gen:check", "--silent"], 120)
+
+
+def test_modal_client_against_the_local_web_api(ts_pkg, dev_weights, job_file, tmp_path):
+    """``ModalClient`` against ``python -m handlers.serve`` (the web API Modal serves, with a
+    local dispatcher): a job with progress while polling, its artefacts fetched over http from
+    the server's ``/outputs``, a webhook delivered to a loopback receiver and checked with
+    ``verifyWebhook``, an undecodable image, a wrong token."""
+    from tests.live_server import local_web
+
+    node = _node()
+    with local_web(dev_weights, tmp_path / "out", tmp_path / "serve.log") as srv:
+        env = {**os.environ, "MASKPAINT_WEB_URL": srv["url"], "MASKPAINT_API_TOKEN": srv["token"],
+               "MASKPAINT_WEBHOOK_SECRET": srv["secret"], "MASKPAINT_JOB_FILE": str(job_file),
+               "NO_PROXY": "*", "no_proxy": "*"}
+        proc = subprocess.run([node, "test/integration/local-web.mjs"], cwd=TS, env=env,
+                              capture_output=True, text=True, timeout=240)
+        log = srv["log"].read_text(errors="replace")[-4000:]
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n--- server\n{log}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["health"] == {"status": "ok"}
+
+    run = out["run"]
+    res = run["result"]
+    assert res["job_id"].startswith("local-") and res["size"] == [192, 256]
+    assert res["mask_info"]["source"] == "provided"
+    assert res["image"]["url"].startswith(srv["url"] + "/outputs/")
+    assert run["image"] == {"status": 200, "contentType": "image/png",
+                            "bytes": res["image"]["bytes"], "sha256": res["image"]["sha256"]}
+    assert run["mask"]["status"] == 200
+    statuses = [p["status"] for p in run["progress"]]
+    assert statuses[0] == "queued" and set(statuses) <= {"queued", "pending"}
+    for p in run["progress"]:  # whatever progress a poll showed is well formed
+        if p["progress"] is not None:
+            assert p["progress"]["stage"] in {"fetch", "decode", "mask", "inpaint", "encode",
+                                              "upload"}
+
+    (hook,) = out["deliveries"]
+    assert hook["verified"] is True and hook["forgedVerified"] is False
+    assert hook["body"]["id"] == res["job_id"] and hook["body"]["status"] == "done"
+    assert hook["body"]["output"] == res, "the webhook carries what a poll shows"
+
+    assert out["badImage"] == {"thrown": True, "isMaskpaintError": True,
+                               "code": "invalid_image", "field": "image"}
+    assert out["badToken"] == {"thrown": True, "code": "unauthorized", "status": 401}

@@ -25,11 +25,21 @@ export interface ModalClientOptions extends CommonClientOptions {
   token?: string;
 }
 
-export type ModalRunOptions = CallOptions & ProgressOptions;
+export interface ModalSubmitOptions extends CallOptions {
+  /**
+   * The web API POSTs the finished job (`{id, status: "done", output}` or
+   * `{id, status: "failed", error}`) to this https URL, signed with HMAC-SHA256 in the
+   * `X-Maskpaint-Signature` header (check it with `verifyWebhook`). The server needs
+   * `MASKPAINT_WEBHOOK_SECRET`; the URL must be public https (the input URLs' SSRF rules).
+   */
+  webhook?: string;
+}
+
+export type ModalRunOptions = ModalSubmitOptions & ProgressOptions;
 
 /**
  * Client of the maskpaint Modal web endpoints:
- * `POST /jobs` -> 202 `{id, status: "queued"}`; `GET /jobs/{id}` -> `{status: "pending"}` |
+ * `POST /jobs` -> 202 `{id, status: "queued"}`; `GET /jobs/{id}` -> `{status: "pending", progress?}` |
  * `{status: "done", output}` | `{status: "failed", error}` | 404; `GET /health`.
  */
 export class ModalClient {
@@ -61,8 +71,8 @@ export class ModalClient {
   }
 
   /** `POST /jobs`: queue a job; returns `{id, status: "queued"}`. */
-  async submit(input: JobRequest, opts: CallOptions = {}): Promise<ModalSubmitResponse> {
-    return this.withDeadline(opts, (dl) => this.submitIn(dl, input));
+  async submit(input: JobRequest, opts: ModalSubmitOptions = {}): Promise<ModalSubmitResponse> {
+    return this.withDeadline(opts, (dl) => this.submitIn(dl, input, opts.webhook));
   }
 
   /** One `GET /jobs/{id}`; returns the reply as is (`failed` is not thrown here; 404 is). */
@@ -85,7 +95,7 @@ export class ModalClient {
   async run(input: JobRequest, opts: ModalRunOptions = {}): Promise<JobResult> {
     return this.withDeadline(opts, async (dl) => {
       const progress = new ProgressTracker("modal", opts.onProgress);
-      const sub = await this.submitIn(dl, input);
+      const sub = await this.submitIn(dl, input, opts.webhook);
       progress.report(sub.id, sub.status);
       return this.waitIn(dl, sub.id, progress);
     });
@@ -111,8 +121,10 @@ export class ModalClient {
     }
   }
 
-  private async submitIn(dl: Deadline, input: JobRequest): Promise<ModalSubmitResponse> {
-    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}/jobs`, input);
+  private async submitIn(dl: Deadline, input: JobRequest, webhook?: string): Promise<ModalSubmitResponse> {
+    // with a webhook the input goes in the `{input, webhook}` envelope; otherwise bare
+    const sent = webhook ? { input, webhook } : input;
+    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}/jobs`, sent);
     if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "submit");
     const body = reply.body;
     if (!isObject(body) || typeof body.id !== "string" || !body.id) {
@@ -147,7 +159,7 @@ export class ModalClient {
           new MaskpaintError({ code: "internal", message: "the job failed without an error body", jobId, provider: "modal" })
         );
       }
-      progress.report(jobId, st.status);
+      progress.report(jobId, st.status, st.progress);
       return { done: false };
     });
   }

@@ -7,9 +7,12 @@ import type { JobProgress, JobResult } from "./types.generated.js";
 export interface ProgressUpdate {
   provider: Provider;
   jobId: string;
-  /** The provider's word: RunPod `IN_QUEUE` / `IN_PROGRESS`; Modal `queued` / `pending`. */
+  /** The provider's word: RunPod `IN_QUEUE` / `IN_PROGRESS`; web API (Modal, local) `queued` / `pending`. */
   status: string;
-  /** The worker's latest progress (RunPod `IN_PROGRESS` output), e.g. `{stage: "inpaint", step: 3, steps: 30}`. */
+  /**
+   * The worker's latest progress, e.g. `{stage: "inpaint", step: 3, steps: 30}`: RunPod's
+   * `IN_PROGRESS` output, or the web API's `progress` of a pending job (Modal and local).
+   */
   progress?: JobProgress;
 }
 

@@ -509,6 +509,10 @@ export interface ModalSubmitResponse {
  */
 export interface ModalJobPending {
   status: "pending";
+  /**
+   * The worker's latest progress (stage; denoising step of `inpaint`), once it has started.
+   */
+  progress?: JobProgress | null;
 }
 /**
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema

@@ -135,3 +135,35 @@ describe("ModalClient", () => {
     await rejects(c.run(INPUT, { signal: ctrl.signal }), (e) => assert.equal(e.code, "aborted"));
   });
 });
+
+describe("ModalClient progress and webhook", () => {
+  test("a pending job's progress reaches onProgress (once per change)", async () => {
+    const { fetch } = modalFetch({
+      submit: sequence([202, { id: "fc-09", status: "queued" }]),
+      status: sequence(
+        { status: "pending" },
+        { status: "pending", progress: { stage: "mask" } },
+        { status: "pending", progress: { stage: "inpaint", step: 1, steps: 2 } },
+        { status: "pending", progress: { stage: "inpaint", step: 1, steps: 2 } },
+        { status: "done", output: jobResult("fc-09") },
+      ),
+    });
+    const updates = [];
+    await client(fetch).c.run(INPUT, { onProgress: (u) => updates.push([u.status, u.progress ?? null]) });
+    assert.deepEqual(updates, [
+      ["queued", null],
+      ["pending", null],
+      ["pending", { stage: "mask" }],
+      ["pending", { stage: "inpaint", step: 1, steps: 2 }],
+    ]);
+  });
+
+  test("webhook: the input goes in the {input, webhook} envelope", async () => {
+    const { fetch, calls } = modalFetch({
+      submit: sequence([202, { id: "fc-10", status: "queued" }]),
+      status: sequence({ status: "done", output: jobResult("fc-10") }),
+    });
+    await client(fetch).c.run(INPUT, { webhook: "https://hooks.example.com/maskpaint" });
+    assert.deepEqual(calls[0].body, { input: INPUT, webhook: "https://hooks.example.com/maskpaint" });
+  });
+});
