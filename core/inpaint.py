@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core import timing
 from core.masking.post import bbox
 
 #: Context around the mask's bounding box, as a fraction of its longer side (min 32 px): the
@@ -120,7 +121,7 @@ def inpaint(
             on_step(step + 1, int(getattr(pipe_, "num_timesteps", 0)) or step + 1)
         return kwargs
 
-    with torch.inference_mode():
+    with torch.inference_mode(), timing.scope("inpaint"), timing.forward():
         out = pipe(
             **params.call_kwargs,
             image=crop_img,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
+from core import timing
 from core.contract import (IMAGE_INPUTS, Artifact, Job, JobRequest, JobResult, MaskInfo,
                            ModelInfo)
 from core.errors import ErrorCode, JobError
@@ -101,7 +102,8 @@ class Worker:
     def run(self, job: Job, progress: Progress | None = None) -> JobResult:
         """Run one job. Raises :class:`JobError` (codes in :mod:`core.errors`) on failure."""
         try:
-            return self._run(job, progress or (lambda _p: None))
+            with timing.collect():  # the model calls' own times: timings_ms["*.forward"]
+                return self._run(job, progress or (lambda _p: None))
         except JobError:
             raise
         except Exception as exc:
@@ -210,6 +212,7 @@ class Worker:
         clock.timings["total"] = round((time.perf_counter() - clock.t0) * 1000, 2)
         for k, v in mo.timings_ms.items():
             clock.timings[f"mask.{k}"] = round(v, 2)
+        clock.timings.update({k: round(v, 2) for k, v in timing.current().items()})
 
         models = []
         if inpainter is not None:

@@ -74,7 +74,11 @@ def test_provided_mask_job_stores_outputs_and_keeps_unmasked_pixels(
     assert out["mask_info"]["source"] == "provided"
     assert out["seed"] == 1234
     assert out["models"][0]["key"] == "sd15-inpaint" and out["models"][0]["dev"] is True
-    assert {"fetch", "decode", "mask", "inpaint", "encode", "upload", "total"} <= set(out["timings_ms"])
+    t = out["timings_ms"]
+    assert {"fetch", "decode", "mask", "inpaint", "encode", "upload", "total"} <= set(t)
+    # the model call's own time: a job's overhead is total - sum of *.forward
+    assert 0 < t["inpaint.forward"] <= t["inpaint"]
+    assert "mask.garments.forward" not in t and "mask.sam.forward" not in t  # mask provided
 
 
 def test_same_seed_same_bytes_and_absent_seed_is_returned(runpod_handler, photos):
