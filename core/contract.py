@@ -32,7 +32,7 @@ MAX_INPUT_CHARS = 48 * 1024 * 1024
 IMAGE_INPUTS: tuple[str, ...] = ("image", "mask")
 
 TargetGroup = Literal["upper", "lower", "dress", "outerwear", "full"]
-OutputFormat = Literal["png", "jpeg", "webp"]
+OutputFormat = Literal["auto", "png", "jpeg", "webp"]
 
 _JOB_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: A job id kept exactly as given: key-safe characters only, no ``..``, not starting or ending
@@ -58,7 +58,9 @@ class _Strict(BaseModel):
 class OutputOptions(_Strict):
     """How the result image is encoded and delivered."""
 
-    format: OutputFormat = Field("png", description="Result image format.")
+    format: OutputFormat = Field("auto", description="Result image format. `auto`: JPEG in, JPEG "
+                                 "out (at `quality`); PNG in, PNG out; other inputs (WebP, HEIC, "
+                                 "AVIF) give JPEG, or PNG when transparent.")
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG).")
     url_expires_s: int = Field(
         3600,
@@ -298,7 +300,8 @@ class JobResult(BaseModel):
         None, description="Key of the inpainting model that ran (inpaint only)."
     )
     models: list[ModelInfo] = Field(default_factory=list)
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="ms per stage; keys "
+                                         "ending `.forward`: model calls (overhead = total - sum)")
     size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")
 
 
