@@ -240,6 +240,9 @@ def results_md(r: dict, out_dir: Path) -> str:
         "- Other engineers run tests on the same 2 cores; the `other processes` figure per phase "
         "says how much CPU they took during the run. All job figures are medians (p95 beside).\n\n"
     )
+    guard = out_dir / "guard.md"  # written by `python -m bench.guard`, when it has run
+    if guard.is_file():
+        body += "\n## Guard (`python -m bench.guard`)\n\n" + guard.read_text().strip() + "\n"
     return head + body.split("\n", 1)[1]
 
 
