@@ -209,21 +209,21 @@ def markdown(r: dict, out_dir: Path) -> str:
 #: Issue #16: where the unmet targets' time goes (from the provided-mask jobs' timings_ms and
 #: detail timers of the 2026-12-01 quick run) and what meeting them would take.
 NOTES_16 = """
-## Issue #16: why the unmet targets are unmet (quick run 2026-12-01, load ~2.6 on 2 cores)
+## Issue #16: why the unmet targets are unmet (quick runs 2026-12-01, load ~2.7 on 2 cores)
 
-- **Overhead vs bare decode + JPEG q92 (target 3x; ~10x at 2 MP and 12 MP).** 12 MP, per job,
-  ms outside `*.forward`: decode ~195 (Pillow decode ~100 + sRGB/alpha copies), `mask.post`
-  (finalize: two distance transforms) 130-190, face/hand detector pre/post (letterbox, tiles)
-  ~50-100, inpaint outside `inpaint.forward` 400-700 (LANCZOS crop resizes both ways, the
-  float32 paste-back over the whole crop, `image.copy()`), encode 200-300 with uploads
-  overlapped (overlay render 140-200 + overlay JPEG 180-200 at full resolution, result JPEG,
-  mask PNG). What it would take: a preview overlay at <= 2 MP (it is a preview; today it is
-  full size), finalize on a downscaled mask with an upscaled alpha (a stated change of the
-  feathered alpha), `cv2.resize(INTER_LANCZOS4)` instead of Pillow for the crop resizes, and
-  the paste-back restricted to the band's bounding box (blending only 0 < alpha < 1 with
-  boolean indexing measured no faster than blending the whole crop: 91 vs 89-97 ms on a
-  2000 x 1500 crop, so it was not kept).
-- **Cold start (target 1.5x; 3.2x here under load).** Not worked on in this round: runpod's
+- **Overhead vs bare decode + JPEG q92 (target 3x; ~7x at 2 MP and 12 MP).** 12 MP, per job,
+  ms outside `*.forward`: decode 160-220 (Pillow decode ~100 + sRGB/alpha copies), `mask.post`
+  (finalize: two distance transforms) 120-130, face/hand detector pre/post (letterbox, tiles)
+  ~50-100, inpaint outside `inpaint.forward` 300-420 (was 400-700 before the crop resizes moved
+  from Pillow LANCZOS to OpenCV area/cubic: the float32 paste-back over the whole crop and
+  `image.copy()` remain), encode 200-250 with uploads overlapped (overlay render 140-200 +
+  overlay JPEG ~200 at full resolution, result JPEG, mask PNG). What it would take: a preview
+  overlay at <= 2 MP (it is a preview; today it is full size), finalize on a downscaled mask
+  with an upscaled alpha (a stated change of the feathered alpha), and the paste-back
+  restricted to the band's bounding box (blending only 0 < alpha < 1 with boolean indexing
+  measured no faster than blending the whole crop: 91 vs 89-97 ms on a 2000 x 1500 crop, so it
+  was not kept).
+- **Cold start (target 1.5x).** Not worked on in this round (2.6-3.2x in two runs): runpod's
   import of py-cpuinfo and transformers' pipeline imports dominate (profiles in `tmp/`);
   masking models still load one after another.
 - **Automatic masking non-forward <= 2x provided; PNG encode + upload <= 150 ms; peak RSS of a
