@@ -28,7 +28,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from bench.common import PROMPT, emit  # noqa: E402
+from bench.common import PROMPT, bare_codec_ms, centre_mask, emit  # noqa: E402
 
 
 def _env_json(name: str, default):
@@ -91,34 +91,6 @@ def _event(inputs: dict, label: str, job_id: str, steps: int, mask: str | None =
         "image": inputs[label]["url"], "prompt": PROMPT, "targets": ["upper"],
         "num_inference_steps": steps, "seed": 42, **({"mask": mask} if mask else {}),
     }}
-
-
-def _centre_mask(path: str) -> str:
-    """A provided mask for the photo at ``path``: its central quarter, as a PNG data URL."""
-    import base64
-    import io
-
-    from PIL import Image, ImageDraw
-
-    w, h = Image.open(path).size
-    m = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(m).rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=255)
-    buf = io.BytesIO()
-    m.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def bare_codec_ms(path: str) -> float:
-    """The overhead floor (#16): a bare Pillow decode + JPEG q92 encode of the photo, ms."""
-    import io
-
-    from PIL import Image
-
-    data = open(path, "rb").read()
-    t = time.perf_counter()
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    img.save(io.BytesIO(), format="JPEG", quality=92)
-    return _ms(t)
 
 
 class Runner:
@@ -329,7 +301,7 @@ def mode_jobs() -> dict:
     # decode + JPEG q92 encode of the same photo right after it, so each ratio is same-moment
     provided = {}
     for label in ("2MP", "12MP"):
-        mask = _centre_mask(inputs[label]["file"])
+        mask = centre_mask(inputs[label]["file"])
         runner.run(label, mask)  # warm-up
         pairs = []
         for _ in range(plan.get("reps_provided", 5)):
