@@ -34,9 +34,11 @@ BUCKET = "maskpaint-bench"
 INPUT_BUCKET = "maskpaint-bench-inputs"
 
 FULL = {"floor_runs": 3, "sdk_runs": 2, "cold_runs": 3, "flat_jobs": 50, "reps_0.5MP": 8,
-        "reps_12MP": 5, "profile_reps": 1, "auto_reps_2MP": 5, "auto_reps_12MP": 3}
+        "reps_12MP": 5, "profile_reps": 1, "auto_reps_2MP": 5, "auto_reps_12MP": 3,
+        "reps_provided": 5}
 QUICK = {"floor_runs": 2, "sdk_runs": 1, "cold_runs": 2, "flat_jobs": 10, "reps_0.5MP": 2,
-         "reps_12MP": 2, "profile_reps": 1, "auto_reps_2MP": 2, "auto_reps_12MP": 0}
+         "reps_12MP": 2, "profile_reps": 1, "auto_reps_2MP": 2, "auto_reps_12MP": 0,
+         "reps_provided": 3}
 #: the garment class the rigged dev detector "finds" in the auto-path scenario
 AUTO_BIAS_CLASS = "long_sleeved_shirt"
 

@@ -28,7 +28,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from bench.common import PROMPT, emit  # noqa: E402
+from bench.common import PROMPT, bare_codec_ms, centre_mask, emit  # noqa: E402
 
 
 def _env_json(name: str, default):
@@ -86,10 +86,10 @@ def mode_sdk() -> dict:
 
 
 # ----------------------------------------------------------------------------------- jobs
-def _event(inputs: dict, label: str, job_id: str, steps: int) -> dict:
+def _event(inputs: dict, label: str, job_id: str, steps: int, mask: str | None = None) -> dict:
     return {"id": job_id, "input": {
         "image": inputs[label]["url"], "prompt": PROMPT, "targets": ["upper"],
-        "num_inference_steps": steps, "seed": 42,
+        "num_inference_steps": steps, "seed": 42, **({"mask": mask} if mask else {}),
     }}
 
 
@@ -107,12 +107,12 @@ class Runner:
         self.n = 0
         self.client = worker._s3_factory() if worker._s3_factory else None
 
-    def run(self, label: str) -> dict:
+    def run(self, label: str, mask: str | None = None) -> dict:
         from bench import instrument as ins
 
         self.n += 1
         job_id = f"bench-{self.tag}-{os.getpid()}-{self.n:04d}-{label}"
-        ev = _event(self.inputs, label, job_id, self.steps)
+        ev = _event(self.inputs, label, job_id, self.steps, mask)
         ins.reset()
         t = time.perf_counter()
         out = self.handler(ev)
@@ -125,6 +125,9 @@ class Runner:
             "timings_ms": out["timings_ms"],
             "forward_ms": {k: round(v, 2) for k, v in forward.items()},
             "model_forward_ms": round(sum(forward.values()), 2),
+            # the worker's own account (#16): total - sum of its timings_ms["*.forward"]
+            "overhead_ms": round(out["timings_ms"]["total"] - sum(
+                v for k, v in out["timings_ms"].items() if k.endswith(".forward")), 2),
             "detail_ms": {k: round(v, 2) for k, v in ins.DETAIL_MS.items()},
             "rss_mb": round(ins.rss_mb(), 1),
             "load_calls_total": sum(ins.LOAD_CALLS.values()),
@@ -294,6 +297,17 @@ def mode_jobs() -> dict:
         sweeps[label] = {"warmup": warm,
                          "jobs": [runner.run(label) for _ in range(plan.get(f"reps_{label}", 5))]}
     peak_after_sweeps = ins.peak_rss_mb()
+    # 2b. provided mask, `auto` output (JPEG in -> JPEG out): each job paired with a bare Pillow
+    # decode + JPEG q92 encode of the same photo right after it, so each ratio is same-moment
+    provided = {}
+    for label in ("2MP", "12MP"):
+        mask = centre_mask(inputs[label]["file"])
+        runner.run(label, mask)  # warm-up
+        pairs = []
+        for _ in range(plan.get("reps_provided", 5)):
+            rec = runner.run(label, mask)
+            pairs.append({"job": rec, "codec_ms": round(bare_codec_ms(inputs[label]["file"]), 2)})
+        provided[label] = pairs
     # 3. profiles
     profiles = {}
     if plan.get("profile_reps", 0) > 0:
@@ -303,7 +317,7 @@ def mode_jobs() -> dict:
     return {
         "cold_start_in_process_ms": cold_ms, "cold_start_ms": worker.cold_start_ms,
         "rss_ready_mb": round(rss_ready, 1),
-        "flat_jobs": flat, "sweeps": sweeps, "profiles": profiles,
+        "flat_jobs": flat, "sweeps": sweeps, "provided": provided, "profiles": profiles,
         "peak_rss_mb": {"after_2MP_flatness": round(peak_after_flat, 1),
                         "after_all_sizes": round(peak_after_sweeps, 1),
                         "end": round(ins.peak_rss_mb(), 1)},

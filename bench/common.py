@@ -11,6 +11,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
 MARKER = "@@BENCH@@ "
@@ -96,3 +97,31 @@ def make_photo(size: tuple[int, int], quality: int = INPUT_JPEG_QUALITY) -> byte
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def centre_mask(path: str) -> str:
+    """A provided mask for the photo at ``path``: its central quarter, as a PNG data URL."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    w, h = Image.open(path).size
+    m = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(m).rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=255)
+    buf = io.BytesIO()
+    m.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def bare_codec_ms(path: str) -> float:
+    """The overhead floor (#16): a bare Pillow decode + JPEG q92 encode of the photo, ms."""
+    import io
+
+    from PIL import Image
+
+    data = open(path, "rb").read()
+    t = time.perf_counter()
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img.save(io.BytesIO(), format="JPEG", quality=92)
+    return (time.perf_counter() - t) * 1000

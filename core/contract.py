@@ -36,7 +36,7 @@ MAX_INPUT_CHARS = 48 * 1024 * 1024
 #: input limits and the web API's body cap all go by this tuple.
 IMAGE_INPUTS: tuple[str, ...] = ("image", "mask", "garment_image")
 
-OutputFormat = Literal["png", "jpeg", "webp"]
+OutputFormat = Literal["auto", "png", "jpeg", "webp"]
 
 _JOB_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: A job id kept exactly as given: key-safe characters only, no ``..``, not starting or ending
@@ -62,7 +62,9 @@ class _Strict(BaseModel):
 class OutputOptions(_Strict):
     """How the result image is encoded and delivered."""
 
-    format: OutputFormat = Field("png", description="Result image format.")
+    format: OutputFormat = Field("auto", description="Result image format. `auto`: JPEG in, JPEG "
+                                 "out (at `quality`); PNG in, PNG out; other inputs (WebP, HEIC, "
+                                 "AVIF) give JPEG, or PNG when transparent.")
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG).")
     url_expires_s: int = Field(
         3600,

@@ -154,11 +154,25 @@ class Photo:
             the space of ``colour``; EXIF/HEIF orientation applied.
         alpha: H x W uint8 (0 = transparent), or None when every pixel is opaque.
         colour: the RGB colour space (ICC profile) of ``rgb``; outputs embed its profile.
+        format: the file's Pillow format name (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ``"HEIF"``,
+            ``"AVIF"``); ``""`` when unknown.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     colour: ColourSpace = SRGB
+    format: str = ""
+
+    def output_format(self, requested: str) -> str:
+        """The output format (``png``, ``jpeg``, ``webp``) for a requested one: explicit formats
+        unchanged; ``auto`` is the input's own for JPEG and PNG, and for other inputs (WebP,
+        HEIC, AVIF: lossy camera/web formats, slow to encode) JPEG, or PNG when the photo has
+        transparency (JPEG has no alpha channel)."""
+        if requested != "auto":
+            return requested
+        if self.format == "PNG" or self.alpha is not None:
+            return "png"
+        return "jpeg"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -213,7 +227,9 @@ def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()
         JobError(image_too_large): bytes, pixels, a side or the aspect ratio over ``limits``
             (checked from the header, before pixels are decoded).
     """
-    img = _load(_open_checked(data, field, limits), field)
+    opened = _open_checked(data, field, limits)
+    fmt = opened.format or ""  # (exif_transpose's copy has none)
+    img = _load(opened, field)
     icc = img.info.get("icc_profile") or _nclx_profile(img.info.get("nclx_profile"))
     img, alpha = _split_alpha(_to_8bit(img))
     profile = parse_profile(icc)
@@ -230,7 +246,7 @@ def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()
             img = img.convert("RGB")
     else:
         img = img.convert("RGB")
-    return Photo(np.asarray(img, dtype=np.uint8).copy(), alpha, colour)
+    return Photo(np.asarray(img, dtype=np.uint8).copy(), alpha, colour, fmt)
 
 
 def decode_image(data: bytes, *, field: str = "image", limits: Limits = Limits()) -> np.ndarray:

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
+from core import timing
 from core.masking.post import bbox
 
 log = logging.getLogger("maskpaint.inpaint")
@@ -62,6 +64,16 @@ def model_size(crop_w: int, crop_h: int, resolution: int) -> tuple[int, int]:
     each side rounded to a multiple of 8 (the VAE's downsampling factor), at least 64."""
     s = resolution / max(crop_w, crop_h)
     return (max(64, int(round(crop_w * s / 8)) * 8), max(64, int(round(crop_h * s / 8)) * 8))
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H x W x 3 uint8 -> ``size`` = (width, height) px with OpenCV: ``INTER_AREA`` when
+    shrinking (anti-aliased), ``INTER_CUBIC`` when enlarging. Measured (#16, 2 cores) against
+    Pillow's LANCZOS: 384 x 512 -> 2000 x 2600 in 7 ms instead of 142, 2000 x 2600 -> 384 x 512
+    in 27 ms instead of 60. Only repainted pixels pass through it."""
+    w, h = size
+    shrink = w * h < arr.shape[0] * arr.shape[1]
+    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
 def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -130,7 +142,7 @@ def inpaint(
     crop_alpha = alpha[y0:y1, x0:x1]
     seen = (image if model_image is None else model_image)[y0:y1, x0:x1]
     mw, mh = model_size(x1 - x0, y1 - y0, resolution)
-    crop_img = Image.fromarray(seen).resize((mw, mh), Image.Resampling.LANCZOS)
+    crop_img = Image.fromarray(_resize(seen, (mw, mh)))
     # the model repaints the whole band alpha > 0; the blend weights come back at paste time
     crop_mask = Image.fromarray(((crop_alpha > 0) * 255).astype(np.uint8)).resize(
         (mw, mh), Image.Resampling.NEAREST)
@@ -144,7 +156,7 @@ def inpaint(
 
     def call(seeds: list[int]) -> list[Image.Image]:
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode():
+        with torch.inference_mode(), timing.scope("inpaint"), timing.forward():
             return run_pipe(
                 **params.call_kwargs, image=crop_img, mask_image=crop_mask, height=mh, width=mw,
                 num_images_per_prompt=len(seeds), generator=gens[0] if len(gens) == 1 else gens,
@@ -165,7 +177,7 @@ def inpaint(
         outs = [call([s])[0] for s in seeds]
     results = []
     for out in outs:
-        gen = np.asarray(out.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS).convert("RGB"))
+        gen = _resize(np.asarray(out.convert("RGB")), (x1 - x0, y1 - y0))
         if from_model is not None:
             gen = from_model(gen)
         result = image.copy()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
+from core import timing
 from core.contract import (IMAGE_INPUTS, Artifact, Job, JobRequest, JobResult, MaskInfo,
                            ModelInfo)
 from core.errors import ErrorCode, JobError
@@ -66,9 +67,9 @@ class _Clock:
         if time.perf_counter() > self.deadline:
             raise JobError(ErrorCode.timeout, "the job passed its deadline; nothing was stored")
 
-    def stage(self, name: str, t: float) -> None:
-        """Record a finished stage and log one structured line for it."""
-        ms = self.timings[name] = round((time.perf_counter() - t) * 1000, 2)
+    def stage(self, name: str, t: float, end: float | None = None) -> None:
+        """Record a finished stage (``t`` to ``end``, default now) and log one line for it."""
+        ms = self.timings[name] = round(((end or time.perf_counter()) - t) * 1000, 2)
         log.info("job %s stage %s %.1f ms", self.job_id, name, ms,
                  extra={"job_id": self.job_id, "stage": name, "ms": ms})
 
@@ -101,7 +102,8 @@ class Worker:
     def run(self, job: Job, progress: Progress | None = None) -> JobResult:
         """Run one job. Raises :class:`JobError` (codes in :mod:`core.errors`) on failure."""
         try:
-            return self._run(job, progress or (lambda _p: None))
+            with timing.collect():  # the model calls' own times: timings_ms["*.forward"]
+                return self._run(job, progress or (lambda _p: None))
         except JobError:
             raise
         except Exception as exc:
@@ -205,35 +207,42 @@ class Worker:
         t = stage("encode")
         from core.overlay import render_overlay
 
-        # artefact -> (bytes, file name, content type)
-        outputs: dict[str, tuple[bytes, str, str]] = {}
-        fmt = req.output.format
-        for i, result_img in enumerate(results):  # a gallery: "image", "image.1", ...
+        # artefact -> a function giving (bytes, file name, content type); each is encoded in its
+        # own thread and uploaded as soon as it is ready (encodes overlap uploads)
+        fmt = photo.output_format(req.output.format)
+        outputs: dict[str, Callable[[], tuple[bytes, str, str]]] = {}
+
+        def result_file(img: np.ndarray) -> Callable[[], tuple[bytes, str, str]]:
             # PNG and WebP keep the photo's alpha channel unchanged, inside the mask too (the
             # silhouette stays; the repaint changes colour only); JPEG is flattened over white
-            outputs["image" if i == 0 else f"image.{i}"] = (
-                encode_image(result_img, fmt, req.output.quality, icc=photo.colour.icc,
-                             alpha=photo.alpha),
-                f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
-        outputs["mask"] = (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8), "png"), "mask.png",
-                           CONTENT_TYPES["png"])
-        overlay = render_overlay(
-            image, mo.alpha,
-            [(d.label, d.score, d.box) for d in mo.detections],
-            [(f.score, f.box) for f in mo.faces],
-            [(hd.score, hd.box) for hd in mo.hands],
-        )
-        outputs["overlay"] = (encode_image(overlay, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg",
-                              CONTENT_TYPES["jpeg"])
-        clock.stage("encode", t)
+            return lambda: (encode_image(img, fmt, req.output.quality, icc=photo.colour.icc,
+                                         alpha=photo.alpha),
+                            f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
 
-        t = stage("upload")
-        artifacts = self._store(job.id, outputs, w, h, req.output.url_expires_s,
-                                req.output.return_base64)
-        clock.stage("upload", t)
+        for i, result_img in enumerate(results):  # a gallery: "image", "image.1", ...
+            outputs["image" if i == 0 else f"image.{i}"] = result_file(result_img)
+        outputs["mask"] = lambda: (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8),
+                                                "png"), "mask.png", CONTENT_TYPES["png"])
+
+        def overlay() -> tuple[bytes, str, str]:
+            img = render_overlay(image, mo.alpha,
+                                 [(d.label, d.score, d.box) for d in mo.detections],
+                                 [(f.score, f.box) for f in mo.faces],
+                                 [(hd.score, hd.box) for hd in mo.hands])
+            return (encode_image(img, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg",
+                    CONTENT_TYPES["jpeg"])
+
+        outputs["overlay"] = overlay
+        stage("upload")  # (progress: encodes and uploads now run together)
+        artifacts, encoded_at = self._store(job.id, outputs, w, h, req.output.url_expires_s,
+                                            req.output.return_base64)
+        # encode: until the last artefact was encoded; upload: the rest (uploads overlap encodes)
+        clock.stage("encode", t, encoded_at)
+        clock.stage("upload", encoded_at)
         clock.timings["total"] = round((time.perf_counter() - clock.t0) * 1000, 2)
         for k, v in mo.timings_ms.items():
             clock.timings[f"mask.{k}"] = round(v, 2)
+        clock.timings.update({k: round(v, 2) for k, v in timing.current().items()})
 
         models = []
         if inpainter is not None:
@@ -292,12 +301,18 @@ class Worker:
                 art.base64 = base64.b64encode(data).decode()
         return out
 
-    def _store(self, job_id: str, outputs: dict[str, tuple[bytes, str, str]], w: int, h: int,
-               expires_s: int, inline: bool) -> dict[str, Artifact]:
-        """Upload every artefact (in parallel threads: boto3 clients are thread-safe)."""
+    def _store(self, job_id: str, outputs: dict[str, Callable[[], tuple[bytes, str, str]]],
+               w: int, h: int, expires_s: int, inline: bool) -> tuple[dict[str, Artifact], float]:
+        """Encode and upload every artefact, one thread each (encoders release the GIL; boto3
+        clients are thread-safe): an artefact uploads as soon as its own encode is done.
+
+        Returns the artifacts and the ``time.perf_counter()`` at which the last encode ended."""
+        encoded: list[float] = []
 
         def put(item):
-            name, (data, filename, ctype) = item
+            name, make = item
+            data, filename, ctype = make()
+            encoded.append(time.perf_counter())
             # content-addressed names: another attempt's different bytes never overwrite these
             key = self.storage.key_for(job_id, artefact_name(filename, data))
             st = self.storage.put(key, data, ctype, expires_s)
@@ -306,7 +321,8 @@ class Worker:
                                   base64=base64.b64encode(data).decode() if inline else None)
 
         with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
-            return dict(ex.map(put, outputs.items()))
+            artifacts = dict(ex.map(put, outputs.items()))
+        return artifacts, max(encoded)
 
 
 # -------------------------------------------------------------------- cold start, two phases

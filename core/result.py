@@ -135,5 +135,6 @@ class JobResult(BaseModel):
         None, description="Key of the inpainting model that ran (inpaint only)."
     )
     models: list[ModelInfo] = Field(default_factory=list)
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="ms per stage; keys "
+                                         "ending `.forward`: model calls (overhead = total - sum)")
     size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")

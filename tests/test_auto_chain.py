@@ -96,7 +96,14 @@ def test_inpaint_without_mask_uses_the_auto_chain_and_spares_the_face(chain_hand
     assert 0 < info["coverage"] < 1
     used = {m["key"] for m in out["models"]}
     assert used == {"sd15-inpaint", "garments-yolov8s-seg", "sam-vit-b", "faces-scrfd"}
-    assert {"mask.detect", "mask.sam", "mask.faces"} <= set(out["timings_ms"])
+    t = out["timings_ms"]
+    assert {"mask.detect", "mask.sam", "mask.faces"} <= set(t)
+    # each model's own time is reported, inside its stage, so overhead = total - forwards
+    assert {"inpaint.forward", "mask.garments.forward", "mask.sam.forward",
+            "mask.faces.scrfd.forward"} <= set(t), t
+    assert 0 < t["mask.sam.forward"] <= t["mask.sam"] and 0 < t["inpaint.forward"] <= t["inpaint"]
+    assert t["mask.garments.forward"] <= t["mask.detect"]
+    assert sum(v for k, v in t.items() if k.endswith(".forward")) < t["total"]
 
 
 @pytest.mark.slow

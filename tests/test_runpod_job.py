@@ -47,7 +47,7 @@ def test_provided_mask_job_stores_outputs_and_keeps_unmasked_pixels(
     original = decode_image(raw)
     h, w = original.shape[:2]
     mask = _rect_mask(w, h, box)
-    out = runpod_handler({"id": f"job-{name}", "input": _job(raw, mask)})
+    out = runpod_handler({"id": f"job-{name}", "input": _job(raw, mask, output={"format": "png"})})
     assert "error" not in out, out
 
     # three objects, right content types, under <prefix>/<job_id>/
@@ -74,7 +74,30 @@ def test_provided_mask_job_stores_outputs_and_keeps_unmasked_pixels(
     assert out["mask_info"]["source"] == "provided"
     assert out["seed"] == 1234
     assert out["models"][0]["key"] == "sd15-inpaint" and out["models"][0]["dev"] is True
-    assert {"fetch", "decode", "mask", "inpaint", "encode", "upload", "total"} <= set(out["timings_ms"])
+    t = out["timings_ms"]
+    assert {"fetch", "decode", "mask", "inpaint", "encode", "upload", "total"} <= set(t)
+    # the model call's own time: a job's overhead is total - sum of *.forward
+    assert 0 < t["inpaint.forward"] <= t["inpaint"]
+    assert "mask.garments.forward" not in t and "mask.sam.forward" not in t  # mask provided
+
+
+@pytest.mark.parametrize("name,fmt,ctype", [("bus", "JPEG", "image/jpeg"),
+                                            ("astronaut", "PNG", "image/png")])
+def test_auto_output_format_is_the_inputs(runpod_handler, s3, photos, name, fmt, ctype):
+    raw = photos[name].read_bytes()
+    original = decode_image(raw)
+    h, w = original.shape[:2]
+    out = runpod_handler({"id": f"auto-{name}", "input": _job(raw, _rect_mask(w, h, (100, 100, 300, 300)),
+                                                             output={"quality": 90})})
+    assert "error" not in out, out
+    body, stored = _get(s3, out["image"]["key"])
+    assert stored == ctype == out["image"]["content_type"]
+    result = Image.open(io.BytesIO(body))
+    assert result.format == fmt and result.size == (w, h)
+    if fmt == "PNG":  # lossless: the unmasked part is the input's, bit for bit
+        keep = np.ones((h, w), bool)
+        keep[100 - 11:300 + 11, 100 - 11:300 + 11] = False
+        assert np.array_equal(np.asarray(result.convert("RGB"))[keep], original[keep])
 
 
 def test_same_seed_same_bytes_and_absent_seed_is_returned(runpod_handler, photos):

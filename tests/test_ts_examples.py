@@ -86,14 +86,17 @@ def _post_json(url: str, payload, raw: bytes | None = None) -> tuple[int, dict]:
         pytest.fail(f"POST {url} answered {status} with a non-JSON body: {data[:300]!r}")
 
 
-def _png_from_moto(url: str, s3_url: str) -> tuple[int, int]:
-    """Fetch an output URL (it must point at moto) and return its size in px."""
+def _png_from_moto(url: str, s3_url: str, ctype: str = "image/png") -> tuple[int, int]:
+    """Fetch an output URL (it must point at moto), check its type, return its size in px."""
     from PIL import Image
 
     assert url.startswith(s3_url + f"/{BUCKET}/"), url
     status, headers, body = _get(url)
-    assert status == 200 and headers.get("Content-Type", headers.get("content-type")) == "image/png"
+    assert status == 200 and headers.get("Content-Type", headers.get("content-type")) == ctype
     return Image.open(io.BytesIO(body)).size
+
+
+JPEG = "image/jpeg"  # a JPEG photo gives a JPEG result (output format `auto`, #16)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +255,7 @@ def test_nextjs_route_runs_a_photo_job(stack, photo):
     status, body = _post_json(url, {"image": _data_url(photo), "prompt": "a red leather jacket"})
     assert status == 200, f"{status} {body}\n{_logs(stack)}"
     assert isinstance(body["seed"], int)
-    assert _png_from_moto(body["url"], stack["s3_url"]) == (192, 256)
+    assert _png_from_moto(body["url"], stack["s3_url"], JPEG) == (192, 256)
 
 
 def test_nextjs_route_answers_4xx_for_the_callers_mistakes(stack, photo):
@@ -282,7 +285,7 @@ def test_worker_queues_then_answers_a_photo_job(stack, photo):
     status, _, data = _request("GET", f"{base}/edit/{body['id']}")
     done = json.loads(data)
     assert status == 200 and done["status"] == "done", f"{status} {done}\n{_logs(stack)}"
-    assert _png_from_moto(done["image"], stack["s3_url"]) == (192, 256)
+    assert _png_from_moto(done["image"], stack["s3_url"], JPEG) == (192, 256)
     assert _png_from_moto(done["mask"], stack["s3_url"]) == (192, 256)
 
 
@@ -336,7 +339,7 @@ def test_upload_flow_presigned_put_then_s3_key(stack, photo):
     url = stack["next"] + "/api/edit"
     status, body = _post_json(url, {"image": f"s3://{INPUT_BUCKET}/{key}", "prompt": "a red coat"})
     assert status == 200, f"{status} {body}\n{_logs(stack)}"
-    assert _png_from_moto(body["url"], stack["s3_url"]) == (192, 256)
+    assert _png_from_moto(body["url"], stack["s3_url"], JPEG) == (192, 256)
 
     # a bucket outside MASKPAINT_INPUT_BUCKETS is the caller's mistake
     s3.put_object(Bucket=OTHER_BUCKET, Key=key, Body=photo)
@@ -356,5 +359,5 @@ def test_output_bucket_cors_lets_a_canvas_read_outputs(stack, photo):
                               {"image": _data_url(photo), "prompt": "a green shirt"})
     assert status == 200, body
     status, headers, data = _request("GET", body["url"], headers={"Origin": ORIGIN})
-    assert status == 200 and data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert status == 200 and data[:3] == b"\xff\xd8\xff"  # JPEG in, JPEG out (auto)
     assert headers.get("access-control-allow-origin") == ORIGIN, headers

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import timing
 from core.contract import Detection, DetectorIssue, Face, MaskingOptions, PoseInfo
 from core.errors import ErrorCode, JobError
 from core.masking import post
@@ -78,7 +79,7 @@ def _guard(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome,
             completed on this image.
     """
     if opts.protect_face or need_faces:
-        run = run_detectors(models.face_detectors, image)
+        run = run_detectors(models.face_detectors, image, scope="mask.faces.{name}")
         out.timings_ms["faces"] = run.ms
         out.issues += run.issues
         out.identities += [i for i in run.identities if i not in out.identities]
@@ -88,7 +89,8 @@ def _guard(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome,
                            "cannot be protected; nothing was repainted", retryable=False)
         out.faces = _as_faces(run.boxes)
     if opts.protect_hands and models.hand_detectors:
-        run = run_detectors(models.hand_detectors, image, [f.box for f in out.faces])
+        run = run_detectors(models.hand_detectors, image, [f.box for f in out.faces],
+                            scope="mask.hands")
         out.timings_ms["hands"] = run.ms
         out.issues += run.issues
         out.identities += [i for i in run.identities if i not in out.identities]
@@ -101,7 +103,8 @@ def _fallback(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome)
         t = time.perf_counter()
         pose = None
         try:
-            pose = models.pose.estimate(image)
+            with timing.scope("mask.pose"):
+                pose = models.pose.estimate(image)
             out.ran(models.pose)
         except Exception as exc:
             log.exception("pose estimation failed")
@@ -134,7 +137,8 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     targets = set(opts.targets)
     t = time.perf_counter()
     try:
-        dets = models.garments.detect(image)
+        with timing.scope("mask.garments"):
+            dets = models.garments.detect(image)
     except Exception:
         log.exception("garment detection failed")
         out.reason = "garment detector failed"
@@ -151,7 +155,8 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     if models.sam is not None:
         t = time.perf_counter()
         try:
-            refined = models.sam.refine(image, [d.box for d in kept])
+            with timing.scope("mask.sam"):
+                refined = models.sam.refine(image, [d.box for d in kept])
             masks = [m for m, _ in refined]
             for det, (_, score) in zip(out.detections, refined):
                 det.sam_score = float(score)

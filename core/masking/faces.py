@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core import timing
 from core.masking.detectors import BoxDetection, check_rgb, clip_box
 from weights.resolve import ModelMissing, set_offline_env
 
@@ -131,7 +132,9 @@ class ScrfdFaceDetector:
         h, w = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         out = []
-        for face in self.app.get(bgr):
+        with timing.forward():
+            faces = self.app.get(bgr)
+        for face in faces:
             box = clip_box(face.bbox[:4], w, h)
             if box is not None:
                 out.append(BoxDetection(box=box, score=float(face.det_score),

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core import timing
 from core.masking.detectors import check_rgb
 from weights.resolve import ModelMissing, set_offline_env
 
@@ -174,17 +175,25 @@ class GarmentDetector:
         check_rgb(image)
         h, w = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        result = self.model.predict(
-            bgr, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
-            device=self.device, retina_masks=True, verbose=False, save=False, show=False,
-            **({"quantize": 16} if self.device.startswith("cuda") else {}),  # fp16 on CUDA
-        )[0]
+        with timing.forward():
+            result = self._predict(bgr)
         if result.masks is None or result.boxes is None or len(result.boxes) == 0:
             return []
         boxes = result.boxes.xyxy.float().cpu().numpy()
         scores = result.boxes.conf.float().cpu().numpy()
         classes = result.boxes.cls.cpu().numpy().astype(int)
         masks = result.masks.data.cpu().numpy() > 0
+        return self._detections(boxes, scores, classes, masks, w, h)
+
+    def _predict(self, bgr: np.ndarray):
+        return self.model.predict(
+            bgr, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
+            device=self.device, retina_masks=True, verbose=False, save=False, show=False,
+            **({"quantize": 16} if self.device.startswith("cuda") else {}),  # fp16 on CUDA
+        )[0]
+
+    def _detections(self, boxes, scores, classes, masks, w: int, h: int
+                    ) -> list[GarmentDetection]:
         if masks.shape[1:] != (h, w):  # retina masks are at the original size; be sure
             raise RuntimeError(f"mask size {masks.shape[1:]} != image size {(h, w)}")
         out = []

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import timing
 from core.contract import DetectorIssue
 from core.masking.detectors import Box, BoxDetection
 
@@ -91,8 +92,12 @@ class GuardRun:
     ms: float = 0.0
 
 
-def run_detectors(detectors: Sequence, image: np.ndarray, *args) -> GuardRun:
+def run_detectors(detectors: Sequence, image: np.ndarray, *args,
+                  scope: str | None = None) -> GuardRun:
     """Run every detector's ``detect(image, *args)``; union the boxes; report failures.
+
+    ``scope``: the :mod:`core.timing` scope of the model calls; ``{name}`` is replaced by each
+    detector's name (``"mask.faces.{name}"`` records ``mask.faces.scrfd.forward``).
 
     A detector that raises is logged with its traceback and reported as a ``run`` issue; the
     others still run.
@@ -103,7 +108,8 @@ def run_detectors(detectors: Sequence, image: np.ndarray, *args) -> GuardRun:
     for det in detectors:
         name = getattr(det, "name", type(det).__name__)
         try:
-            boxes = det.detect(image, *args)
+            with timing.scope((scope or "mask.{name}").format(name=name)):
+                boxes = det.detect(image, *args)
         except Exception as exc:
             log.exception("detector %s failed", name)
             out.issues.append(DetectorIssue(detector=name, stage="run",

@@ -19,6 +19,7 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.build_sam import _build_sam
 
+from core import timing
 from core.masking.detectors import check_rgb
 from weights.resolve import ModelMissing
 
@@ -164,18 +165,21 @@ class SamRefiner:
         per_batch = max(1, MAX_UPSAMPLE_ELEMENTS // (3 * h * w))
         out: list[tuple[np.ndarray, float]] = []
         with torch.inference_mode():
-            self.predictor.set_image(image, image_format="RGB")
+            with timing.forward():
+                self.predictor.set_image(image, image_format="RGB")
             try:
                 for i in range(0, len(arr), per_batch):
                     tb = torch.as_tensor(arr[i:i + per_batch], dtype=torch.float32,
                                          device=self.predictor.device)
                     tb = self.predictor.transform.apply_boxes_torch(tb, (h, w))
-                    masks, ious, _ = self.predictor.predict_torch(
-                        point_coords=None, point_labels=None, boxes=tb, multimask_output=True)
-                    best = ious.argmax(dim=1)
-                    rows = torch.arange(len(best), device=best.device)
-                    sel_masks = masks[rows, best].cpu().numpy()  # B x H x W bool
-                    sel_scores = ious[rows, best].float().cpu().numpy()
+                    with timing.forward():
+                        masks, ious, _ = self.predictor.predict_torch(
+                            point_coords=None, point_labels=None, boxes=tb,
+                            multimask_output=True)
+                        best = ious.argmax(dim=1)
+                        rows = torch.arange(len(best), device=best.device)
+                        sel_masks = masks[rows, best].cpu().numpy()  # B x H x W bool
+                        sel_scores = ious[rows, best].float().cpu().numpy()
                     out.extend((m, float(s)) for m, s in zip(sel_masks, sel_scores))
             finally:
                 self.predictor.reset_image()  # drop the features: no image state between jobs

@@ -158,9 +158,9 @@ export interface JobRequest {
  */
 export interface OutputOptions {
   /**
-   * Result image format.
+   * Result image format. `auto`: JPEG in, JPEG out (at `quality`); PNG in, PNG out; other inputs (WebP, HEIC, AVIF) give JPEG, or PNG when transparent.
    */
-  format?: "png" | "jpeg" | "webp";
+  format?: "auto" | "png" | "jpeg" | "webp";
   /**
    * JPEG/WebP quality (ignored for PNG).
    */
@@ -214,6 +214,9 @@ export interface JobResult {
    */
   model?: string | null;
   models?: ModelInfo[];
+  /**
+   * ms per stage; keys ending `.forward`: model calls (overhead = total - sum)
+   */
   timings_ms?: {
     [k: string]: number;
   };

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from core import timing
 from core.masking.mediapipe.ssd import decode_ssd, iou, sigmoid, ssd_anchors, weighted_nms
 
 __all__ = ["Letterbox", "Model", "decode_ssd", "default_threads", "detect_tiled", "iou",
@@ -68,7 +69,8 @@ class Model:
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Run on one 1 x S x S x 3 float32 input; copies of all outputs, batch dim dropped."""
         self.interpreter.set_tensor(self.input_index, tensor)
-        self.interpreter.invoke()
+        with timing.forward():
+            self.interpreter.invoke()
         return [self.interpreter.get_tensor(i)[0].copy() for i in self.outputs]
 
 
