@@ -191,7 +191,38 @@ def main() -> None:
     report = {"gpu_estimate": gpu_estimate()}
     if not args.skip_cpu:
         report["cpu_tiny"] = cpu_tiny(args.repeats, args.steps)
+        report["cpu_tiny"]["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
+    out = Path(__file__).parent / "results"
+    (out / "conditioning.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "conditioning.md").write_text(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    """The report as the Markdown section bench/RESULTS.md includes."""
+    lines = ["| model | extra GPU memory (fp16 weights) | ControlNet extra compute per step "
+             "| IP-Adapter image encoder, once per job (vs one UNet step) |",
+             "| --- | --- | --- | --- |"]
+    for name, g in report["gpu_estimate"].items():
+        lines.append(
+            f"| {name} at {g['resolution_px']} px | IP-Adapter {g['ip_adapter_fp16_bytes'] / 1e9:.2f} GB, "
+            f"ControlNet {g['controlnet_fp16_bytes'] / 1e9:.2f} GB | "
+            f"+{g['controlnet_extra_per_step'] * 100:.0f} % ({g['controlnet_step_GFLOP']:.0f} vs "
+            f"{g['unet_step_GFLOP']:.0f} GFLOP) | {g['image_encoder_GFLOP_per_job']:.0f} GFLOP "
+            f"({g['ip_adapter_encoder_vs_one_unet_step']:.3f}) |")
+    text = ("GPU estimate: FLOPs counted on the real architectures (meta device, no weights "
+            "loaded), sizes from the manifest pins.\n\n" + "\n".join(lines) + "\n")
+    cpu = report.get("cpu_tiny")
+    if cpu:
+        text += (f"\nCPU, tiny dev models ({cpu['steps']} steps, median of {cpu['repeats']} "
+                 f"alternating rounds, {cpu['threads']} threads, load average at the end "
+                 f"{cpu.get('loadavg_end', '?')}): whole job ms " + ", ".join(
+                     f"{k} {v:.0f}" for k, v in cpu["ms"].items()) +
+                 ". Add-on sizes: " + ", ".join(
+                     f"{k} {v / 1e6:.2f} MB" for k, v in cpu["addon_bytes"].items()) +
+                 ". These tiny models show the plumbing's cost (hint drawing, the ControlNet "
+                 "branch, the batch); for real weights the GPU rows above are the guide.\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -267,9 +267,11 @@ def results_md(r: dict, out_dir: Path) -> str:
         "says how much CPU they took during the run. All job figures are medians (p95 beside).\n\n"
     )
     body += NOTES_16
-    guard = out_dir / "guard.md"  # written by `python -m bench.guard`, when it has run
-    if guard.is_file():
-        body += "\n## Guard (`python -m bench.guard`)\n\n" + guard.read_text().strip() + "\n"
+    for name, title in (("guard.md", "Guard (`python -m bench.guard`)"),
+                        ("conditioning.md", "Conditioning (`python -m bench.conditioning`)")):
+        part = out_dir / name  # written by those commands, when they have run
+        if part.is_file():
+            body += f"\n## {title}\n\n" + part.read_text().strip() + "\n"
     return head + body.split("\n", 1)[1]
 
 
