@@ -271,7 +271,8 @@ def results_md(r: dict, out_dir: Path) -> str:
                         ("conditioning.md", "Conditioning (`python -m bench.conditioning`)")):
         part = out_dir / name  # written by those commands, when they have run
         if part.is_file():
-            body += f"\n## {title}\n\n" + part.read_text().strip() + "\n"
+            text = part.read_text().strip()
+            body += "\n" + (text if text.startswith("## ") else f"## {title}\n\n{text}") + "\n"
     return head + body.split("\n", 1)[1]
 
 
