@@ -207,6 +207,9 @@ $("#job").addEventListener("submit", async (e) => {
     negative_prompt: f.negative_prompt.value,
     num_inference_steps: Number(f.num_inference_steps.value),
     strength: Number(f.strength.value),
+    // PNG: lossless, so every pixel outside the edit stays exactly the photo's (the default
+    // `auto` would answer a JPEG photo with a JPEG, lossy everywhere)
+    output: { format: "png" },
   };
   if (f.seed.value !== "") job.seed = Number(f.seed.value);
   // the edited mask (white = repaint); none painted: the worker makes the mask itself
