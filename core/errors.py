@@ -72,3 +72,9 @@ class JobError(Exception):
         self.retryable = self.code in RETRYABLE if retryable is None else retryable
         self.refresh_worker = refresh_worker
         super().__init__(f"{self.code.value}: {message}")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator out-of-memory error (torch's ``OutOfMemoryError`` or a
+    backend's "out of memory" message), told apart without importing torch."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()

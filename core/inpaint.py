@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from core import timing
+from core.errors import is_oom
 from core.masking.post import bbox
 
 log = logging.getLogger("maskpaint.inpaint")
@@ -84,12 +85,6 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) ->
     a = alpha[..., None]
     blend = (original.astype(np.float32) * (1 - a) + generated.astype(np.float32) * a + 0.5)
     return np.where(a > 0, np.clip(blend, 0, 255).astype(np.uint8), original)
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an accelerator out-of-memory error (torch's ``OutOfMemoryError`` or a
-    backend's "out of memory" message), told apart without importing torch."""
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 #: ``extra(crop_box, (model_w, model_h)) -> (pipeline, call keywords)``: what a conditioned job

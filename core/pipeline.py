@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from core import timing
 from core.contract import (IMAGE_INPUTS, Artifact, Job, JobRequest, JobResult, MaskInfo,
                            ModelInfo)
-from core.errors import ErrorCode, JobError
+from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import CONTENT_TYPES, Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
 from core.offline import forbid_runtime_installs
@@ -47,7 +47,7 @@ def derive_seed(job_id: str) -> int:
 def _classify_runtime_error(exc: BaseException) -> JobError | None:
     """Map accelerator failures to stable codes without importing torch."""
     text = str(exc)
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+    if is_oom(exc):
         return JobError(ErrorCode.gpu_oom, "the GPU ran out of memory; try a smaller image")
     if any(s in text for s in ("CUDA error", "cudaError", "device-side assert", "CUBLAS_STATUS",
                                "CUDNN_STATUS", "NCCL error")):
