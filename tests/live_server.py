@@ -24,12 +24,14 @@ _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session (``start_new_session=True``) and its children."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -81,4 +83,4 @@ def local_web(weights_dir: Path, out_dir: Path, log: Path) -> Iterator[dict]:
         yield {"url": url, "token": TOKEN, "secret": WEBHOOK_SECRET, "log": log,
                "out_dir": out_dir}
     finally:
-        _stop(proc)
+        stop(proc)

@@ -33,8 +33,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import data_url, png_bytes
+from tests.live_server import free_port as _free_port, stop as _stop
 
 REPO = Path(__file__).resolve().parents[1]
 TS = REPO / "clients" / "ts"
@@ -102,26 +101,6 @@ def ts_pkg() -> dict:
     t1 = time.monotonic()
     _run([shutil.which("npm"), "run", "build", "--silent"], BUILD_TIMEOUT_S)
     return {"npm_ci_s": round(t1 - t0, 1), "build_s": round(time.monotonic() - t1, 1)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the process we started + children
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, dict, bytes]:
