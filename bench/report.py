@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import issue16
 from bench.summary import SIZE_ORDER, STAGES
 
 # -------------------------------------------------------------------------------- markdown
@@ -26,19 +27,20 @@ def jobs_table(jobs: dict) -> str:
         line = f"| {s} | " + " | ".join(_mp(jobs[k]["stages"][s]) for k in sizes) + " |"
         rows.append(line)
         if s == "mask":
-            rows.append("| &nbsp;&nbsp;of which model forward (faces, garments, SAM) | " + " | ".join(
+            rows.append("| &nbsp;&nbsp;of which model forward (`mask.*.forward`) | " + " | ".join(
                 _f(jobs[k]["split_median"]["mask_model"]) + " (" + ", ".join(
-                    f"{n.split('.')[-1]} {_f(v)}" for n, v in jobs[k]["forward_median"].items()
+                    f"{n[5:-8]} {_f(v)}" for n, v in jobs[k]["forward_median"].items()
                     if n.startswith("mask.")) + ")" for k in sizes) + " |")
             rows.append("| &nbsp;&nbsp;of which GrabCut (fallback) | " + " | ".join(
                 _f(jobs[k]["detail_median"].get("mask.grabcut")) for k in sizes) + " |")
             rows.append("| &nbsp;&nbsp;of which `post.finalize` (distance transforms) | " + " | ".join(
                 _f(jobs[k]["detail_median"].get("mask.finalize")) for k in sizes) + " |")
         if s == "inpaint":
-            rows.append("| &nbsp;&nbsp;of which `pipe.__call__` (model forward) | " + " | ".join(
+            rows.append("| &nbsp;&nbsp;of which model forward (`inpaint.forward`) | " + " | ".join(
                 _f(jobs[k]["split_median"]["inpaint_model"]) for k in sizes) + " |")
         if s == "encode":
-            for d, name in (("encode.result_png", "result PNG"), ("encode.mask_png", "mask PNG"),
+            for d, name in (("encode.result_jpeg", "result JPEG"),
+                            ("encode.result_png", "result PNG"), ("encode.mask_png", "mask PNG"),
                             ("encode.overlay_render", "overlay render"),
                             ("encode.overlay_jpeg", "overlay JPEG")):
                 rows.append(f"| &nbsp;&nbsp;of which {name} | " + " | ".join(
@@ -47,13 +49,17 @@ def jobs_table(jobs: dict) -> str:
         _mp(jobs[k]["stages"]["total"]) for k in sizes) + " |")
     rows.append("| **job** (handler call, wall) | " + " | ".join(
         _mp(jobs[k]["wall"]) for k in sizes) + " |")
-    rows.append("| model forward (all seams) | " + " | ".join(
+    rows.append("| model forward (sum of the worker's `*.forward`) | " + " | ".join(
         _mp(jobs[k]["model_forward"]) for k in sizes) + " |")
-    rows.append("| **overhead** = job - model forward | " + " | ".join(
+    rows.append("| **overhead** = total - model forward | " + " | ".join(
         _mp(jobs[k]["overhead"]) for k in sizes) + " |")
+    rows.append("| handler overhead = job - model forward | " + " | ".join(
+        _mp(jobs[k]["handler_overhead"]) for k in sizes) + " |")
     rows.append("| **overhead ratio** = overhead / model forward | " + " | ".join(
         _mp(jobs[k]["overhead_ratio"], 2) for k in sizes) + " |")
-    rows.append("| output bytes (result PNG / overlay JPEG) | " + " | ".join(
+    rows.append("| (cross-check) model forward by the bench's seam timers | " + " | ".join(
+        _mp(jobs[k]["seam_forward"]) for k in sizes) + " |")
+    rows.append("| output bytes (result, `auto` format / overlay JPEG) | " + " | ".join(
         f"{_f(jobs[k]['bytes_median']['image'] / 1e6, 1)} MB / "
         f"{_f(jobs[k]['bytes_median']['overlay'] / 1e6, 2)} MB" for k in sizes) + " |")
     rows.append("| mask source | " + " | ".join(
@@ -110,6 +116,7 @@ def memory_table(r: dict) -> str:
              f"| growth job 5 -> {n} | {m['growth_pct']:+.2f}% (min {_f(m['rss_min_mb'])}, max {_f(m['rss_max_mb'])}) |",
              f"| peak RSS after the 2 MP jobs / after 0.5 + 12 MP | "
              f"{_f(m['peak_rss_mb']['after_2MP_flatness'])} / {_f(m['peak_rss_mb']['after_all_sizes'])} |"]
+    lines += issue16.memory_rows(r)
     if m.get("cuda"):
         lines.append(f"| CUDA max allocated / reserved ({m['cuda']['device']}) | "
                      f"{_f(m['cuda']['max_allocated_mb'])} / {_f(m['cuda']['max_reserved_mb'])} |")
@@ -175,13 +182,21 @@ def markdown(r: dict, out_dir: Path) -> str:
         f"`other` = CPU-seconds used by other processes per second): {_load_lines(meta)}.\n",
         "## Targets\n", targets_table(r), "",
         "## Per-job stages (warm jobs)\n",
-        "Model forward = time inside the model seams, wrapped from the bench: the diffusers "
-        "`pipe.__call__` (whole call), `YOLO.predict`, `SamPredictor.set_image/predict_torch`, "
-        "insightface `FaceAnalysis.get`. Everything else is overhead, including `core.inpaint`'s "
-        "crop/resize/paste-back and the detectors' RGB->BGR copies. 2 MP = jobs 2..N of the "
-        "memory-flatness run (job 1 is the first job after cold start). With dev weights the "
-        "garment detector finds nothing, so these jobs take the **fallback** masking path "
-        "(GrabCut).\n",
+        "Model forward = the worker's own account, `timings_ms` keys ending in `.forward` "
+        "(`core.timing`, around each model call only): `inpaint.forward` (the diffusers pipeline "
+        "call, with its own pre/post-processing), `mask.garments.forward` (ultralytics predict: "
+        "letterbox, forward, NMS, retina masks), `mask.sam.forward` (`set_image`, `predict_torch` "
+        "with its mask upsampling), `mask.faces.scrfd.forward` (insightface `FaceAnalysis.get`), "
+        "and for the MediaPipe face / hand / pose models the interpreter's `invoke` alone. "
+        "**overhead** = `timings_ms.total` - their sum; handler overhead = the handler call's "
+        "wall time - their sum (adds parsing the event and building the reply). Everything "
+        "outside the model calls is overhead, including `core.inpaint`'s crop/resize/paste-back, "
+        "the detectors' letterbox/tiles and RGB->BGR copies. The bench's own seam timers "
+        "(`bench/instrument.py`: wrappers around the pipeline call, `YOLO.predict`, SAM, "
+        "`FaceAnalysis.get` and the MediaPipe detectors' whole `detect`) are shown as a "
+        "cross-check only. 2 MP = jobs 2..N of the memory-flatness run (job 1 is the first job "
+        "after cold start). With dev weights the garment detector finds nothing, so these jobs "
+        "take the **fallback** masking path (GrabCut).\n",
         jobs_table(r["jobs"]), "",
         "![stage breakdown](stages.png)\n",
     ]
@@ -191,7 +206,8 @@ def markdown(r: dict, out_dir: Path) -> str:
             "Same jobs, but the tiny YOLO's head is rigged (`weights.tiny.masking.write_tiny_yolo("
             "bias_class=...)`) to find one garment on any photo, so the path real weights take runs: "
             "detect (retina masks at full size) -> SAM refine (tiny encoder, 1024 px input) -> union "
-            "-> `post.clean` -> finalize; no GrabCut.\n",
+            "-> `post.clean` -> finalize; no GrabCut. The 2 MP jobs here are the automatic "
+            "halves of the automatic vs provided-mask pairs (Targets).\n",
             jobs_table(r["auto_path"]), ""]
     parts += [
         "## Cold start\n", cold_table(r), "",
@@ -264,12 +280,32 @@ def results_md(r: dict, out_dir: Path) -> str:
         "- The S3 server (moto) runs in the bench's parent process on the same 2 cores: uploads "
         "cross a real socket but also take CPU from the worker; real S3 costs network time instead.\n"
         "- Other engineers run tests on the same 2 cores; the `other processes` figure per phase "
-        "says how much CPU they took during the run. All job figures are medians (p95 beside).\n\n"
+        "says how much CPU they took during the run. All job figures are medians (p95 beside).\n"
+        "- Overhead of a job = `timings_ms.total` - the sum of its `timings_ms` keys ending in "
+        "`.forward` (the worker's own model-call times). Target rows give the median over repeats "
+        "with min / max and n.\n"
+        "- **Automatic masking** row: at 2 MP each job with automatic masking (the auto-path "
+        "worker; dev weights: the rigged detector) is paired with a provided-mask job on the same "
+        "worker, one right after the other, the order alternating; the row is the median of "
+        "(automatic job's overhead / provided-mask job's overhead). The masking stage's own "
+        "non-forward time (`mask` - sum of `mask.*.forward`) of both is shown beside it.\n"
+        "- **PNG output** row: 2 MP, provided mask, `\"output\": {\"format\": \"png\"}`; "
+        "`timings_ms.encode + upload`: the result PNG, mask PNG and overlay JPEG are encoded in "
+        "parallel threads and each uploaded as its encode ends, to the moto S3 server in the "
+        "bench's parent process over a real socket (so the server's CPU is on these 2 cores too).\n"
+        "- **12 MP memory** rows: a frame = H x W x 3 uint8 (3000 x 4000 x 3 B = 34.3 MiB). Idle "
+        "worker = RSS after cold start and the 2 MP warm-up jobs, just before the first 12 MP "
+        "job. Each 12 MP job's peak RSS is Linux's `VmHWM`, reset before the job through "
+        "`/proc/self/clear_refs` (or `VmRSS` sampled every 2 ms where that is refused; the "
+        "Memory table says which); the row judges the worst job. Growth: RSS after the last "
+        "12 MP job vs after the 5th (50 jobs; 10 with `--quick`). On a GPU the Memory table "
+        "adds each job's `torch.cuda.max_memory_allocated`.\n\n"
     )
     body += NOTES_16
     for name, title in (("guard.md", "Guard (`python -m bench.guard`)"),
                         ("conditioning.md", "Conditioning (`python -m bench.conditioning`)")):
-        part = out_dir / name  # written by those commands, when they have run
+        # written by those commands into bench/results whatever --out says, when they have run
+        part = Path(__file__).resolve().parent / "results" / name
         if part.is_file():
             text = part.read_text().strip()
             body += "\n" + (text if text.startswith("## ") else f"## {title}\n\n{text}") + "\n"
@@ -334,9 +370,14 @@ def plots(r: dict, out_dir: Path) -> None:
     if m:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         xs = list(range(1, len(m["rss_series_mb"]) + 1))
-        ax.plot(xs, m["rss_series_mb"], marker=".", lw=1)
+        ax.plot(xs, m["rss_series_mb"], marker=".", lw=1, label="2 MP jobs after cold start")
+        m12 = (r.get("rss_12MP") or {}).get("rss_series_mb")
+        if m12:
+            ax.plot(range(1, len(m12) + 1), m12, marker=".", lw=1,
+                    label="12 MP jobs (after the 2 MP ones)")
+            ax.legend(fontsize=8)
         ax.axvline(5, color="grey", ls=":", lw=1)
-        ax.set_xlabel("2 MP job # after cold start")
+        ax.set_xlabel("job #")
         ax.set_ylabel("RSS after job (MiB)")
         ax.set_title(f"memory flatness: {m['growth_pct']:+.2f}% from job 5 to job {m['jobs']}")
         fig.tight_layout()
