@@ -1,7 +1,8 @@
 """Instrumentation installed by the bench child processes only (core/ is never edited).
 
-Model forward time (the denominator of the overhead ratio) is measured at the model seams, by
-wrapping the objects the core calls - never by editing core:
+The report's model forward time is the worker's own (``timings_ms`` keys ending ``.forward``,
+``core.timing``); these seam timers are an independent cross-check of it (a row of the per-job
+tables), measured by wrapping the objects the core calls - never by editing core:
 
 - ``pipe.__call__`` of every inpainting pipeline (``ModelSet.inpainters[k].pipe`` is replaced by a
   forwarding proxy). This is the whole diffusers call: its own image/mask preprocessing, the text

@@ -73,7 +73,43 @@ def rss_12mp(runner, n: int, label: str = "12MP") -> dict:
                      else round(peak.cuda_peak_mib, 1),
                      "total_ms": rec["timings_ms"]["total"], "mask_source": rec["mask_source"]})
     return {"idle_rss_mb": round(idle, 1), "jobs": jobs, "method": method, "size": label,
-            "frame_bytes": FRAME_BYTES}
+            "frame_bytes": FRAME_BYTES, "by_stage": rss_by_stage(runner, label)}
+
+
+def rss_by_stage(runner, label: str = "12MP", interval_s: float = 0.002) -> dict:
+    """One more job with a thread sampling RSS every ``interval_s``: the highest RSS (MiB)
+    within each stage, stage boundaries laid end to end from the job's own ``timings_ms``
+    (fetch, decode, mask, inpaint, encode, upload) from the handler call's start, so a few ms
+    of event parsing shift them slightly. A diagnostic for where the peak is, not a target."""
+    import threading
+    import time
+
+    from bench import instrument as ins
+
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            samples.append((time.perf_counter(), ins.rss_mb()))
+
+    idle = ins.rss_mb()
+    th = threading.Thread(target=sample, daemon=True, name="bench-rss-by-stage")
+    th.start()
+    t0 = time.perf_counter()
+    try:
+        rec = runner.run(label)
+    finally:
+        stop.set()
+        th.join()
+    out, start = {}, t0
+    for st in ("fetch", "decode", "mask", "inpaint", "encode", "upload"):
+        end = start + rec["timings_ms"].get(st, 0.0) / 1000
+        vals = [r for t, r in samples if start <= t < end]
+        out[st] = round(max(vals) - idle, 1) if vals else None
+        start = end
+    return {"idle_rss_mb": round(idle, 1), "max_above_idle_mb": out, "samples": len(samples),
+            "interval_ms": interval_s * 1000}
 
 
 def auto_vs_provided(runner, inputs: dict, n: int, label: str = "2MP") -> dict:
@@ -142,7 +178,7 @@ def summarise(raw: dict) -> dict:
             "jobs": len(after), "growth_from_job": i0 + 1,
             "rss_from_mb": after[i0], "rss_last_mb": after[-1],
             "growth_pct": round((after[-1] - after[i0]) / after[i0] * 100, 2),
-            "rss_series_mb": after, "method": mem["method"],
+            "rss_series_mb": after, "method": mem["method"], "by_stage": mem.get("by_stage"),
             "cuda_peak_mb": _spread(cuda, 1) if cuda else None}
     return out
 
@@ -207,6 +243,12 @@ def memory_rows(s: dict) -> list[str]:
             f"frames of {m['frame_mib']:.1f} MiB) |",
             f"| RSS after 12 MP job 1 / {m['growth_from_job']} / {m['jobs']} | {ser[0]:,.0f} / "
             f"{m['rss_from_mb']:,.0f} / {m['rss_last_mb']:,.0f} ({m['growth_pct']:+.2f}%) |"]
+    b = m.get("by_stage")
+    if b:
+        rows.append(f"| one more 12 MP job, highest RSS above its idle per stage (VmRSS sampled every "
+                    f"{b['interval_ms']:.0f} ms, stages from `timings_ms`) | " + ", ".join(
+                        f"{k} {v:,.0f}" for k, v in b["max_above_idle_mb"].items()
+                        if v is not None) + " |")
     c = m.get("cuda_peak_mb")
     if c:
         rows.append(f"| CUDA max allocated per 12 MP job, median / max | {c['median']:,.0f} / "
