@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = LoadProbe()
     meta = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "mode": "quick" if a.quick else "full", "plan": plan, "steps": steps,
-            "weights_dir": str(wd), "dev_weights": dev, "machine": machine_info(),
+            "weights_dir": str(wd), "dev_weights": dev, "dev_inpaint": all_dev,
+            "machine": machine_info(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             "models_baked": sorted(receipt.models)}
     log(f"{meta['mode']} run: weights {wd} ({'dev' if all_dev else 'real'}), {steps} steps, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import issue16
+from bench.plots import plots  # noqa: F401  (python -m bench calls report.plots)
 from bench.summary import SIZE_ORDER, STAGES
 
 # -------------------------------------------------------------------------------- markdown
@@ -39,10 +40,9 @@ def jobs_table(jobs: dict) -> str:
             rows.append("| &nbsp;&nbsp;of which model forward (`inpaint.forward`) | " + " | ".join(
                 _f(jobs[k]["split_median"]["inpaint_model"]) for k in sizes) + " |")
         if s == "encode":
-            for d, name in (("encode.result_jpeg", "result JPEG"),
-                            ("encode.result_png", "result PNG"), ("encode.mask_png", "mask PNG"),
-                            ("encode.overlay_render", "overlay render"),
-                            ("encode.overlay_jpeg", "overlay JPEG")):
+            for d, name in (("encode.result_jpeg", "result JPEG"), ("encode.result_png", "result PNG"),
+                            ("encode.mask_png", "mask PNG"), ("encode.overlay_render", "overlay "
+                            "render"), ("encode.overlay_jpeg", "overlay JPEG")):
                 rows.append(f"| &nbsp;&nbsp;of which {name} | " + " | ".join(
                     _f(jobs[k]["detail_median"].get(d)) for k in sizes) + " |")
     rows.append("| **total** (worker `timings_ms.total`) | " + " | ".join(
@@ -160,6 +160,11 @@ def _load_lines(meta: dict) -> str:
     return "; ".join(lines)
 
 
+def _dev(meta: dict) -> bool:
+    """Dev (tiny random) inpainting weights? (MediaPipe's baked models are real either way.)"""
+    return meta.get("dev_inpaint", all(v for k, v in meta["dev_weights"].items() if "inpaint" in k))
+
+
 def markdown(r: dict, out_dir: Path) -> str:
     meta = r["meta"]
     mach = meta["machine"]
@@ -171,7 +176,7 @@ def markdown(r: dict, out_dir: Path) -> str:
         f"{mach['os']}, Python {mach['python']}; device **{dev.get('device')}**"
         + (f" ({dev.get('gpu')})" if dev.get("gpu") else "")
         + f", torch {dev.get('torch')} (intra-op threads during jobs: {dev.get('torch_threads')}). "
-        f"Weights: {meta['weights_dir']} ({'dev (tiny random)' if all(meta['dev_weights'].values()) else 'real'}: "
+        f"Weights: {meta['weights_dir']} ({'dev (tiny random)' if _dev(meta) else 'real'} inpainting; baked: "
         f"{', '.join(meta['models_baked'])}), {meta['steps']} denoising steps. "
         f"Inputs: bus.jpg resized (LANCZOS, 3:4) to " + ", ".join(
             f"{k} {v['size'][0]}x{v['size'][1]} ({v['bytes'] / 1e6:.2f} MB JPEG q90)"
@@ -182,32 +187,32 @@ def markdown(r: dict, out_dir: Path) -> str:
         f"`other` = CPU-seconds used by other processes per second): {_load_lines(meta)}.\n",
         "## Targets\n", targets_table(r), "",
         "## Per-job stages (warm jobs)\n",
-        "Model forward = the worker's own account, `timings_ms` keys ending in `.forward` "
-        "(`core.timing`, around each model call only): `inpaint.forward` (the diffusers pipeline "
-        "call, with its own pre/post-processing), `mask.garments.forward` (ultralytics predict: "
-        "letterbox, forward, NMS, retina masks), `mask.sam.forward` (`set_image`, `predict_torch` "
-        "with its mask upsampling), `mask.faces.scrfd.forward` (insightface `FaceAnalysis.get`), "
-        "and for the MediaPipe face / hand / pose models the interpreter's `invoke` alone. "
-        "**overhead** = `timings_ms.total` - their sum; handler overhead = the handler call's "
-        "wall time - their sum (adds parsing the event and building the reply). Everything "
-        "outside the model calls is overhead, including `core.inpaint`'s crop/resize/paste-back, "
-        "the detectors' letterbox/tiles and RGB->BGR copies. The bench's own seam timers "
-        "(`bench/instrument.py`: wrappers around the pipeline call, `YOLO.predict`, SAM, "
-        "`FaceAnalysis.get` and the MediaPipe detectors' whole `detect`) are shown as a "
-        "cross-check only. 2 MP = jobs 2..N of the memory-flatness run (job 1 is the first job "
-        "after cold start). With dev weights the garment detector finds nothing, so these jobs "
-        "take the **fallback** masking path (GrabCut).\n",
+        "Model forward = the worker's own `timings_ms` keys ending in `.forward` (`core.timing`, "
+        "around each model call only): `inpaint.forward` (the diffusers pipeline call with its "
+        "own pre/post-processing), `mask.garments.forward` (ultralytics predict: letterbox, "
+        "forward, NMS, retina masks), `mask.sam.forward` (`set_image`, `predict_torch` with its "
+        "mask upsampling), `mask.faces.scrfd.forward` (`FaceAnalysis.get`), and for the MediaPipe "
+        "face / hand / pose models the interpreter's `invoke` alone. **overhead** = "
+        "`timings_ms.total` - their sum, so it includes `core.inpaint`'s crop/resize/paste-back "
+        "and the detectors' letterbox/tiles; handler overhead = the handler call's wall time - "
+        "their sum. The bench's own seam timers (`bench/instrument.py`, around the same calls but "
+        "the MediaPipe detectors' whole `detect`) are a cross-check only. 2 MP = jobs 2..N of the "
+        "memory-flatness run (job 1 is the first after cold start). With dev weights the garment "
+        "detector finds nothing, so these jobs take the **fallback** masking path (GrabCut).\n",
         jobs_table(r["jobs"]), "",
         "![stage breakdown](stages.png)\n",
     ]
     if r.get("auto_path"):
         parts += [
-            "### Production masking path (dev weights with a rigged garment detector)\n",
-            "Same jobs, but the tiny YOLO's head is rigged (`weights.tiny.masking.write_tiny_yolo("
-            "bias_class=...)`) to find one garment on any photo, so the path real weights take runs: "
-            "detect (retina masks at full size) -> SAM refine (tiny encoder, 1024 px input) -> union "
-            "-> `post.clean` -> finalize; no GrabCut. The 2 MP jobs here are the automatic "
-            "halves of the automatic vs provided-mask pairs (Targets).\n",
+            "### Production masking path (dev weights with a rigged garment detector)\n"
+            if _dev(meta) else "### Automatic masking path\n",
+            ("Same jobs, but the tiny YOLO's head is rigged (`weights.tiny.masking.write_tiny_yolo("
+             "bias_class=...)`) to find one garment on any photo, so the path real weights take "
+             "runs: detect (retina masks at full size) -> SAM refine (tiny encoder, 1024 px input) "
+             "-> union -> `post.clean` -> finalize; no GrabCut. "
+             if _dev(meta) else "Jobs on a worker of their own. ")
+            + "The 2 MP jobs here are the automatic halves of the automatic vs provided-mask "
+            "pairs (Targets).\n",
             jobs_table(r["auto_path"]), ""]
     parts += [
         "## Cold start\n", cold_table(r), "",
@@ -319,78 +324,3 @@ def results_md(r: dict, out_dir: Path) -> str:
             text = part.read_text().strip()
             body += "\n" + (text if text.startswith("## ") else f"## {title}\n\n{text}") + "\n"
     return head + body.split("\n", 1)[1]
-
-
-# ----------------------------------------------------------------------------------- plots
-def plots(r: dict, out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    jobs = {f"{k}\nfallback path": v for k, v in (r.get("jobs") or {}).items()}
-    jobs.update({f"{k}\nauto path": v for k, v in (r.get("auto_path") or {}).items()})
-    sizes = list(jobs)
-    segs = [("fetch", "#8da0cb", None), ("decode", "#66c2a5", None),
-            ("mask_model", "#fc8d62", "//"), ("mask_other", "#fc8d62", None),
-            ("inpaint_model", "#e78ac3", "//"), ("inpaint_other", "#e78ac3", None),
-            ("encode", "#a6d854", None), ("upload", "#ffd92f", None),
-            ("handler_other", "#b3b3b3", None)]
-    labels = {"mask_model": "mask: mask.*.forward", "mask_other": "mask: other (GrabCut, post)",
-              "inpaint_model": "inpaint: inpaint.forward", "inpaint_other": "inpaint: crop/resize/paste",
-              "handler_other": "handler (parse, reply)"}
-
-    def val(k, seg):
-        j = jobs[k]
-        if seg in j["split_median"]:
-            return max(0.0, j["split_median"][seg] or 0.0)
-        return j["stages"][seg]["median"] or 0.0
-
-    fig, axes = plt.subplots(1, 2, figsize=(7 + 1.6 * len(sizes), 5.4))
-    for ax, norm in zip(axes, (False, True)):
-        bottom = [0.0] * len(sizes)
-        for seg, colour, hatch in segs:
-            vals = [val(k, seg) for k in sizes]
-            if norm:
-                tot = [sum(val(k, s) for s, _, _ in segs) for k in sizes]
-                vals = [100 * v / t if t else 0 for v, t in zip(vals, tot)]
-            ax.bar(sizes, vals, bottom=bottom, color=colour, hatch=hatch, edgecolor="white",
-                   label=labels.get(seg, seg))
-            bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.set_ylabel("% of job" if norm else "ms (median)")
-        ax.tick_params(axis="x", labelsize=8)
-        ax.set_title("share of the job" if norm else "job time by stage (hatched = model forward)")
-        if not norm:
-            for i, k in enumerate(sizes):
-                ax.text(i, bottom[i], f"{bottom[i]:.0f} ms\noverhead {jobs[k]['overhead']['median']:.0f}",
-                        ha="center", va="bottom", fontsize=8)
-            ax.set_ylim(0, max(bottom) * 1.15 if bottom else 1)
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    meta = r["meta"]
-    dev = (r.get("device") or {}).get("device")
-    fig.suptitle(f"maskpaint per-job stages, {meta['machine']['nproc']} CPU "
-                 f"{meta['machine']['cpu_model'][:40]}, device {dev}, {meta['steps']} steps, "
-                 f"{meta['date'][:10]}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out_dir / "stages.png", dpi=110)
-    plt.close(fig)
-
-    m = r.get("memory")
-    if m:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        xs = list(range(1, len(m["rss_series_mb"]) + 1))
-        ax.plot(xs, m["rss_series_mb"], marker=".", lw=1, label="2 MP jobs after cold start")
-        m12 = (r.get("rss_12MP") or {}).get("rss_series_mb")
-        if m12:
-            ax.plot(range(1, len(m12) + 1), m12, marker=".", lw=1,
-                    label="12 MP jobs (after the 2 MP ones)")
-            ax.legend(fontsize=8)
-        ax.axvline(5, color="grey", ls=":", lw=1)
-        ax.set_xlabel("job #")
-        ax.set_ylabel("RSS after job (MiB)")
-        g12 = (r.get("rss_12MP") or {}).get("growth_pct")
-        ax.set_title(f"memory flatness, job 5 -> last: 2 MP {m['growth_pct']:+.2f}%"
-                     + (f", 12 MP {g12:+.2f}%" if g12 is not None else ""))
-        fig.tight_layout()
-        fig.savefig(out_dir / "memory.png", dpi=110)
-        plt.close(fig)

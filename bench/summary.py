@@ -194,8 +194,8 @@ def targets(s: dict) -> list[dict]:
     a2 = (s.get("auto_path") or {}).get("2MP")
     if a2:
         v = a2["handler_overhead"]["median"]
-        t.append({"target": "same, production masking path (rigged dev garment detector -> SAM; "
-                            "no GrabCut)",
+        t.append({"target": "same, automatic masking path (garment found -> SAM -> clean, no "
+                            "GrabCut; dev weights: a rigged detector)",
                   "goal": f"< {TARGETS['overhead_2MP_ms']:.0f} ms", "measured": f"{v:.0f} ms",
                   "pass": v < TARGETS["overhead_2MP_ms"]})
     for label, pr in (s.get("provided") or {}).items():
