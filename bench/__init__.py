@@ -18,7 +18,7 @@ What it measures (see ``bench/RESULTS.md`` for the latest numbers and ``python -
 Layout: ``__main__`` (orchestrator, runs in the parent, owns the moto server), ``child`` (the
 measured processes), ``instrument`` (model-seam timers, load counters, memory), ``issue16``
 (#16's extra jobs and rows), ``summary`` (raw JSON -> numbers
-and target verdicts), ``report`` (Markdown, plot, RESULTS.md), ``common``.
+and target verdicts), ``report`` (Markdown, RESULTS.md), ``plots``, ``common``.
 
 Keep this package's import light: ``python -m bench.child`` measures interpreter start and imports.
 """

@@ -97,3 +97,12 @@ def test_results_md_keeps_the_hand_written_sections_whatever_the_out_dir(tmp_pat
     for part in ("guard.md", "conditioning.md"):
         heading = (results / part).read_text().strip().splitlines()[0]
         assert heading in md
+
+
+def test_automatic_masking_row_flags_overlapping_model_calls():
+    # two detectors run in parallel threads: their forwards add up to more than the mask stage
+    raw = _raw(auto_total=400, png_store=100, peaks=[1010], after=[1100])
+    t = raw["auto_raw"]["auto_vs_provided"]["pairs"][0]["auto"]["timings_ms"]
+    t["mask.faces.scrfd.forward"] = 190.0
+    assert "overhead understated" in _rows(raw)["automatic masking"]["measured"]
+    assert "understated" not in _rows(_raw(400, 100, [1010], [1100]))["automatic masking"]["measured"]
