@@ -247,18 +247,20 @@ NOTES_16 = """
 - **Cold start (target 1.5x).** Not worked on in this round (2.6-3.2x in two runs): runpod's
   import of py-cpuinfo and transformers' pipeline imports dominate (profiles in `tmp/`);
   masking models still load one after another.
-- **Automatic masking (target 2x): met** in two quick runs (1.99x, 1.50x; load 4-5): the mask
+- **Automatic masking (target 2x): met on the median, barely** (quick runs 1.99x and 1.50x, a
+  full run 1.99x with pairs from 1.14x to 3.44x; load 4-5 on 2 cores): the automatic jobs' mask
   stage outside `mask.*.forward` is 140-230 ms vs 40-70 ms with a provided mask.
-- **PNG output, 2 MP (target 150 ms; 306 and 355 ms).** Mostly the result PNG encode (280-306 ms
-  in the jobs, 145 ms alone: OpenCV, zlib level 1, one thread, 3.0 MB) while the mask PNG and
-  the full-size overlay render + JPEG share the 2 cores; the 3.4 MB upload adds 30-50 ms. It
-  would take (not measured) a deflate split across threads (sync-flushed blocks, as pigz does)
-  or a faster PNG encoder, and a <= 2 MP overlay preview that stops competing with it.
-- **Peak RSS of a 12 MP job (target 4 frames; 8.3 and 7.7 frames, worst of 10 jobs; no growth:
-  +0.1 %, -0.5 %).** Sampled every 2 ms, RSS above idle is 140 MiB (4.1 frames) in decode, 165
-  in mask and inpaint, 280 (8.2 frames) in encode, where result, mask PNG and the full-size
-  overlay are encoded in parallel threads. It would take (not measured) the overlay at preview
-  size, fewer full-size copies in decode, fewer full-size encodes at once.
+- **PNG output, 2 MP (target 150 ms; 306, 355 and 211 ms in those runs).** Mostly the result PNG
+  encode (178-306 ms in the jobs, 145 ms alone: OpenCV, zlib level 1, one thread, 3.0 MB) while
+  the mask PNG and the full-size overlay render + JPEG share the 2 cores; the 3.4 MB upload adds
+  30-50 ms. It would take (not measured) a deflate split across threads (sync-flushed blocks,
+  as pigz does) or a faster PNG encoder, and a <= 2 MP overlay preview that stops competing.
+- **Peak RSS of a 12 MP job (target 4 frames; 8.3, 7.7 and 8.9 frames, worst job of 10 / 10 /
+  50; no growth: +0.1 %, -0.5 %, -3.5 %).** Sampled every 2 ms, RSS above idle is ~140 MiB (4
+  frames) in decode, ~165 in mask and inpaint, 280-300 (8-9 frames) in encode, where result,
+  mask PNG and the full-size overlay are encoded in parallel threads. It would take (not
+  measured) the overlay at preview size, fewer full-size copies in decode, fewer full-size
+  encodes at once.
 """
 
 
