@@ -35,10 +35,10 @@ INPUT_BUCKET = "maskpaint-bench-inputs"
 
 FULL = {"floor_runs": 3, "sdk_runs": 2, "cold_runs": 3, "flat_jobs": 50, "reps_0.5MP": 8,
         "reps_12MP": 5, "profile_reps": 1, "auto_reps_2MP": 5, "auto_reps_12MP": 3,
-        "reps_provided": 5}
+        "reps_provided": 5, "reps_png": 5, "rss_12MP_jobs": 50}
 QUICK = {"floor_runs": 2, "sdk_runs": 1, "cold_runs": 2, "flat_jobs": 10, "reps_0.5MP": 2,
-         "reps_12MP": 2, "profile_reps": 1, "auto_reps_2MP": 2, "auto_reps_12MP": 0,
-         "reps_provided": 3}
+         "reps_12MP": 2, "profile_reps": 1, "auto_reps_2MP": 3, "auto_reps_12MP": 0,
+         "reps_provided": 3, "reps_png": 3, "rss_12MP_jobs": 10}
 #: the garment class the rigged dev detector "finds" in the auto-path scenario
 AUTO_BIAS_CLASS = "long_sleeved_shirt"
 
@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = LoadProbe()
     meta = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "mode": "quick" if a.quick else "full", "plan": plan, "steps": steps,
-            "weights_dir": str(wd), "dev_weights": dev, "machine": machine_info(),
+            "weights_dir": str(wd), "dev_weights": dev, "dev_inpaint": all_dev,
+            "machine": machine_info(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             "models_baked": sorted(receipt.models)}
     log(f"{meta['mode']} run: weights {wd} ({'dev' if all_dev else 'real'}), {steps} steps, "
@@ -341,22 +342,27 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- warm jobs
         probe.start("jobs")
-        log(f"warm jobs: {plan['flat_jobs']} x 2MP, {plan['reps_0.5MP']} x 0.5MP, "
-            f"{plan['reps_12MP']} x 12MP (+1 warm-up each)"
+        log(f"warm jobs: {plan['flat_jobs']} x 2MP, {plan['rss_12MP_jobs']} x 12MP (peak RSS), "
+            f"{plan['reps_0.5MP']} x 0.5MP, {plan['reps_12MP']} x 12MP, "
+            f"{plan['reps_provided']} x 2MP/12MP provided mask, {plan['reps_png']} x 2MP PNG "
+            "(+1 warm-up each)"
             + (", then profiles" if plan["profile_reps"] else ""))
         jobs, _ = run_child("jobs", env, logfile)
         probe.stop("jobs")
         results["jobs_raw"] = jobs
         log(f"warm jobs done on {jobs['device']}")
 
-        # ---- the auto masking path (dev weights only: a rigged garment detector)
+        # ---- the auto masking path (dev weights: a rigged garment detector; real weights
+        # find the garments on the photo themselves), paired with provided-mask jobs at 2 MP
         auto_wd = None
-        if all_dev and "garments-yolov8s-seg" in receipt.models and plan.get("auto_reps_2MP"):
+        if "garments-yolov8s-seg" in receipt.models and plan.get("auto_reps_2MP"):
             probe.start("auto")
             try:
-                auto_wd = make_auto_weights(wd, tmp, env, logfile)
-                log(f"auto masking path (rigged dev detector: {AUTO_BIAS_CLASS}): "
-                    f"{plan['auto_reps_2MP']} x 2MP, {plan['auto_reps_12MP']} x 12MP (+1 warm-up each)")
+                auto_wd = make_auto_weights(wd, tmp, env, logfile) if all_dev else wd
+                how = f"rigged dev detector: {AUTO_BIAS_CLASS}" if all_dev else "real weights"
+                log(f"auto masking path ({how}): "
+                    f"{plan['auto_reps_2MP']} x (2MP auto + 2MP provided mask), "
+                    f"{plan['auto_reps_12MP']} x 12MP (+1 warm-up each)")
                 r, _t = run_child("auto", {**env, "MASKPAINT_WEIGHTS_DIR": str(auto_wd)}, logfile)
                 results["auto_raw"] = r
             except (RuntimeError, subprocess.SubprocessError) as exc:

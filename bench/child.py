@@ -86,10 +86,12 @@ def mode_sdk() -> dict:
 
 
 # ----------------------------------------------------------------------------------- jobs
-def _event(inputs: dict, label: str, job_id: str, steps: int, mask: str | None = None) -> dict:
+def _event(inputs: dict, label: str, job_id: str, steps: int, mask: str | None = None,
+           output: dict | None = None) -> dict:
     return {"id": job_id, "input": {
         "image": inputs[label]["url"], "prompt": PROMPT, "targets": ["upper"],
         "num_inference_steps": steps, "seed": 42, **({"mask": mask} if mask else {}),
+        **({"output": output} if output else {}),
     }}
 
 
@@ -107,12 +109,13 @@ class Runner:
         self.n = 0
         self.client = worker._s3_factory() if worker._s3_factory else None
 
-    def run(self, label: str, mask: str | None = None) -> dict:
+    def run(self, label: str, mask: str | None = None, output: dict | None = None) -> dict:
+        """One job (``mask``: a provided mask; ``output``: the request's ``output`` options)."""
         from bench import instrument as ins
 
         self.n += 1
         job_id = f"bench-{self.tag}-{os.getpid()}-{self.n:04d}-{label}"
-        ev = _event(self.inputs, label, job_id, self.steps, mask)
+        ev = _event(self.inputs, label, job_id, self.steps, mask, output)
         ins.reset()
         t = time.perf_counter()
         out = self.handler(ev)
@@ -290,6 +293,10 @@ def mode_jobs() -> dict:
     flat = [runner.run("2MP") for _ in range(plan.get("flat_jobs", 50))]
     peak_after_flat = ins.peak_rss_mb()
     ids_mid = ins.model_ids(worker.models)
+    # 1b. #16: peak RSS of each 12 MP job above this idle worker, and growth over those jobs
+    from bench import issue16
+
+    rss12 = issue16.rss_12mp(runner, plan.get("rss_12MP_jobs", 50))
     # 2. the other sizes: one warm-up each (recorded apart), then the repeats
     sweeps = {}
     for label in ("0.5MP", "12MP"):
@@ -308,6 +315,8 @@ def mode_jobs() -> dict:
             rec = runner.run(label, mask)
             pairs.append({"job": rec, "codec_ms": round(bare_codec_ms(inputs[label]["file"]), 2)})
         provided[label] = pairs
+    # 2c. #16: PNG output at 2 MP (provided mask): encode + upload
+    png = issue16.png_jobs(runner, inputs, plan.get("reps_png", 5))
     # 3. profiles
     profiles = {}
     if plan.get("profile_reps", 0) > 0:
@@ -318,6 +327,7 @@ def mode_jobs() -> dict:
         "cold_start_in_process_ms": cold_ms, "cold_start_ms": worker.cold_start_ms,
         "rss_ready_mb": round(rss_ready, 1),
         "flat_jobs": flat, "sweeps": sweeps, "provided": provided, "profiles": profiles,
+        "png_output": png, "rss_12MP": rss12,
         "peak_rss_mb": {"after_2MP_flatness": round(peak_after_flat, 1),
                         "after_all_sizes": round(peak_after_sweeps, 1),
                         "end": round(ins.peak_rss_mb(), 1)},
@@ -352,17 +362,22 @@ def mode_auto() -> dict:
     ins.install_detail_timers()
     runner = Runner(worker, inputs, steps, "auto")
     sweeps = {}
-    for label in ("2MP", "12MP"):
-        n = plan.get(f"auto_reps_{label}", 3)
-        if n <= 0:
-            continue
-        warm = runner.run(label)
-        sweeps[label] = {"warmup": warm, "jobs": [runner.run(label) for _ in range(n)]}
+    # 2 MP (#16): each automatic-masking job paired with a provided-mask job on this worker;
+    # the automatic ones are the 2 MP sweep
+    from bench import issue16
+
+    avp = issue16.auto_vs_provided(runner, inputs, plan.get("auto_reps_2MP", 3))
+    sweeps["2MP"] = {"warmup": avp["warmup"], "jobs": [p["auto"] for p in avp["pairs"]]}
+    n = plan.get("auto_reps_12MP", 3)
+    if n > 0:
+        warm = runner.run("12MP")
+        sweeps["12MP"] = {"warmup": warm, "jobs": [runner.run("12MP") for _ in range(n)]}
     profiles = {}
     if plan.get("profile_reps", 0) > 0:
         labels = [k for k in ("2MP", "12MP") if plan.get(f"auto_reps_{k}", 0) > 0]
         profiles = _profile_jobs(runner, labels, plan["profile_reps"], None)
-    return {"sweeps": sweeps, "profiles": profiles, "missing_models": worker.models.missing,
+    return {"sweeps": sweeps, "auto_vs_provided": avp, "profiles": profiles,
+            "missing_models": worker.models.missing,
             **_device_info(worker)}
 
 

@@ -1,7 +1,8 @@
 """Instrumentation installed by the bench child processes only (core/ is never edited).
 
-Model forward time (the denominator of the overhead ratio) is measured at the model seams, by
-wrapping the objects the core calls - never by editing core:
+The report's model forward time is the worker's own (``timings_ms`` keys ending ``.forward``,
+``core.timing``); these seam timers are an independent cross-check of it (a row of the per-job
+tables), measured by wrapping the objects the core calls - never by editing core:
 
 - ``pipe.__call__`` of every inpainting pipeline (``ModelSet.inpainters[k].pipe`` is replaced by a
   forwarding proxy). This is the whole diffusers call: its own image/mask preprocessing, the text
@@ -40,13 +41,11 @@ DETAIL_MS: dict[str, float] = defaultdict(float)
 LOAD_CALLS: dict[str, int] = defaultdict(int)
 
 _SYNC: list[Callable[[], None]] = []
-_ENCODE_INDEX = {"i": 0}
 
 
 def reset() -> None:
     FORWARD_MS.clear()
     DETAIL_MS.clear()
-    _ENCODE_INDEX["i"] = 0
 
 
 def _sync() -> None:
@@ -136,9 +135,9 @@ def install_detail_timers() -> None:
     _patch(overlay, "render_overlay", DETAIL_MS, "encode.overlay_render")
 
     def encode_label(arr, fmt="png", *a, **k):
-        i = _ENCODE_INDEX["i"]
-        _ENCODE_INDEX["i"] += 1
-        kind = "mask" if arr.ndim == 2 else ("overlay" if fmt == "jpeg" and i > 0 else "result")
+        # by the call, not by the order: the artefacts are encoded in parallel threads
+        # (core.pipeline._store): the mask is 2-D, the result passes the photo's ``icc``
+        kind = "mask" if arr.ndim == 2 else ("result" if "icc" in k else "overlay")
         return f"encode.{kind}_{fmt}"
 
     _patch(pipeline, "encode_image", DETAIL_MS, encode_label)
@@ -255,3 +254,78 @@ def cuda_memory() -> dict | None:
     return {"max_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
             "max_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
             "device": torch.cuda.get_device_name()}
+
+
+class PeakRSS:
+    """Peak resident set size (MiB) of this process inside a ``with`` block.
+
+    Linux keeps the high-water mark ``VmHWM`` in ``/proc/self/status``; writing ``5`` to
+    ``/proc/self/clear_refs`` resets it to the current RSS (Linux >= 4.0,
+    ``Documentation/filesystems/proc.rst``), so the block's own peak is read exactly, at no cost
+    during the block. Where that write is refused, a daemon thread samples ``VmRSS`` every
+    ``interval_s`` instead (``method`` says which; sampling can miss a spike shorter than the
+    interval). Hand-written: psutil exposes no resettable peak. On CUDA the block's
+    ``torch.cuda.max_memory_allocated`` is recorded too (``cuda_peak_mib``; None without a GPU).
+    """
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.peak_mib: float | None = None
+        self.method = ""
+        self.cuda_peak_mib: float | None = None
+        self._stop = None
+        self._thread = None
+        self._cuda = False
+
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise OSError(f"{field} not in /proc/self/status")
+
+    def __enter__(self) -> PeakRSS:
+        try:
+            import torch
+
+            self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+            if self._cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+        except ImportError:  # pragma: no cover
+            self._cuda = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._status_kib("VmHWM")
+            self.method = "VmHWM (reset via /proc/self/clear_refs)"
+            return self
+        except OSError:
+            pass
+        import threading
+
+        self.method = f"VmRSS sampled every {self.interval_s * 1000:.0f} ms"
+        self._stop = threading.Event()
+        self.peak_mib = rss_mb()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.peak_mib = max(self.peak_mib, rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True, name="bench-peak-rss")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mib = max(self.peak_mib, rss_mb())
+        else:
+            self.peak_mib = self._status_kib("VmHWM") / 1024
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.cuda_peak_mib = torch.cuda.max_memory_allocated() / 2**20

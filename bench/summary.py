@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
+from bench import issue16
 from bench.common import summary
 
 STAGES = ("fetch", "decode", "mask", "inpaint", "encode", "upload")
@@ -23,36 +24,44 @@ def _med(values):
     return round(statistics.median(vals), 2) if vals else None
 
 
+def _forwards(rec: dict) -> dict:
+    """The worker's own model forward times of one job: ``timings_ms`` keys ending ``.forward``."""
+    return {k: v for k, v in rec["timings_ms"].items() if k.endswith(".forward")}
+
+
 def _split(rec: dict) -> dict:
-    """Per-job model / non-model split of the stages (ms)."""
-    f = rec["forward_ms"]
+    """Per-job model / non-model split of the stages (ms), from the worker's ``*.forward``."""
+    f = _forwards(rec)
+    t = rec["timings_ms"]
+    model = sum(f.values())
     mask_model = sum(v for k, v in f.items() if k.startswith("mask."))
     inpaint_model = sum(v for k, v in f.items() if k.startswith("inpaint."))
-    t = rec["timings_ms"]
+    overhead = t.get("total", 0) - model
     return {
         "mask_model": mask_model, "mask_other": t.get("mask", 0) - mask_model,
         "inpaint_model": inpaint_model, "inpaint_other": t.get("inpaint", 0) - inpaint_model,
         "handler_other": rec["wall_ms"] - t.get("total", 0),
-        "overhead": rec["wall_ms"] - rec["model_forward_ms"],
-        "overhead_ratio": ((rec["wall_ms"] - rec["model_forward_ms"]) / rec["model_forward_ms"]
-                           if rec["model_forward_ms"] > 0 else None),
+        "overhead": overhead, "handler_overhead": rec["wall_ms"] - model,
+        "overhead_ratio": overhead / model if model > 0 else None,
     }
 
 
 def size_summary(recs: list[dict]) -> dict:
     splits = [_split(r) for r in recs]
-    keys_f = sorted({k for r in recs for k in r["forward_ms"]})
+    keys_f = sorted({k for r in recs for k in _forwards(r)})
     keys_d = sorted({k for r in recs for k in r["detail_ms"]})
     keys_m = sorted({k for r in recs for k in r["timings_ms"] if k.startswith("mask.")})
     return {
         "n": len(recs),
         "stages": {s: summary([r["timings_ms"].get(s) for r in recs]) for s in STAGES + ("total",)},
         "wall": summary([r["wall_ms"] for r in recs]),
-        "model_forward": summary([r["model_forward_ms"] for r in recs]),
+        "model_forward": summary([sum(_forwards(r).values()) for r in recs]),
+        "seam_forward": summary([r["model_forward_ms"] for r in recs]),
         "overhead": summary([s["overhead"] for s in splits]),
+        "handler_overhead": summary([s["handler_overhead"] for s in splits]),
         "overhead_ratio": summary([s["overhead_ratio"] for s in splits]),
         "split_median": {k: _med([s[k] for s in splits]) for k in splits[0]} if splits else {},
-        "forward_median": {k: _med([r["forward_ms"].get(k, 0.0) for r in recs]) for k in keys_f},
+        "forward_median": {k: _med([r["timings_ms"].get(k, 0.0) for r in recs]) for k in keys_f},
         "detail_median": {k: _med([r["detail_ms"].get(k, 0.0) for r in recs]) for k in keys_d},
         "mask_timings_median": {k: _med([r["timings_ms"].get(k) for r in recs]) for k in keys_m},
         "mask_source": dict(Counter(r["mask_source"] for r in recs)),
@@ -169,6 +178,7 @@ def summarise(results: dict) -> dict:
                             if k in auto["sweeps"]}
         for label, pr in (auto.get("profiles") or {}).items():
             out.setdefault("profile", {})[f"{label} auto path"] = pr["analysis"]
+    out.update(issue16.summarise(results))
     out["targets"] = targets(out)
     return out
 
@@ -177,15 +187,15 @@ def targets(s: dict) -> list[dict]:
     t = []
     j2 = (s.get("jobs") or {}).get("2MP")
     if j2:
-        v = j2["overhead"]["median"]
-        t.append({"target": "handler overhead (job - model forward), 2 MP, median",
+        v = j2["handler_overhead"]["median"]
+        t.append({"target": "handler overhead (handler call wall - sum *.forward), 2 MP, median",
                   "goal": f"< {TARGETS['overhead_2MP_ms']:.0f} ms", "measured": f"{v:.0f} ms",
                   "pass": v < TARGETS["overhead_2MP_ms"]})
     a2 = (s.get("auto_path") or {}).get("2MP")
     if a2:
-        v = a2["overhead"]["median"]
-        t.append({"target": "same, production masking path (rigged dev garment detector -> SAM; "
-                            "no GrabCut)",
+        v = a2["handler_overhead"]["median"]
+        t.append({"target": "same, automatic masking path (garment found -> SAM -> clean, no "
+                            "GrabCut; dev weights: a rigged detector)",
                   "goal": f"< {TARGETS['overhead_2MP_ms']:.0f} ms", "measured": f"{v:.0f} ms",
                   "pass": v < TARGETS["overhead_2MP_ms"]})
     for label, pr in (s.get("provided") or {}).items():
@@ -216,9 +226,10 @@ def targets(s: dict) -> list[dict]:
                   "pass": ok})
     m = s.get("memory")
     if m:
-        t.append({"target": f"memory flat over {m['jobs']} warm jobs (RSS job {m['jobs']} vs job 5)",
+        t.append({"target": f"memory flat over {m['jobs']} warm 2MP jobs (RSS job {m['jobs']} "
+                            "vs job 5)",
                   "goal": f"growth <= {TARGETS['memory_growth_pct']:.0f}%",
                   "measured": f"{m['growth_pct']:+.1f}% ({m['rss_after_job5_mb']:.0f} -> "
                               f"{m['rss_after_last_mb']:.0f} MiB)",
                   "pass": m["growth_pct"] <= TARGETS["memory_growth_pct"]})
-    return t
+    return t + issue16.targets(s)  # #16: automatic masking, PNG output, 12 MP memory
