@@ -77,14 +77,31 @@ def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
-def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Blend ``generated`` over ``original`` by ``alpha``; alpha == 0 pixels are copied exactly.
+def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Blend ``generated`` over ``original`` by ``alpha``: alpha == 0 pixels are ``original``'s,
+    alpha == 1 pixels ``generated``'s, both copied exactly; the band 0 < alpha < 1 is
+    ``round(original * (1 - alpha) + generated * alpha)`` in float32.
 
-    All three are the same H x W (x 3); returns H x W x 3 uint8.
+    All three are the same H x W (x 3); returns H x W x 3 uint8: ``out`` when given (it must
+    hold ``original``'s pixels already, e.g. a view of the photo's copy; written in place),
+    else a new array.
+
+    Only the band is computed in float (gathered by index): on a 12 MP photo with a quarter of
+    it masked that is ~60k pixels instead of the 4.8 MP crop, and the alpha == 1 part is an
+    OpenCV masked copy; measured (#16, 2 cores) 37 ms instead of 199 ms, with identical pixels.
     """
-    a = alpha[..., None]
-    blend = (original.astype(np.float32) * (1 - a) + generated.astype(np.float32) * a + 0.5)
-    return np.where(a > 0, np.clip(blend, 0, 255).astype(np.uint8), original)
+    if out is None:
+        out = original.copy()
+    full = alpha >= 1.0
+    copied = cv2.copyTo(generated, full.view(np.uint8), out)
+    if copied is not out:  # (OpenCV writes into ``out`` when it can; else it returns a copy)
+        out[...] = copied
+    ys, xs = np.nonzero((alpha > 0) & ~full)
+    a = alpha[ys, xs][:, None]
+    out[ys, xs] = (original[ys, xs].astype(np.float32) * (1 - a)
+                   + generated[ys, xs].astype(np.float32) * a + 0.5).astype(np.uint8)
+    return out
 
 
 #: ``extra(crop_box, (model_w, model_h)) -> (pipeline, call keywords)``: what a conditioned job
@@ -176,6 +193,6 @@ def inpaint(
         if from_model is not None:
             gen = from_model(gen)
         result = image.copy()
-        result[y0:y1, x0:x1] = composite(crop, gen, crop_alpha)
+        composite(crop, gen, crop_alpha, out=result[y0:y1, x0:x1])
         results.append(result)
     return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}
