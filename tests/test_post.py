@@ -73,3 +73,28 @@ def test_windowed_finalize_equals_full_frame(dilate_px, feather_px):
     # distance transform itself varies by ~1e-5 with its thread count)
     assert np.array_equal(got > 0, full > 0)
     assert np.allclose(got, full, atol=1e-4)
+
+
+@pytest.mark.parametrize("px", [1, 5, 8, 12, -3, -12])
+def test_disc_dilation_equals_the_distance_transform(px):
+    """#16: small dilations/erosions use a disc kernel; the set is the transform's exactly,
+    at the image border too."""
+    rng = np.random.default_rng(abs(px))
+    m = np.zeros((90, 120), bool)
+    m[rng.integers(0, 90, 40), rng.integers(0, 120, 40)] = True
+    m[30:70, 0:50] = True  # touches the border
+    m[0:20, 100:120] = True  # a corner
+    if px > 0:
+        ref = post._dist_outside(m) <= px
+    else:
+        ref = ~(post._dist_outside(~m) <= -px)
+    got = post.dilate(m, px)
+    assert got.dtype == bool and np.array_equal(got, ref)
+
+
+def test_feather_values_are_the_linear_ramp():
+    m = np.zeros((50, 70), bool)
+    m[10:30, 20:40] = True
+    d = post._dist_outside(m)
+    ref = np.where(d > 6, 0.0, 1.0 - d / np.float32(7)).astype(np.float32)
+    assert np.array_equal(post.feather(m, 6), ref)
