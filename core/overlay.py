@@ -28,6 +28,25 @@ def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float, thi
                 cv2.LINE_AA)
 
 
+def _tint(image: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
+    """``out = round(image * (1 - a) + MASK_TINT * a)``, ``a = alpha * TINT_OPACITY``, where
+    alpha > 0 (``out`` holds ``image`` elsewhere). Where alpha == 1 (a = 1/2, most of a mask)
+    that is ``(image + tint + 1) // 2`` exactly, in uint16; only the soft band is blended in
+    float32 (measured #16: 5 instead of 19 ms on a 0.5 MP box)."""
+    full = alpha >= 1.0
+    if TINT_OPACITY == 0.5:
+        half = (image.astype(np.uint16) + np.asarray(MASK_TINT, np.uint16) + 1) >> 1
+        copied = cv2.copyTo(half.astype(np.uint8), full.view(np.uint8), out)
+        if copied is not out:
+            out[...] = copied
+    else:
+        full[:] = False
+    ys, xs = np.nonzero((alpha > 0) & ~full)
+    a = (alpha[ys, xs] * TINT_OPACITY)[:, None]
+    out[ys, xs] = (image[ys, xs] * (1 - a) + np.asarray(MASK_TINT, np.float32) * a
+                   + 0.5).astype(np.uint8)
+
+
 def render_overlay(
     image: np.ndarray,
     alpha: np.ndarray,
@@ -55,9 +74,7 @@ def render_overlay(
     if box is not None:
         x0, y0, x1, y1 = box
         # tint only the mask's bounding box: the cost follows the mask, not the photo
-        a = (alpha[y0:y1, x0:x1] * TINT_OPACITY)[..., None]
-        out[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * (1 - a)
-                             + np.asarray(MASK_TINT, np.float32) * a + 0.5).astype(np.uint8)
+        _tint(image[y0:y1, x0:x1], alpha[y0:y1, x0:x1], out[y0:y1, x0:x1])
         # the mask's outline, so its edge is visible on busy photos
         contours, _ = cv2.findContours((alpha[y0:y1, x0:x1] > 0).astype(np.uint8),
                                        cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
