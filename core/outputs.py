@@ -20,13 +20,14 @@ import numpy as np
 
 from core.contract import Artifact
 from core.imageio import CONTENT_TYPES, Photo, encode_image
+from core.inpaint import shrink
 from core.storage import Storage, artefact_name
 
 OVERLAY_JPEG_QUALITY = 85
 #: The overlay's pixel budget (width x height): a preview for a person to check the mask, so
 #: at most about what a full-HD screen shows (1920 x 1080 = 2.07 MP). Measured (#16, 2 cores,
 #: a 12 MP photo): rendering and JPEG-encoding it at full size took ~150 + ~100 ms; scaling the
-#: photo down to 2 MP first costs ~10 ms (:func:`shrink`) and the render and encode then take a
+#: photo down to 2 MP first costs ~10 ms (:func:`core.inpaint.shrink`) and the render and encode then take a
 #: sixth.
 OVERLAY_MAX_PIXELS = 2_000_000
 
@@ -48,24 +49,6 @@ Encoder = Callable[[], Encoded]
 def overlay_scale(width: int, height: int, max_pixels: int = OVERLAY_MAX_PIXELS) -> float:
     """The factor (<= 1) that brings ``width`` x ``height`` px within ``max_pixels``."""
     return min(1.0, math.sqrt(max_pixels / (width * height)))
-
-
-def shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Downscale H x W (x C) ``img`` (uint8 or float32) to ``size`` = (width, height) px, which
-    must not be larger: halvings with OpenCV ``INTER_AREA`` (2 x 2 means; an odd last row or
-    column is dropped) while the image is at least twice ``size``, then ``INTER_LINEAR``
-    (a factor between 1 and 2, so every source pixel still contributes).
-
-    Why not one ``INTER_AREA`` resize: for a non-integer factor OpenCV takes its generic path,
-    measured (#16, 2 cores) 80 ms for 3000 x 4000 -> 1224 x 1632 RGB against 9 ms this way.
-    """
-    w, h = size
-    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
-        hh, ww = img.shape[0] // 2, img.shape[1] // 2
-        img = cv2.resize(img[:2 * hh, :2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
-    if (img.shape[1], img.shape[0]) != (w, h):
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-    return img
 
 
 def render_preview(image: np.ndarray, mo) -> np.ndarray:
