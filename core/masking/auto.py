@@ -141,7 +141,9 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     t = time.perf_counter()
     try:
         with timing.scope("mask.garments"):
-            dets = models.garments.detect(image)
+            # with SAM the detector's boxes are all that is used: no full-size masks (#16)
+            dets = (models.garments.detect(image) if models.sam is None
+                    else models.garments.detect(image, masks=False))
     except Exception:
         log.exception("garment detection failed")
         out.reason = "garment detector failed"
@@ -154,7 +156,7 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     if not kept:
         out.reason = f"no garment found for targets {sorted(targets)}"
         return None
-    masks = [d.mask for d in kept]
+    masks = [d.mask for d in kept]  # (None with SAM: set below)
     if models.sam is not None:
         t = time.perf_counter()
         try:
@@ -166,6 +168,15 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
             out.ran(models.sam)
         except Exception:
             log.exception("SAM refinement failed; using the detector's masks")
+            try:  # the full-size masks were not made: the detector runs again for them
+                with timing.scope("mask.garments"):
+                    found = models.garments.detect(image)
+                masks = [next(f.mask for f in found if f.box == d.box and f.label == d.label)
+                         for d in kept]
+            except Exception:
+                log.exception("garment masks after SAM's failure")
+                out.reason = "SAM failed and the garment detector's masks are unavailable"
+                return None
         out.timings_ms["sam"] = (time.perf_counter() - t) * 1000
     union = np.zeros(image.shape[:2], dtype=bool)
     for m in masks:
