@@ -365,8 +365,14 @@ def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
         else:
             bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
         row_filter = cv2.IMWRITE_PNG_FILTER_UP if arr.ndim == 3 else cv2.IMWRITE_PNG_FILTER_NONE
+        # greyscale (masks): zlib's run-length strategy, 3-4x smaller files in the same time
+        # (#16: a 12 MP mask 62 -> 17 kB, 21 ms either way). Photos keep the default strategy:
+        # RLE took 0.8x the time for 1.23x the bytes (2 MP: 82 vs 103 ms, 3.7 vs 3.0 MB).
+        strategy = (cv2.IMWRITE_PNG_STRATEGY_RLE if arr.ndim == 2
+                    else cv2.IMWRITE_PNG_STRATEGY_DEFAULT)
         ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
-                                             cv2.IMWRITE_PNG_FILTER, row_filter])
+                                             cv2.IMWRITE_PNG_FILTER, row_filter,
+                                             cv2.IMWRITE_PNG_STRATEGY, strategy])
         if not ok:
             raise ValueError("PNG encoding failed")
         return _png_with_icc(png.tobytes(), icc) if icc else png.tobytes()
