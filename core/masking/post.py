@@ -40,6 +40,11 @@ def _dist_outside(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
+#: Up to this many islands are cleared one by one inside their bounding boxes (each is smaller
+#: than the minimum area); more, and one lookup over the label image does it.
+_MAX_LOCAL_DROPS = 512
+
+
 def remove_islands(mask: np.ndarray, min_area_px: int) -> np.ndarray:
     """Drop 8-connected components smaller than ``min_area_px`` px. Returns H x W bool."""
     if min_area_px <= 1 or not mask.any():
@@ -47,7 +52,14 @@ def remove_islands(mask: np.ndarray, min_area_px: int) -> np.ndarray:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = np.zeros(n, dtype=bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
-    return keep[labels]
+    drop = np.flatnonzero(~keep[1:]) + 1
+    if len(drop) > _MAX_LOCAL_DROPS:
+        return keep[labels]
+    out = mask.copy()  # few islands (the usual case): cleared inside their own boxes, no
+    for i in drop:     # per-pixel lookup over the whole mask
+        x, y, bw, bh = stats[i, :4]
+        out[y:y + bh, x:x + bw][labels[y:y + bh, x:x + bw] == i] = False
+    return out
 
 
 def fill_holes(mask: np.ndarray, max_hole_px: int | None = None) -> np.ndarray:
@@ -57,6 +69,15 @@ def fill_holes(mask: np.ndarray, max_hole_px: int | None = None) -> np.ndarray:
     """
     if not mask.any():
         return mask.copy()
+    if max_hole_px is None:
+        # every hole: flood the background from a 1 px background ring around the image (4-
+        # connected); what the flood cannot reach is enclosed. The same set as the labelling
+        # below, without labelling (#16: ~3x faster on a 2 MP mask)
+        h, w = mask.shape
+        bg = np.ones((h + 2, w + 2), np.uint8)  # 1 = background (the ring too), 0 = mask
+        np.logical_not(mask, out=bg[1:-1, 1:-1].view(bool))
+        cv2.floodFill(bg, None, (0, 0), 2, flags=4)
+        return mask | (bg[1:-1, 1:-1] == 1)
     inv = (~mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
     h, w = mask.shape
