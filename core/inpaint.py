@@ -67,24 +67,71 @@ def model_size(crop_w: int, crop_h: int, resolution: int) -> tuple[int, int]:
     return (max(64, int(round(crop_w * s / 8)) * 8), max(64, int(round(crop_h * s / 8)) * 8))
 
 
-def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """H x W x 3 uint8 -> ``size`` = (width, height) px with OpenCV: ``INTER_AREA`` when
-    shrinking (anti-aliased), ``INTER_CUBIC`` when enlarging. Measured (#16, 2 cores) against
-    Pillow's LANCZOS: 384 x 512 -> 2000 x 2600 in 7 ms instead of 142, 2000 x 2600 -> 384 x 512
-    in 27 ms instead of 60. Only repainted pixels pass through it."""
-    w, h = size
-    shrink = w * h < arr.shape[0] * arr.shape[1]
-    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+def shrink(img: np.ndarray, size: tuple[int, int],
+           last: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Downscale H x W (x C) ``img`` (uint8 or float32) to ``size`` = (width, height) px, which
+    must not be larger: halvings with OpenCV ``INTER_AREA`` (2 x 2 means; an odd last row or
+    column is dropped) while the image is at least twice ``size``, then one resize with
+    ``last`` (a factor between 1 and 2: with ``INTER_LINEAR`` every source pixel still
+    contributes; ``INTER_AREA`` is the exact area mean).
 
-
-def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Blend ``generated`` over ``original`` by ``alpha``; alpha == 0 pixels are copied exactly.
-
-    All three are the same H x W (x 3); returns H x W x 3 uint8.
+    Why not one ``INTER_AREA`` resize: for a non-integer factor OpenCV takes its generic path,
+    measured (#16, 2 cores) 80 ms for 3000 x 4000 -> 1224 x 1632 RGB against 9 ms this way.
     """
-    a = alpha[..., None]
-    blend = (original.astype(np.float32) * (1 - a) + generated.astype(np.float32) * a + 0.5)
-    return np.where(a > 0, np.clip(blend, 0, 255).astype(np.uint8), original)
+    w, h = size
+    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
+        hh, ww = img.shape[0] // 2, img.shape[1] // 2
+        img = cv2.resize(img[:2 * hh, :2 * ww], (ww, hh), interpolation=cv2.INTER_AREA)
+    if (img.shape[1], img.shape[0]) != (w, h):
+        img = cv2.resize(img, (w, h), interpolation=last)
+    return img
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """H x W x 3 uint8 -> ``size`` = (width, height) px with OpenCV: area means when shrinking
+    (:func:`shrink`, last step ``INTER_AREA``; anti-aliased), ``INTER_CUBIC`` when enlarging.
+    Measured (#16, 2 cores) against Pillow's LANCZOS: 384 x 512 -> 2000 x 2600 in 7 ms instead
+    of 142, 2000 x 2600 -> 384 x 512 in 27 ms instead of 60 (a single ``INTER_AREA``; ~8 ms
+    with the halvings). Only repainted pixels pass through it."""
+    w, h = size
+    if w <= arr.shape[1] and h <= arr.shape[0]:
+        return shrink(arr, (w, h), cv2.INTER_AREA)
+    smaller = w * h < arr.shape[0] * arr.shape[1]  # (one side grows: a thin crop's 64 px floor)
+    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_CUBIC)
+
+
+_TINY = float(np.finfo(np.float32).tiny)
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
+def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Blend ``generated`` over ``original`` by ``alpha``: alpha == 0 pixels are ``original``'s,
+    alpha == 1 pixels ``generated``'s, both copied exactly; the band 0 < alpha < 1 is
+    ``round(original * (1 - alpha) + generated * alpha)`` in float32.
+
+    All three are the same H x W (x 3); returns H x W x 3 uint8: ``out`` when given (it must
+    hold ``original``'s pixels already, e.g. a view of the photo's copy; written in place),
+    else a new array.
+
+    Only the band is computed in float (gathered by index): on a 12 MP photo with a quarter of
+    it masked that is ~60k pixels instead of the 4.8 MP crop, and the alpha == 1 part is an
+    OpenCV masked copy; measured (#16, 2 cores) 30 ms instead of 199 ms, with identical pixels.
+    """
+    if out is None:
+        out = original.copy()
+    copied = cv2.copyTo(generated, cv2.compare(alpha, 1.0, cv2.CMP_GE), out)
+    if copied is not out:  # (OpenCV writes into ``out`` when it can; else it returns a copy)
+        out[...] = copied
+    # the band; an alpha under float32's smallest normal number would round to the original
+    band = cv2.findNonZero(cv2.inRange(alpha, _TINY, _BELOW_ONE))
+    if band is None:
+        return out
+    xs, ys = band[:, 0, 0], band[:, 0, 1]
+    a = alpha[ys, xs][:, None]
+    out[ys, xs] = (original[ys, xs].astype(np.float32) * (1 - a)
+                   + generated[ys, xs].astype(np.float32) * a + 0.5).astype(np.uint8)
+    return out
 
 
 #: ``extra(crop_box, (model_w, model_h)) -> (pipeline, call keywords)``: what a conditioned job
@@ -176,6 +223,6 @@ def inpaint(
         if from_model is not None:
             gen = from_model(gen)
         result = image.copy()
-        result[y0:y1, x0:x1] = composite(crop, gen, crop_alpha)
+        composite(crop, gen, crop_alpha, out=result[y0:y1, x0:x1])
         results.append(result)
     return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}

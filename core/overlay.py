@@ -28,6 +28,35 @@ def _label(img: np.ndarray, text: str, x: int, y: int, colour, scale: float, thi
                 cv2.LINE_AA)
 
 
+#: (value + tint + 1) // 2 per channel, value 0-255: the tint at alpha == 1 as an OpenCV LUT
+#: (256 x 1 x 3 uint8, one table per RGB channel).
+_HALF_TINT = ((np.arange(256)[:, None] + np.asarray(MASK_TINT) + 1) // 2).astype(
+    np.uint8).reshape(256, 1, 3)
+_TINY = float(np.finfo(np.float32).tiny)
+_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+
+
+def _tint(image: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
+    """``out = round(image * (1 - a) + MASK_TINT * a)``, ``a = alpha * TINT_OPACITY``, where
+    alpha > 0 (``out`` holds ``image`` elsewhere). Where alpha == 1 (most of a mask) that is
+    ``(image + tint + 1) // 2`` exactly for the opacity 1/2: one lookup table; only the soft
+    band is blended in float32 (measured #16: 5 instead of 19 ms on a 0.5 MP box)."""
+    if TINT_OPACITY == 0.5:
+        copied = cv2.copyTo(cv2.LUT(image, _HALF_TINT), cv2.compare(alpha, 1.0, cv2.CMP_GE),
+                            out)
+        if copied is not out:
+            out[...] = copied
+        band = cv2.findNonZero(cv2.inRange(alpha, _TINY, _BELOW_ONE))
+    else:
+        band = cv2.findNonZero(cv2.compare(alpha, 0.0, cv2.CMP_GT))
+    if band is None:
+        return
+    xs, ys = band[:, 0, 0], band[:, 0, 1]
+    a = (alpha[ys, xs] * TINT_OPACITY)[:, None]
+    out[ys, xs] = (image[ys, xs] * (1 - a) + np.asarray(MASK_TINT, np.float32) * a
+                   + 0.5).astype(np.uint8)
+
+
 def render_overlay(
     image: np.ndarray,
     alpha: np.ndarray,
@@ -55,9 +84,7 @@ def render_overlay(
     if box is not None:
         x0, y0, x1, y1 = box
         # tint only the mask's bounding box: the cost follows the mask, not the photo
-        a = (alpha[y0:y1, x0:x1] * TINT_OPACITY)[..., None]
-        out[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * (1 - a)
-                             + np.asarray(MASK_TINT, np.float32) * a + 0.5).astype(np.uint8)
+        _tint(image[y0:y1, x0:x1], alpha[y0:y1, x0:x1], out[y0:y1, x0:x1])
         # the mask's outline, so its edge is visible on busy photos
         contours, _ = cv2.findContours((alpha[y0:y1, x0:x1] > 0).astype(np.uint8),
                                        cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,

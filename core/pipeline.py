@@ -12,22 +12,20 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import ValidationError
 
 from core import timing
-from core.contract import (IMAGE_INPUTS, Artifact, Job, JobRequest, JobResult, MaskInfo,
-                           ModelInfo)
+from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError, is_oom
-from core.imageio import CONTENT_TYPES, Limits, decode_mask, decode_photo, encode_image
+from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
-from core.storage import (Storage, artefact_name, make_s3_client, make_storage, read_record,
-                          request_sha256, write_record)
+from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
+                          write_record)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -35,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("maskpaint.job")
 
 Progress = Callable[[dict], None]
-OVERLAY_JPEG_QUALITY = 85
 
 
 def derive_seed(job_id: str) -> int:
@@ -169,6 +166,7 @@ class Worker:
         from core.masking.auto import make_mask
 
         mo = make_mask(self.models, image, req.masking, provided)
+        del provided  # (mo.binary is its own copy: 1 B/px less held through inpaint and encode)
         clock.stage("mask", t)
 
         seed = None
@@ -205,37 +203,13 @@ class Worker:
             clock.stage("inpaint", t)
 
         t = stage("encode")
-        from core.overlay import render_overlay
+        from core.outputs import job_outputs, store
 
-        # artefact -> a function giving (bytes, file name, content type); each is encoded in its
-        # own thread and uploaded as soon as it is ready (encodes overlap uploads)
-        fmt = photo.output_format(req.output.format)
-        outputs: dict[str, Callable[[], tuple[bytes, str, str]]] = {}
-
-        def result_file(img: np.ndarray) -> Callable[[], tuple[bytes, str, str]]:
-            # PNG and WebP keep the photo's alpha channel unchanged, inside the mask too (the
-            # silhouette stays; the repaint changes colour only); JPEG is flattened over white
-            return lambda: (encode_image(img, fmt, req.output.quality, icc=photo.colour.icc,
-                                         alpha=photo.alpha),
-                            f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt])
-
-        for i, result_img in enumerate(results):  # a gallery: "image", "image.1", ...
-            outputs["image" if i == 0 else f"image.{i}"] = result_file(result_img)
-        outputs["mask"] = lambda: (encode_image(np.multiply(mo.binary, 255, dtype=np.uint8),
-                                                "png"), "mask.png", CONTENT_TYPES["png"])
-
-        def overlay() -> tuple[bytes, str, str]:
-            img = render_overlay(image, mo.alpha,
-                                 [(d.label, d.score, d.box) for d in mo.detections],
-                                 [(f.score, f.box) for f in mo.faces],
-                                 [(hd.score, hd.box) for hd in mo.hands])
-            return (encode_image(img, "jpeg", OVERLAY_JPEG_QUALITY), "overlay.jpg",
-                    CONTENT_TYPES["jpeg"])
-
-        outputs["overlay"] = overlay
+        outputs = job_outputs(photo, image, mo, results, photo.output_format(req.output.format),
+                              req.output.quality, encode_image)  # (the bench wraps this name)
         stage("upload")  # (progress: encodes and uploads now run together)
-        artifacts, encoded_at = self._store(job.id, outputs, w, h, req.output.url_expires_s,
-                                            req.output.return_base64)
+        artifacts, encoded_at = store(self.storage, job.id, outputs, req.output.url_expires_s,
+                                      req.output.return_base64)
         # encode: until the last artefact was encoded; upload: the rest (uploads overlap encodes)
         clock.stage("encode", t, encoded_at)
         clock.stage("upload", encoded_at)
@@ -300,29 +274,6 @@ class Worker:
                                    f"a recorded {name} is missing from storage", retryable=False)
                 art.base64 = base64.b64encode(data).decode()
         return out
-
-    def _store(self, job_id: str, outputs: dict[str, Callable[[], tuple[bytes, str, str]]],
-               w: int, h: int, expires_s: int, inline: bool) -> tuple[dict[str, Artifact], float]:
-        """Encode and upload every artefact, one thread each (encoders release the GIL; boto3
-        clients are thread-safe): an artefact uploads as soon as its own encode is done.
-
-        Returns the artifacts and the ``time.perf_counter()`` at which the last encode ended."""
-        encoded: list[float] = []
-
-        def put(item):
-            name, make = item
-            data, filename, ctype = make()
-            encoded.append(time.perf_counter())
-            # content-addressed names: another attempt's different bytes never overwrite these
-            key = self.storage.key_for(job_id, artefact_name(filename, data))
-            st = self.storage.put(key, data, ctype, expires_s)
-            return name, Artifact(key=st.key, url=st.url, content_type=ctype, width=w, height=h,
-                                  bytes=st.bytes, sha256=st.sha256,
-                                  base64=base64.b64encode(data).decode() if inline else None)
-
-        with ThreadPoolExecutor(max_workers=len(outputs)) as ex:
-            artifacts = dict(ex.map(put, outputs.items()))
-        return artifacts, max(encoded)
 
 
 # -------------------------------------------------------------------- cold start, two phases

@@ -22,8 +22,10 @@ class Artifact(BaseModel):
     key: str = Field(..., description="Storage key (S3) or file path (local output dir).")
     url: str = Field(..., description="Presigned GET URL (S3) or `file://` URL (local).")
     content_type: str
-    width: int = Field(..., description="px")
-    height: int = Field(..., description="px")
+    width: int = Field(..., description="px of this file: the photo's width for the result "
+                       "and the mask; the overlay is a preview of at most 2 MP (2,000,000 px), "
+                       "scaled down with its aspect ratio kept.")
+    height: int = Field(..., description="px of this file (see `width`).")
     bytes: int = Field(..., description="Encoded size in bytes.")
     sha256: str
     base64: str | None = Field(None, description="Inline copy when `output.return_base64`.")

@@ -119,3 +119,14 @@ def test_mask_task_stores_mask_and_overlay(chain_handler, s3, photos):
     # the mask is tinted: masked pixels differ visibly from the photo, far-away ones barely
     m = np.asarray(Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=out["mask"]["key"])["Body"].read()))) > 0
     assert np.abs(ov[m] - orig[m]).mean() > 30
+
+
+def test_garment_boxes_without_masks_are_the_same_detections(chain_models, photos):
+    """#16: with SAM refining, the detector is asked for boxes only; they are the ones it finds
+    with its full-size masks."""
+    img = np.asarray(Image.open(photos["bus"]).convert("RGB"))
+    full = chain_models.garments.detect(img)
+    boxes = chain_models.garments.detect(img, masks=False)
+    assert full and all(d.mask is not None and d.mask.shape == img.shape[:2] for d in full)
+    assert [(d.label, d.score, d.box) for d in boxes] == [(d.label, d.score, d.box) for d in full]
+    assert all(d.mask is None for d in boxes)

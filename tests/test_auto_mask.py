@@ -3,6 +3,7 @@ to the masking stage), and the fallback on real photos."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -31,8 +32,8 @@ class _Detector:
     def __init__(self, dets):
         self.dets = dets
 
-    def detect(self, image):
-        return list(self.dets)
+    def detect(self, image, *, masks=True):
+        return [d if masks else replace(d, mask=None) for d in self.dets]
 
 
 class _Sam:
@@ -110,6 +111,31 @@ def test_sam_refines_each_box_once_and_cleans_islands_and_holes():
     assert out.binary[125, 100]  # hole at the shirt's centre filled
     assert all(d.sam_score == pytest.approx(0.88) for d in out.detections)
     assert not out.binary[80:82, 40:160].any()  # SAM's tighter edge, not the detector's box
+
+
+def test_with_sam_the_detector_skips_full_size_masks_and_a_sam_failure_still_masks():
+    """#16: SAM refines the detector's boxes, so the detector is asked for boxes only; when SAM
+    fails, the detector's own masks are made after all and used."""
+    calls = []
+
+    class Detector(_Detector):
+        def detect(self, image, *, masks=True):
+            calls.append(masks)
+            return super().detect(image, masks=masks)
+
+    class BrokenSam:
+        def refine(self, image, boxes):
+            raise RuntimeError("SAM broke")
+
+    models = _models([SHIRT, TROUSERS], sam=_Sam())
+    models.garments = Detector([SHIRT, TROUSERS])
+    make_mask(models, IMG, _req(targets=["upper", "lower"]), None)
+    assert calls == [False]
+    calls.clear()
+    models.sam = BrokenSam()
+    out = make_mask(models, IMG, _req(targets=["upper", "lower"]), None)
+    assert calls == [False, True] and out.source == "auto"
+    assert np.array_equal(out.binary, SHIRT.mask | TROUSERS.mask)
 
 
 def test_faces_are_subtracted_from_auto_masks():

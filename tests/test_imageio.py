@@ -92,3 +92,58 @@ def test_encode_roundtrip(fmt):
     assert out.shape == arr.shape
     if fmt == "png":
         assert np.array_equal(out, arr)
+
+
+def _jpeg_variants(photos) -> dict[str, bytes]:
+    """Real camera/web JPEGs and Pillow-made ones of every chroma subsampling, baseline and
+    progressive, odd sizes, low and high quality."""
+    import importlib.util
+    from pathlib import Path
+
+    out = {name: photos[name].read_bytes() for name in ("bus", "zidane")}
+    spec = importlib.util.find_spec("matplotlib")
+    out["grace_hopper"] = (Path(spec.origin).parent / "mpl-data/sample_data/grace_hopper.jpg"
+                           ).read_bytes()
+    src = Image.open(photos["bus"]).convert("RGB")
+    for sub in (0, 1, 2):  # 4:4:4, 4:2:2, 4:2:0
+        for q, prog, size in ((50, False, (1001, 777)), (95, True, (810, 1080)),
+                              (100, False, (17, 9)), (90, True, (333, 501))):
+            out[f"sub{sub}-q{q}-prog{prog}-{size}"] = _save(
+                src.resize(size), "JPEG", quality=q, subsampling=sub, progressive=prog)
+    return out
+
+
+def test_jpeg_fast_path_gives_pillows_pixels(photos):
+    """#16: plain RGB JPEGs decode with OpenCV; every pixel equals Pillow's decode (a libjpeg
+    upgrade on either side that changed a pixel would fail here)."""
+    from core.imageio import _fast_jpeg, decode_photo
+
+    for name, data in _jpeg_variants(photos).items():
+        opened = Image.open(io.BytesIO(data))
+        assert _fast_jpeg(opened, data) is not None, name  # the fast path is the one tested
+        photo = decode_photo(data)
+        ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert photo.rgb.shape == ref.shape and np.array_equal(photo.rgb, ref), name
+        assert photo.format == "JPEG" and photo.alpha is None and photo.rgb.flags.writeable
+
+
+def test_jpeg_fast_path_leaves_what_it_cannot_do_to_pillow(photos):
+    """Oriented, greyscale, CMYK and truncated JPEGs and ones with a trailer after the EOI
+    marker go through Pillow: orientation applied, truncation still ``invalid_image``."""
+    from core.imageio import _fast_jpeg, decode_photo
+
+    src = Image.open(photos["bus"]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    oriented = _save(src, "JPEG", exif=exif.tobytes())
+    plain = _save(src, "JPEG")
+    cases = {"oriented": oriented, "grey": _save(src.convert("L"), "JPEG"),
+             "cmyk": _save(src.convert("CMYK"), "JPEG"), "trailer": plain + b"MOTIONPHOTO",
+             "truncated": plain[: len(plain) // 2]}
+    for name, data in cases.items():
+        assert _fast_jpeg(Image.open(io.BytesIO(data)), data) is None, name
+    assert decode_photo(oriented).size == (1080, 810)
+    assert np.array_equal(decode_photo(cases["trailer"]).rgb, decode_photo(plain).rgb)
+    with pytest.raises(JobError) as e:
+        decode_photo(cases["truncated"])
+    assert e.value.code.value == "invalid_image"

@@ -212,29 +212,36 @@ def test_garment_detector_input_and_missing_file(garments, tmp_path):
 
 
 def test_sam_refine_one_best_mask_per_box_one_encoder_run(sam, images, monkeypatch):
+    """One encoder run; per box the mask and score of the best of SAM's 3 candidates, equal to
+    what segment-anything's ``predict_torch`` gives (refine upsamples only that one, #16)."""
+    import torch
+
     img = images["astronaut"]
     h, w = img.shape[:2]
-    calls = {"set_image": 0, "ious": [], "masks": []}
-    real_set_image, real_predict = sam.predictor.set_image, sam.predictor.predict_torch
+    calls = {"set_image": 0}
+    real_set_image = sam.predictor.set_image
 
     def spy_set_image(*a, **k):
         calls["set_image"] += 1
         return real_set_image(*a, **k)
 
-    def spy_predict(*a, **k):
-        masks, ious, low = real_predict(*a, **k)
-        calls["masks"].append(masks.cpu().numpy())
-        calls["ious"].append(ious.cpu().numpy())
-        return masks, ious, low
-
     monkeypatch.setattr(sam.predictor, "set_image", spy_set_image)
-    monkeypatch.setattr(sam.predictor, "predict_torch", spy_predict)
     boxes = [(40.0, 30.0, 300.0, 400.0), (150.0, 0.0, 512.0, 512.0), (-20.0, 100.0, 90.0, 600.0)]
     out = sam.refine(img, boxes)
     assert calls["set_image"] == 1
     assert len(out) == len(boxes)
-    ious = np.concatenate(calls["ious"])
-    masks = np.concatenate(calls["masks"])
+    # the reference: all 3 candidates at full size from predict_torch, boxes clipped likewise
+    clipped = np.asarray(boxes)
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h)
+    with torch.inference_mode():
+        real_set_image(img, image_format="RGB")
+        tb = sam.predictor.transform.apply_boxes_torch(
+            torch.as_tensor(clipped, dtype=torch.float32), (h, w))
+        masks, ious, _ = sam.predictor.predict_torch(point_coords=None, point_labels=None,
+                                                     boxes=tb, multimask_output=True)
+        sam.predictor.reset_image()
+    masks, ious = masks.cpu().numpy(), ious.cpu().numpy()
     assert ious.shape == (3, 3) and masks.shape == (3, 3, h, w)  # 3 candidates per box
     for i, (mask, score) in enumerate(out):
         assert mask.shape == (h, w) and mask.dtype == bool

@@ -73,3 +73,55 @@ def test_windowed_finalize_equals_full_frame(dilate_px, feather_px):
     # distance transform itself varies by ~1e-5 with its thread count)
     assert np.array_equal(got > 0, full > 0)
     assert np.allclose(got, full, atol=1e-4)
+
+
+@pytest.mark.parametrize("px", [1, 5, 8, 12, -3, -12])
+def test_disc_dilation_equals_the_distance_transform(px):
+    """#16: small dilations/erosions use a disc kernel; the set is the transform's exactly,
+    at the image border too."""
+    rng = np.random.default_rng(abs(px))
+    m = np.zeros((90, 120), bool)
+    m[rng.integers(0, 90, 40), rng.integers(0, 120, 40)] = True
+    m[30:70, 0:50] = True  # touches the border
+    m[0:20, 100:120] = True  # a corner
+    if px > 0:
+        ref = post._dist_outside(m) <= px
+    else:
+        ref = ~(post._dist_outside(~m) <= -px)
+    got = post.dilate(m, px)
+    assert got.dtype == bool and np.array_equal(got, ref)
+
+
+def test_feather_values_are_the_linear_ramp():
+    m = np.zeros((50, 70), bool)
+    m[10:30, 20:40] = True
+    d = post._dist_outside(m)
+    ref = np.where(d > 6, 0.0, 1.0 - d / np.float32(7)).astype(np.float32)
+    assert np.array_equal(post.feather(m, 6), ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_hole_filling_and_island_removal_equal_the_labelling(seed):
+    """#16: holes by a flood from the border and islands cleared in their own boxes give the
+    labelling's result (many specks and pinholes, shapes touching the border)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    m = np.zeros((200, 260), bool)
+    m[20:180, 30:200] = True
+    m[0:60, 220:260] = True  # touches the border, with a notch open to it
+    m[10:30, 230:240] = False
+    m[rng.integers(0, 200, 400), rng.integers(0, 260, 400)] ^= True
+    # the labelling reference
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((~m).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    fill = np.ones(n, bool)
+    fill[0] = False
+    fill[border] = False
+    assert np.array_equal(post.fill_holes(m), m | fill[labels])
+    assert np.array_equal(post.fill_holes(m), post.fill_holes(m, max_hole_px=10**9))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= 30
+    assert (~keep[1:]).sum() > 50  # many islands, one by one
+    assert np.array_equal(post.remove_islands(m, 30), keep[labels])

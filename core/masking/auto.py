@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from core import timing
@@ -56,7 +57,9 @@ class MaskOutcome:
 
     @property
     def coverage(self) -> float:
-        return float((self.alpha > 0).mean())
+        """Fraction (0-1) of the photo's pixels with alpha > 0 (alpha is never negative, so a
+        count of non-zero values: OpenCV's, without a 1 B/px temporary)."""
+        return cv2.countNonZero(self.alpha) / self.alpha.size
 
     def ran(self, model) -> None:
         """Record that ``model`` ran (its identity goes into the result's ``models``)."""
@@ -138,7 +141,9 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     t = time.perf_counter()
     try:
         with timing.scope("mask.garments"):
-            dets = models.garments.detect(image)
+            # with SAM the detector's boxes are all that is used: no full-size masks (#16)
+            dets = (models.garments.detect(image) if models.sam is None
+                    else models.garments.detect(image, masks=False))
     except Exception:
         log.exception("garment detection failed")
         out.reason = "garment detector failed"
@@ -151,7 +156,7 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     if not kept:
         out.reason = f"no garment found for targets {sorted(targets)}"
         return None
-    masks = [d.mask for d in kept]
+    masks = [d.mask for d in kept]  # (None with SAM: set below)
     if models.sam is not None:
         t = time.perf_counter()
         try:
@@ -163,6 +168,15 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
             out.ran(models.sam)
         except Exception:
             log.exception("SAM refinement failed; using the detector's masks")
+            try:  # the full-size masks were not made: the detector runs again for them
+                with timing.scope("mask.garments"):
+                    found = models.garments.detect(image)
+                masks = [next(f.mask for f in found if f.box == d.box and f.label == d.label)
+                         for d in kept]
+            except Exception:
+                log.exception("garment masks after SAM's failure")
+                out.reason = "SAM failed and the garment detector's masks are unavailable"
+                return None
         out.timings_ms["sam"] = (time.perf_counter() - t) * 1000
     union = np.zeros(image.shape[:2], dtype=bool)
     for m in masks:
@@ -211,7 +225,7 @@ def make_mask(models, image: np.ndarray, opts: MaskingOptions,
                               feather_px=opts.mask_feather_px, protect=protect)
     out.timings_ms["post"] = (time.perf_counter() - t) * 1000 - sum(
         out.timings_ms.get(k, 0.0) for k in ("detect", "sam", "pose", "fallback"))
-    if not (out.alpha > 0).any():
+    if not cv2.countNonZero(out.alpha):  # (alpha >= 0: non-zero is > 0)
         raise JobError(ErrorCode.empty_mask,
                        "mask: nothing to repaint (empty, or entirely inside protected faces "
                        "and hands)", field="mask" if provided is not None else None)

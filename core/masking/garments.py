@@ -61,7 +61,8 @@ class GarmentDetection:
         group: target group from the detector's class map, or None for an unmapped class.
         score: detection confidence in [0, 1].
         box: ``(x0, y0, x1, y1)`` float px in the original image, clipped to it.
-        mask: H x W bool instance mask at the original image size (True = garment).
+        mask: H x W bool instance mask at the original image size (True = garment); None
+            when :meth:`GarmentDetector.detect` was asked for boxes only (``masks=False``).
     """
 
     label: str
@@ -69,7 +70,7 @@ class GarmentDetection:
     group: str | None
     score: float
     box: tuple[float, float, float, float]
-    mask: np.ndarray
+    mask: np.ndarray | None
 
 
 def _norm(label: str) -> str:
@@ -157,17 +158,21 @@ class GarmentDetector:
         self.detect(np.zeros((64, 64, 3), np.uint8))
         return self
 
-    def detect(self, image: np.ndarray) -> list[GarmentDetection]:
+    def detect(self, image: np.ndarray, *, masks: bool = True) -> list[GarmentDetection]:
         """Detect and segment garments.
 
         Args:
             image: H x W x 3 uint8 RGB (converted to ultralytics' BGR here).
+            masks: False when only the boxes will be used (SAM refines them): the masks are
+                then left at the model's input size and not returned (``mask=None``), instead
+                of being computed at the photo's full size (#16: ultralytics' ``retina_masks``
+                upsample every instance's mask to H x W).
 
         Returns:
             Detections sorted by descending score (at most ``max_det``), each with its box in
             original-image px and an H x W bool mask (ultralytics ``retina_masks``: masks are
-            computed at the original resolution and cropped to their box). Empty when nothing
-            reaches ``conf``.
+            computed at the original resolution and cropped to their box), or None without
+            ``masks``. Empty when nothing reaches ``conf``.
 
         Raises:
             ValueError: ``image`` is not H x W x 3 uint8.
@@ -176,25 +181,27 @@ class GarmentDetector:
         h, w = image.shape[:2]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         with timing.forward():
-            result = self._predict(bgr)
+            result = self._predict(bgr, retina_masks=masks)
         if result.masks is None or result.boxes is None or len(result.boxes) == 0:
             return []
         boxes = result.boxes.xyxy.float().cpu().numpy()
         scores = result.boxes.conf.float().cpu().numpy()
         classes = result.boxes.cls.cpu().numpy().astype(int)
-        masks = result.masks.data.cpu().numpy() > 0
-        return self._detections(boxes, scores, classes, masks, w, h)
+        full = result.masks.data.cpu().numpy() > 0 if masks else [None] * len(boxes)
+        return self._detections(boxes, scores, classes, full, w, h)
 
-    def _predict(self, bgr: np.ndarray):
+    def _predict(self, bgr: np.ndarray, retina_masks: bool = True):
         return self.model.predict(
             bgr, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
-            device=self.device, retina_masks=True, verbose=False, save=False, show=False,
+            device=self.device, retina_masks=retina_masks, verbose=False, save=False,
+            show=False,
             **({"quantize": 16} if self.device.startswith("cuda") else {}),  # fp16 on CUDA
         )[0]
 
     def _detections(self, boxes, scores, classes, masks, w: int, h: int
                     ) -> list[GarmentDetection]:
-        if masks.shape[1:] != (h, w):  # retina masks are at the original size; be sure
+        if isinstance(masks, np.ndarray) and masks.shape[1:] != (h, w):
+            # retina masks are at the original size; be sure
             raise RuntimeError(f"mask size {masks.shape[1:]} != image size {(h, w)}")
         out = []
         for box, score, cid, mask in zip(boxes, scores, classes, masks):

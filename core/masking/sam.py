@@ -34,9 +34,10 @@ ARCH_DIMS: dict[str, dict[str, Any]] = {
               "encoder_global_attn_indexes": [7, 15, 23, 31]},
 }
 
-#: Most float32 elements the mask upsampling of one batch of boxes may hold (3 candidate
-#: masks x H x W per box): 64 M elements = 256 MB. Bigger images run fewer boxes per batch.
-MAX_UPSAMPLE_ELEMENTS = 64 * 1024 * 1024
+#: Most float32 elements the mask upsampling of one batch of boxes may hold (one H x W mask per
+#: box: the best of SAM's three candidates is chosen before upsampling): 16 M elements = 64 MB.
+#: Bigger images run fewer boxes per batch (one 12 MP box at a time).
+MAX_UPSAMPLE_ELEMENTS = 16 * 1024 * 1024
 
 Box = Sequence[float]
 
@@ -137,7 +138,10 @@ class SamRefiner:
 
         ``predictor.set_image`` (the image encoder, the costly part: 0.3-0.7 s on 2 CPU cores
         for the tiny dev model, ~20 s for the real vit_b) runs once per call, however many
-        boxes; each box then costs one mask-decoder pass (~0.1-0.2 s on CPU). The encoder's
+        boxes; each box then costs one mask-decoder pass (~0.1-0.2 s on CPU). The best of the
+        three candidate masks is chosen by predicted IoU at the decoder's 256 x 256 and only it
+        is upsampled to H x W (segment-anything's ``postprocess_masks``, then ``> 0``): the same
+        mask as ``predict_torch`` gives, a third of its upsampling (#16). The encoder's
         features are dropped on return, so no image state is kept between calls.
 
         Args:
@@ -162,7 +166,8 @@ class SamRefiner:
             raise ValueError("boxes must be a list of (x0, y0, x1, y1) finite numbers")
         arr[:, [0, 2]] = arr[:, [0, 2]].clip(0, w)
         arr[:, [1, 3]] = arr[:, [1, 3]].clip(0, h)
-        per_batch = max(1, MAX_UPSAMPLE_ELEMENTS // (3 * h * w))
+        per_batch = max(1, MAX_UPSAMPLE_ELEMENTS // (h * w))
+        model = self.model
         out: list[tuple[np.ndarray, float]] = []
         with torch.inference_mode():
             with timing.forward():
@@ -172,15 +177,23 @@ class SamRefiner:
                     tb = torch.as_tensor(arr[i:i + per_batch], dtype=torch.float32,
                                          device=self.predictor.device)
                     tb = self.predictor.transform.apply_boxes_torch(tb, (h, w))
+                    # SamPredictor.predict_torch's steps, with the best of the 3 candidates
+                    # chosen at the decoder's 256 x 256 and only that one upsampled
                     with timing.forward():
-                        masks, ious, _ = self.predictor.predict_torch(
-                            point_coords=None, point_labels=None, boxes=tb,
+                        sparse, dense = model.prompt_encoder(points=None, boxes=tb, masks=None)
+                        low_res, ious = model.mask_decoder(
+                            image_embeddings=self.predictor.features,
+                            image_pe=model.prompt_encoder.get_dense_pe(),
+                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                             multimask_output=True)
                         best = ious.argmax(dim=1)
                         rows = torch.arange(len(best), device=best.device)
-                        sel_masks = masks[rows, best].cpu().numpy()  # B x H x W bool
-                        sel_scores = ious[rows, best].float().cpu().numpy()
-                    out.extend((m, float(s)) for m, s in zip(sel_masks, sel_scores))
+                        sel_scores = ious[rows, best].float().cpu().numpy()  # (syncs CUDA)
+                    masks = model.postprocess_masks(low_res[rows, best][:, None],
+                                                    self.predictor.input_size,
+                                                    self.predictor.original_size)
+                    sel_masks = (masks[:, 0] > model.mask_threshold).cpu().numpy()  # B x H x W
+                    out.extend((m, float(sc)) for m, sc in zip(sel_masks, sel_scores))
             finally:
                 self.predictor.reset_image()  # drop the features: no image state between jobs
         return out

@@ -242,11 +242,11 @@ export interface Artifact {
   url: string;
   content_type: string;
   /**
-   * px
+   * px of this file: the photo's width for the result and the mask; the overlay is a preview of at most 2 MP (2,000,000 px), scaled down with its aspect ratio kept.
    */
   width: number;
   /**
-   * px
+   * px of this file (see `width`).
    */
   height: number;
   /**
