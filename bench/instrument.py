@@ -8,9 +8,12 @@ tables), measured by wrapping the objects the core calls - never by editing core
   forwarding proxy). This is the whole diffusers call: its own image/mask preprocessing, the text
   encoder, the denoising loop, the VAE encode/decode and its tensor -> PIL conversion.
   ``core.inpaint``'s crop, LANCZOS resizes, mask thresholding and paste-back are *not* in it.
-- garment detector: ``YOLO.predict`` (ultralytics' letterbox, forward, NMS, retina masks);
+- garment detector: ``YOLO.predict`` (ultralytics' letterbox, forward, NMS, and retina masks
+  unless SAM refines);
   ``GarmentDetector.detect``'s RGB->BGR copy and result conversion are not;
-- SAM: ``SamPredictor.set_image`` and ``predict_torch``;
+- SAM: ``SamPredictor.set_image`` and the mask decoder's ``forward`` (``core.masking.sam`` runs
+  ``predict_torch``'s steps itself, upsampling only the best candidate; that upsampling is not
+  model time);
 - faces: SCRFD's ``FaceAnalysis.get`` (insightface's resize, ONNX forward, decode, NMS); every
   other face / hand detector's whole ``detect`` (MediaPipe: letterbox, tiles, forward, NMS).
 
@@ -109,6 +112,9 @@ def install_seam_timers(models) -> None:
     if models.sam is not None and not isinstance(models.sam.predictor, TimedProxy):
         models.sam.predictor = TimedProxy(models.sam.predictor, "mask.sam",
                                           ("set_image", "predict_torch"))
+        dec = models.sam.model.mask_decoder  # refine calls the decoder, not predict_torch
+        if getattr(dec.forward, "__bench_wrapped__", None) is None:
+            dec.forward = _timed(dec.forward, FORWARD_MS, "mask.sam", sync=True)
     for kind, dets in (("faces", models.face_detectors), ("hands", models.hand_detectors)):
         for det in dets:
             if hasattr(det, "app") and not isinstance(det.app, TimedProxy):  # SCRFD

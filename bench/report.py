@@ -190,8 +190,8 @@ def markdown(r: dict, out_dir: Path) -> str:
         "Model forward = the worker's own `timings_ms` keys ending in `.forward` (`core.timing`, "
         "around each model call only): `inpaint.forward` (the diffusers pipeline call with its "
         "own pre/post-processing), `mask.garments.forward` (ultralytics predict: letterbox, "
-        "forward, NMS, retina masks), `mask.sam.forward` (`set_image`, `predict_torch` with its "
-        "mask upsampling), `mask.faces.scrfd.forward` (`FaceAnalysis.get`), and for the MediaPipe "
+        "forward, NMS; full-size retina masks only when SAM will not refine), `mask.sam.forward` "
+        "(`set_image` and the mask decoder; the chosen mask's upsampling is overhead), `mask.faces.scrfd.forward` (`FaceAnalysis.get`), and for the MediaPipe "
         "face / hand / pose models the interpreter's `invoke` alone. **overhead** = "
         "`timings_ms.total` - their sum, so it includes `core.inpaint`'s crop/resize/paste-back "
         "and the detectors' letterbox/tiles; handler overhead = the handler call's wall time - "
@@ -208,7 +208,7 @@ def markdown(r: dict, out_dir: Path) -> str:
             if _dev(meta) else "### Automatic masking path\n",
             ("Same jobs, but the tiny YOLO's head is rigged (`weights.tiny.masking.write_tiny_yolo("
              "bias_class=...)`) to find one garment on any photo, so the path real weights take "
-             "runs: detect (retina masks at full size) -> SAM refine (tiny encoder, 1024 px input) "
+             "runs: detect (boxes; no full-size masks) -> SAM refine (tiny encoder, 1024 px input) "
              "-> union -> `post.clean` -> finalize; no GrabCut. "
              if _dev(meta) else "Jobs on a worker of their own. ")
             + "The 2 MP jobs here are the automatic halves of the automatic vs provided-mask "
