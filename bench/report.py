@@ -234,9 +234,24 @@ NOTES_16 = """
   restricted to the band's bounding box (blending only 0 < alpha < 1 with boolean indexing
   measured no faster than blending the whole crop: 91 vs 89-97 ms on a 2000 x 1500 crop, so it
   was not kept).
-- **Cold start (target 1.5x).** Not worked on in this round (2.6-3.2x in two runs): runpod's
-  import of py-cpuinfo and transformers' pipeline imports dominate (profiles in `tmp/`);
-  masking models still load one after another.
+- **Cold start to a finished tiny job (target 1.5x; 2.3-2.7x).** Done (#16 part 4): the runpod
+  SDK is imported without py-cpuinfo's subprocess (fresh import 1,973 -> 475 ms); the worker sets
+  `OMP_WAIT_POLICY=PASSIVE` (under contention torch's two spinning OpenMP threads made a warm
+  0.5 MP job take ~10.5 s instead of ~1 s: that, not the cold child, made the old first/second
+  cold jobs take 4-12 s); the first job imports nothing (it imported 58 modules: job stages and
+  every Pillow plugin); SCRFD loads in a background thread (no gain measurable on 2 shared cores;
+  YOLO and SAM cannot: accelerate's `init_empty_weights`, used by `from_pretrained`, patches
+  `torch.nn.Module` process-wide, and a SAM built meanwhile kept meta-device weights). Same-run
+  A/B (fresh processes, weights evicted, load ~4.2, 3 rounds): first tiny job done / floor 3.79x
+  -> 2.69x, ready / floor 2.99x -> 2.48x. What is left: imports beyond `torch, diffusers` that
+  libraries make at module level for features the worker never uses: scipy ~1-1.2 s here
+  (`scipy.optimize` from transformers' object-detection loss, `scipy.stats` from diffusers'
+  schedulers, `scipy.spatial` from insightface's liveness add-on), `torchvision.ops` ->
+  `torch.onnx` ~0.3 s, transformers' image-processing stack for the pipeline classes; then the
+  loads (~1.5-2.5 s, Python module construction under the GIL, so threads do not help on CPU).
+  Avoiding those imports would take upstream lazy imports or patching the libraries' modules.
+  With dev weights the floor's weight read is ~50-90 ms; with real weights (GBs) the read
+  dominates the floor and these seconds weigh far less.
 - **Automatic masking non-forward <= 2x provided; PNG encode + upload <= 150 ms; peak RSS of a
   12 MP job <= 4 frames:** not measured as separate rows in this round (the PNG path is
   measured when a job asks for `"format": "png"`; the bench's jobs now use `auto`, JPEG here).
