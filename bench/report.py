@@ -234,7 +234,7 @@ NOTES_16 = """
   restricted to the band's bounding box (blending only 0 < alpha < 1 with boolean indexing
   measured no faster than blending the whole crop: 91 vs 89-97 ms on a 2000 x 1500 crop, so it
   was not kept).
-- **Cold start to a finished tiny job (target 1.5x; 2.3-2.7x).** Done (#16 part 4): the runpod
+- **Cold start to a finished tiny job (target 1.5x; 2.2-2.7x).** Done (#16 part 4): the runpod
   SDK is imported without py-cpuinfo's subprocess (fresh import 1,973 -> 475 ms); the worker sets
   `OMP_WAIT_POLICY=PASSIVE` (under contention torch's two spinning OpenMP threads made a warm
   0.5 MP job take ~10.5 s instead of ~1 s: that, not the cold child, made the old first/second
@@ -242,8 +242,9 @@ NOTES_16 = """
   every Pillow plugin); SCRFD loads in a background thread (no gain measurable on 2 shared cores;
   YOLO and SAM cannot: accelerate's `init_empty_weights`, used by `from_pretrained`, patches
   `torch.nn.Module` process-wide, and a SAM built meanwhile kept meta-device weights). Same-run
-  A/B (fresh processes, weights evicted, load ~4.2, 3 rounds): first tiny job done / floor 3.79x
-  -> 2.69x, ready / floor 2.99x -> 2.48x. What is left: imports beyond `torch, diffusers` that
+  A/B (fresh processes, weights evicted, 3 rounds each, median): first tiny job done / floor
+  3.79x -> 2.69x and ready / floor 2.99x -> 2.48x at load ~4.2; 3.01x -> 2.57x and 2.79x ->
+  2.33x at load ~2; quick bench at load 0.4-0.8: 2.21x (2.17-2.25). What is left: imports beyond `torch, diffusers` that
   libraries make at module level for features the worker never uses: scipy ~1-1.2 s here
   (`scipy.optimize` from transformers' object-detection loss, `scipy.stats` from diffusers'
   schedulers, `scipy.spatial` from insightface's liveness add-on), `torchvision.ops` ->
