@@ -9,16 +9,28 @@ import os
 
 # runpod's logger defaults to DEBUG, which prints every handler output (presigned URLs included)
 os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+# OpenMP threads that wait for work sleep instead of spinning (read when torch loads libgomp, so
+# before any torch import). On 2 cores shared with other processes (load ~4.5) a warm 0.5 MP
+# job took ~10.5 s with torch's 2 spinning threads vs ~1.0 s with 1 thread or with PASSIVE
+# (0.95 s, same process, alternating; issue #16). On a GPU the few CPU-side ops hardly notice.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import runpod  # noqa: E402
+from handlers.runpod import import_sdk, make_handler, route_sdk_logs  # noqa: E402
+
+runpod = import_sdk()  # the SDK without py-cpuinfo's subprocess (see import_sdk)
 
 from core.logs import setup_logging  # noqa: E402
 from core.pipeline import Worker  # noqa: E402
-from handlers.runpod import make_handler, route_sdk_logs  # noqa: E402
 
-if __name__ == "__main__":
+
+def cold_start() -> Worker:
+    """Logging, then every model loaded once (``bench.child`` times this same function)."""
     setup_logging()  # takes over from the basicConfig that `import runpod` ran
     route_sdk_logs()
     worker = Worker.cold_start()
     setup_logging()  # again: the cold start imported libraries that add their own handlers
-    runpod.serverless.start({"handler": make_handler(worker)})
+    return worker
+
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": make_handler(cold_start())})

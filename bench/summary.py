@@ -13,7 +13,7 @@ SIZE_ORDER = ("0.5MP", "2MP", "12MP")
 
 TARGETS = {
     "overhead_2MP_ms": 150.0,     # median handler overhead (job - model forward), 2 MP
-    "cold_vs_floor": 1.5,         # cold start to ready / floor
+    "cold_vs_floor": 1.5,         # cold start to a finished tiny job / floor
     "memory_growth_pct": 5.0,     # RSS after job N vs after job 5
 }
 
@@ -82,6 +82,26 @@ def provided_summary(pairs: list[dict]) -> dict:
             "upload_ms": _med([p["job"]["timings_ms"].get("upload") for p in pairs])}
 
 
+def _paired_ratios(cold: list[dict], floor_raw: dict) -> dict:
+    """Each cold run over the floor measured right before it (its fresh ``import torch,
+    diffusers`` + the median evicted weight read): median, min, max of ready / floor and of
+    first tiny job done / floor (#16's target). Unpaired runs (older raw files) use the median
+    floor import."""
+    read = _med(floor_raw["read_ms"]["evicted"])
+    imports = [r["spawn_to_imported_ms"] for r in floor_raw["imports"]]
+    paired = bool(floor_raw.get("paired_with_cold")) and len(imports) == len(cold)
+    floors = [(imports[i] if paired else _med(imports)) + read for i in range(len(cold))]
+
+    def spread(key: str) -> dict:
+        vals = [c[key] / f for c, f in zip(cold, floors)]
+        return {"median": round(statistics.median(vals), 2), "min": round(min(vals), 2),
+                "max": round(max(vals), 2), "n": len(vals)}
+
+    return {"ready": spread("spawn_to_ready_ms"),
+            "first_job_done": spread("spawn_to_first_job_done_ms"),
+            "floor_ms": [round(f, 1) for f in floors], "paired": paired}
+
+
 def summarise(results: dict) -> dict:
     out: dict = {}
     # floor
@@ -118,6 +138,7 @@ def summarise(results: dict) -> dict:
             "second_job_ms": second, "first_job_penalty_ms": round(stages["first_job"] - second, 1),
             "model_load_ms": models, "rss_ready_mb": _med([c["rss_ready_mb"] for c in cold]),
             "ready_all_runs_ms": [c["spawn_to_ready_ms"] for c in cold],
+            "size": cold[0].get("size"),
         }
         if "floor" in out:
             out["cold_start"]["ready_vs_floor"] = round(ready / out["floor"]["floor_ms"], 2)
@@ -126,6 +147,7 @@ def summarise(results: dict) -> dict:
                 out["floor"]["extended_floor_ms"] = round(ext, 1)
                 out["cold_start"]["ready_vs_extended_floor"] = round(ready / ext, 2)
             out["cold_start"]["first_job_done_vs_floor"] = round(done / out["floor"]["floor_ms"], 2)
+            out["cold_start"]["vs_paired_floor"] = _paired_ratios(cold, fr)
     # jobs
     jobs = results.get("jobs_raw")
     if jobs:
@@ -206,13 +228,16 @@ def targets(s: dict) -> list[dict]:
                   f"{r['max']:.2f}, n={pr['n']}; {pr['overhead_ms']:.0f} ms vs "
                   f"{pr['codec_ms']:.0f} ms)", "pass": r["median"] <= 3})
     cs = s.get("cold_start")
-    if cs and "ready_vs_floor" in cs:
-        v = cs["ready_vs_floor"]
-        t.append({"target": "cold start to ready vs floor (import torch+diffusers + read weights)",
+    if cs and "vs_paired_floor" in cs:
+        r = cs["vs_paired_floor"]["first_job_done"]
+        t.append({"target": f"cold start to a finished tiny job ({cs.get('size', '0.5MP')} photo, "
+                            "auto masking, through the RunPod handler) vs floor (fresh import "
+                            "torch+diffusers + read the weights), same run",
                   "goal": f"<= {TARGETS['cold_vs_floor']}x",
-                  "measured": f"{v:.2f}x ({cs['spawn_to_ready_ms'] / 1000:.1f} s vs "
+                  "measured": f"{r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f}, "
+                              f"n={r['n']}; {cs['spawn_to_first_job_done_ms'] / 1000:.1f} s vs "
                               f"{s['floor']['floor_ms'] / 1000:.1f} s)",
-                  "pass": v <= TARGETS["cold_vs_floor"]})
+                  "pass": r["median"] <= TARGETS["cold_vs_floor"]})
     mo = s.get("models_loaded_once")
     if mo:
         ok = mo["each_model_loader_called_once"] and mo["model_ids_stable"] \

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +57,9 @@ class ModelSet:
     hand_detectors: list = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
     load_issues: list[DetectorIssue] = field(default_factory=list)
+    #: Model key -> its own load time, ms (resolve excluded). The ONNX face detector loads in a
+    #: background thread while YOLO, SAM and the pipelines load, so its time overlaps theirs:
+    #: the values can add up to more than ``total_load_ms``.
     load_ms: dict[str, float] = field(default_factory=dict)
     #: The whole load (:func:`core.pipeline.load_models`), ms; None until then.
     total_load_ms: float | None = None
@@ -103,6 +108,11 @@ class ModelSet:
         loaded, OpenCV's Haar cascade stands in, so protection never silently turns off.
         An inpainting model that is missing or fails to load never raises here either: it is
         recorded in ``inpaint_missing`` (see the module docstring).
+
+        Order (issue #16): the MediaPipe models; then the ONNX face detector in one background
+        thread while this thread loads YOLO, SAM, the pipelines and their add-ons (why only that
+        one: :data:`_THREAD_KINDS`). Each model loads once; outcomes are recorded in manifest
+        order, as before.
         """
         set_offline_env()
         import torch
@@ -111,59 +121,34 @@ class ModelSet:
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
         ms = cls(device=device)
         wd = Path(settings.weights_dir)
-        keys = settings.inpaint_models or [
-            k for k, e in manifest.models.items() if e.kind == "diffusers_inpaint"
-        ]
-        for key in keys:
-            try:
-                res = resolve(key, wd, manifest, verify=settings.verify_weights)
-                t = time.perf_counter()
-                ms.inpainters[key] = _load_inpainter(res, device)
-                ms.load_ms[key] = (time.perf_counter() - t) * 1000
-            except ModelMissing:
-                ms.inpaint_missing[key] = "not baked"
-            except Exception as exc:  # corrupt or mismatching weights must not kill the worker
-                ms.inpaint_missing[key] = "weights failed to load"
-                log.error("inpainting model %s failed to load: %s", key, exc)
-        ms.default_inpaint = settings.default_model or next(iter(ms.inpainters), None) or (
-            keys[0] if keys else manifest.roles["inpaint_default"])
-        if ms.default_inpaint not in ms.inpainters:
-            log.error(
-                "inpainting model %s is not loaded (%s); jobs that need it get model_not_found. "
-                "Bake the weights: python -m weights.bake --profile <sd15|sdxl|full> --out %s "
-                "(or random dev weights: python -m weights.tiny --out %s)",
-                ms.default_inpaint, ms.inpaint_missing.get(ms.default_inpaint, "not baked"), wd, wd)
-
-        # issue #15: IP-Adapters and ControlNets of the loaded inpainting models
-        from core.conditioning import load_conditioning
-
-        load_conditioning(ms, manifest, wd, verify=settings.verify_weights, device=device)
-
+        masking_keys = _masking_keys(manifest)
+        kinds = {k: manifest.models[k].kind for k in masking_keys}
         threads = torch.get_num_threads()  # ultralytics' select_device lowers it (to 1 here)
-        for key in _masking_keys(manifest):
-            entry = manifest.models[key]
-            slot, loader = MASKING_LOADERS[entry.kind]
+        # MediaPipe (litert) first, alone: its loader redirects fd 2 (see _THREAD_KINDS)
+        outcomes: dict[str, Any] = {
+            k: _load_masking(k, manifest, wd, settings.verify_weights, device)
+            for k in masking_keys if kinds[k] in _ALONE_KINDS}
+        # then the ONNX face detector in a background thread (onnxruntime builds its session
+        # largely outside the GIL) while this thread loads YOLO, SAM and the pipelines
+        try:
+            import_module(_THREAD_LOADER_MODULE)  # here, not in both threads at once
+        except Exception:  # its load reports it, as before
+            log.debug("%s failed to import", _THREAD_LOADER_MODULE, exc_info=True)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="masking-load") as pool:
+            pending = {k: pool.submit(_load_masking, k, manifest, wd, settings.verify_weights,
+                                      device)
+                       for k in masking_keys if kinds[k] in _THREAD_KINDS}
             try:
-                res = resolve(key, wd, manifest, verify=settings.verify_weights)
-                t = time.perf_counter()
-                model = loader(res, device)
-                ms.load_ms[key] = (time.perf_counter() - t) * 1000
-            except ModelMissing as exc:
-                ms.missing.setdefault(slot, f"{key} not baked")
-                log.warning("masking model missing: %s", exc)
-                continue
-            except Exception as exc:  # a broken file must not take the worker down
-                ms.missing.setdefault(slot, f"{key} failed to load")
-                ms.load_issues.append(DetectorIssue(detector=key, stage="load",
-                                                    message=f"failed to load ({type(exc).__name__})"))
-                log.exception("masking model %s failed to load: %s", key, type(exc).__name__)
-                continue
-            model.identity = res.identity
-            if slot in ("face_detectors", "hand_detectors"):
-                getattr(ms, slot).append(model)
-            elif getattr(ms, slot) is None:
-                setattr(ms, slot, model)
-        torch.set_num_threads(threads)
+                for key in masking_keys:
+                    if key not in outcomes and key not in pending:
+                        outcomes[key] = _load_masking(key, manifest, wd, settings.verify_weights,
+                                                      device)
+                torch.set_num_threads(threads)
+                ms._load_inpainting(settings, manifest, wd, device)
+            finally:  # the thread finishes before anything else happens (an error here too)
+                outcomes.update({k: f.result() for k, f in pending.items()})
+        for key in masking_keys:  # recorded in manifest order, whichever finished first
+            ms._add_masking(key, manifest.models[key].kind, outcomes[key])
         if not ms.face_detectors:
             # face protection never silently turns off: OpenCV's cascade stands in
             from core.masking.haar import HaarFaceDetector
@@ -171,7 +156,61 @@ class ModelSet:
             ms.face_detectors.append(HaarFaceDetector())
             log.warning("face detector: using OpenCV's Haar cascade (no other face model "
                         "loaded: %s)", ms.missing.get("face_detectors", "none baked"))
+        import_job_modules()
         return ms
+
+    def _load_inpainting(self, settings: Settings, manifest: Manifest, wd: Path,
+                         device: str) -> None:
+        """The inpainting pipelines, then their IP-Adapters / ControlNets (issue #15)."""
+        keys = settings.inpaint_models or [
+            k for k, e in manifest.models.items() if e.kind == "diffusers_inpaint"
+        ]
+        for key in keys:
+            try:
+                res = resolve(key, wd, manifest, verify=settings.verify_weights)
+                t = time.perf_counter()
+                self.inpainters[key] = _load_inpainter(res, device)
+                self.load_ms[key] = (time.perf_counter() - t) * 1000
+            except ModelMissing:
+                self.inpaint_missing[key] = "not baked"
+            except Exception as exc:  # corrupt or mismatching weights must not kill the worker
+                self.inpaint_missing[key] = "weights failed to load"
+                log.error("inpainting model %s failed to load: %s", key, exc)
+        self.default_inpaint = settings.default_model or next(iter(self.inpainters), None) or (
+            keys[0] if keys else manifest.roles["inpaint_default"])
+        if self.default_inpaint not in self.inpainters:
+            log.error(
+                "inpainting model %s is not loaded (%s); jobs that need it get model_not_found. "
+                "Bake the weights: python -m weights.bake --profile <sd15|sdxl|full> --out %s "
+                "(or random dev weights: python -m weights.tiny --out %s)",
+                self.default_inpaint, self.inpaint_missing.get(self.default_inpaint, "not baked"),
+                wd, wd)
+
+        # issue #15: IP-Adapters and ControlNets of the loaded inpainting models
+        from core.conditioning import load_conditioning
+
+        load_conditioning(self, manifest, wd, verify=settings.verify_weights, device=device)
+
+    def _add_masking(self, key: str, kind: str, outcome) -> None:
+        """Record one masking model's :func:`_load_masking` outcome in its slot, or why not."""
+        slot = MASKING_LOADERS[kind][0]
+        if isinstance(outcome, ModelMissing):
+            self.missing.setdefault(slot, f"{key} not baked")
+            log.warning("masking model missing: %s", outcome)
+            return
+        if isinstance(outcome, Exception):  # a broken file must not take the worker down
+            self.missing.setdefault(slot, f"{key} failed to load")
+            self.load_issues.append(DetectorIssue(
+                detector=key, stage="load", message=f"failed to load ({type(outcome).__name__})"))
+            log.error("masking model %s failed to load: %s", key, type(outcome).__name__,
+                      exc_info=outcome)
+            return
+        model, ms = outcome
+        self.load_ms[key] = ms
+        if slot in ("face_detectors", "hand_detectors"):
+            getattr(self, slot).append(model)
+        elif getattr(self, slot) is None:
+            setattr(self, slot, model)
 
     def to(self, device: str) -> ModelSet:
         """Move every torch model to ``device`` (e.g. after a CPU-side memory snapshot).
@@ -193,6 +232,21 @@ class ModelSet:
                 model.to(device)
         self.device = device
         return self
+
+
+def import_job_modules() -> None:
+    """Import what every job uses but :mod:`core.pipeline` imports lazily (it stays torch-free
+    for the handlers): the masking, inpainting and overlay stages, and every Pillow image plugin
+    (``Image.open(..., formats=...)`` imports them all on the first decode, ~70 ms here). Called
+    at the end of :meth:`ModelSet.load`, so the first job imports nothing (issue #16: it did 58
+    modules)."""
+    from PIL import Image
+
+    import core.inpaint  # noqa: F401
+    import core.masking.auto  # noqa: F401
+    import core.overlay  # noqa: F401
+
+    Image.init()
 
 
 def _load_inpainter(res: ResolvedModel, device: str) -> InpaintModel:
@@ -272,6 +326,39 @@ MASKING_LOADERS: dict[str, tuple[str, Callable[[ResolvedModel, str], Any]]] = {
 }
 #: Kinds with one model per worker, chosen by the manifest role of the same name.
 _ROLE_KINDS = {"yolo_seg": "garments", "sam": "sam"}
+
+
+#: Masking kinds loaded in a background thread while the others and the inpainting pipelines
+#: load. Only the ONNX face detector (SCRFD, onnxruntime): the torch ones (YOLO, SAM) must not
+#: build modules while diffusers / transformers ``from_pretrained`` runs, because those patch
+#: ``torch.nn.Module`` process-wide for their meta-device init (accelerate's
+#: ``init_empty_weights``): tried, SAM's parameters were silently left on the meta device and
+#: YOLO failed to load; the MediaPipe (litert) loader redirects the process's fd 2 while it
+#: builds an interpreter (``core.masking.mediapipe.runtime``), which would swallow the other
+#: thread's output.
+_THREAD_KINDS = {"insightface_det"}
+#: Loaded first, before the background thread starts (the fd 2 redirect above).
+_ALONE_KINDS = {"mediapipe_face", "mediapipe_palm", "mediapipe_pose"}
+#: Imported on the main thread before the background load starts (insightface, onnxruntime):
+#: two threads importing the same packages at once can meet Python's import-lock deadlock
+#: detection and see half-initialised modules.
+_THREAD_LOADER_MODULE = "core.masking.faces"
+
+
+def _load_masking(key: str, manifest: Manifest, wd: Path, verify: bool, device: str):
+    """Resolve and load one masking model. Returns ``(model, load ms)``, or the exception
+    (:class:`ModelMissing` when not baked) for :meth:`ModelSet._add_masking` to record; never
+    raises an ``Exception``."""
+    loader = MASKING_LOADERS[manifest.models[key].kind][1]
+    try:
+        res = resolve(key, wd, manifest, verify=verify)
+        t = time.perf_counter()
+        model = loader(res, device)
+        ms = (time.perf_counter() - t) * 1000
+        model.identity = res.identity
+        return model, ms
+    except Exception as exc:
+        return exc
 
 
 def _masking_keys(manifest: Manifest) -> list[str]:

@@ -35,6 +35,8 @@ RUNTIME_ENV = {
     **OFFLINE_ENV,  # the worker's offline environment, one definition (weights.resolve)
     "PYTHONUNBUFFERED": "1",
     "MASKPAINT_WEIGHTS_DIR": WEIGHTS_DIR,
+    # OpenMP threads sleep while they wait instead of spinning: see runpod_handler.py (#16)
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 _IGNORE = ["**/__pycache__/**", "**/*.pyc", "**/*.part", "**/.bake-staging/**"]
