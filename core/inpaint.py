@@ -151,6 +151,7 @@ def inpaint(
     from_model: Callable[[np.ndarray], np.ndarray] | None = None,
     num_outputs: int = 1,
     extra: Extra | None = None,
+    in_place: bool = False,
 ) -> tuple[list[np.ndarray], dict]:
     """Repaint ``alpha > 0`` of ``image`` ``num_outputs`` times with a diffusers inpainting
     pipeline (seeds ``params.seed + i``), as one ``num_images_per_prompt`` batch, or one image
@@ -172,6 +173,10 @@ def inpaint(
             before compositing (default: unchanged).
         num_outputs: images to make (1-4).
         extra: conditioning hook (see :data:`Extra`); default: ``pipe`` with no extra keywords.
+        in_place: the caller hands ``image`` over: the last output is painted into ``image``
+            itself instead of a copy (on a 12 MP photo one frame, 34 MiB, less held from here
+            to the end of the job; #16). The caller must not need ``image``'s original pixels
+            afterwards (nor ``model_image``'s, when it is the same array).
 
     Returns:
         (``num_outputs`` H x W x 3 uint8 results in seed order, facts: crop box and model size
@@ -218,11 +223,14 @@ def inpaint(
         batch = 1
         outs = [call([s])[0] for s in seeds]
     results = []
-    for out in outs:
+    for i, out in enumerate(outs):
         gen = _resize(np.asarray(out.convert("RGB")), (x1 - x0, y1 - y0))
         if from_model is not None:
             gen = from_model(gen)
-        result = image.copy()
+        # (in place: ``crop`` is a view of ``result``; composite reads only pixels it has not
+        # written yet, the band, so the blend is the same)
+        last = in_place and i == len(outs) - 1 and image.flags.writeable
+        result = image if last else image.copy()
         composite(crop, gen, crop_alpha, out=result[y0:y1, x0:x1])
         results.append(result)
     return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}
