@@ -208,6 +208,7 @@ class Worker:
             )
             clock.stage("inpaint", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
+        mo.drop_alpha()  # (the overlay has its scaled copy)
 
         t = stage("encode")
         outputs = job_outputs(photo, preview, mo, results, photo.output_format(req.output.format),
