@@ -22,6 +22,7 @@ from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, Mo
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
+from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
@@ -83,6 +84,8 @@ class Worker:
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
         forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
+        if settings.malloc_mmap_threshold_bytes:  # freed frames and masks go back to the OS
+            return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory; #16)
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
