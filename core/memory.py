@@ -10,9 +10,11 @@ as the ``MALLOC_MMAP_THRESHOLD_`` environment variable, which must be set before
 starts) maps every block of at least :data:`MMAP_THRESHOLD_BYTES` on its own and unmaps it on
 ``free``. Measured (#16, 12 MP JPEG jobs, provided and automatic masks, 2 cores, the heap
 trimmed before each job's idle reading, 4 jobs each): peak RSS above idle median 4.87 -> 3.65
-frames (frame = 3000 x 4000 x 3 B), for ~0.1 s more per job (page faults: fresh pages are
-zeroed where reused heap pages were not). :attr:`core.settings.Settings.malloc_mmap_threshold_bytes`
-sets it (0: glibc's default).
+frames (frame = 3000 x 4000 x 3 B); without the trims the default's idle RSS itself creeps up
+by 2-5 frames of retained heap while this one's stays put. The price is time (page faults:
+fresh pages are zeroed where reused heap pages were not): a 12 MP job's overhead (total - model
+calls) ~400 -> ~500 ms, a 2 MP job's ~127 -> ~138 ms (medians, same measurements).
+:attr:`core.settings.Settings.malloc_mmap_threshold_bytes` sets it (0: glibc's default).
 """
 
 from __future__ import annotations
