@@ -11,9 +11,7 @@ alpha channel, so outputs can carry the same profile and transparency (:mod:`cor
 from __future__ import annotations
 
 import io
-import struct
 import warnings
-import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -23,6 +21,7 @@ from PIL import ExifTags, Image, ImageOps
 from core.colour import (SRGB, ColourSpace, matrix_profile, parse_profile, profile_space,
                          to_srgb_image)
 from core.errors import ErrorCode, JobError
+from core.png import encode_png, iccp_chunk
 from core.settings import Settings
 
 try:  # HEIC/HEIF (iPhone photos); AVIF is Pillow's own plugin
@@ -39,8 +38,8 @@ ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "HEIF", "AVIF"})
 #: coloured brush counts, while JPEG noise in black areas (a few levels) does not.
 MASK_THRESHOLD = 26
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-#: zlib level for PNG outputs: 1 is several times faster than the usual 6 for ~10% larger files
-#: on photos (bench/ measures it); outputs are transient, upload is cheap next to encode time.
+#: zlib level for greyscale PNG outputs (masks; photos go through :mod:`core.png`): 1 is
+#: several times faster than the usual 6; outputs are transient, upload is cheap next to encode.
 PNG_COMPRESS_LEVEL = 1
 
 
@@ -331,14 +330,10 @@ def decode_mask(
 def _png_with_icc(png: bytes, icc: bytes) -> bytes:
     """Insert an ``iCCP`` chunk right after ``IHDR`` (PNG spec 11.3.3.3: before PLTE and IDAT).
 
-    Hand-written because OpenCV's PNG writer (kept for speed, see :func:`encode_image`) has no
-    ICC option; the chunk is name, NUL, compression method 0, zlib stream, then a CRC-32.
-    """
-    name = b"ICC Profile"
-    body = b"iCCP" + name + b"\0\0" + zlib.compress(icc)
-    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    Hand-written because OpenCV's PNG writer (kept for greyscale, see :func:`encode_image`) has
+    no ICC option."""
     end_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
-    return png[:end_ihdr] + chunk + png[end_ihdr:]
+    return png[:end_ihdr] + iccp_chunk(icc) + png[end_ihdr:]
 
 
 def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
@@ -354,25 +349,18 @@ def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
     """
     if alpha is not None and fmt == "jpeg":
         arr, alpha = flatten(arr, alpha), None
+    if fmt == "png" and arr.ndim == 3:
+        # photos: our writer, the "up" row filter deflated by ISA-L (#16: a 2 MP photo's
+        # deflate 102 -> 23 ms for 5 % more bytes than zlib level 1); see core.png
+        return encode_png(arr, alpha=alpha, icc=icc)
     if fmt == "png":
-        # OpenCV's PNG writer (one fixed row filter) is ~1.6x faster than Pillow's adaptive
-        # filtering at the same zlib level for ~5% larger files (bench/RESULTS.md); lossless
-        import cv2
-
-        # row filter: "up" for photos; none for masks (0/255 runs compress well unfiltered)
-        if alpha is not None:
-            bgr = cv2.cvtColor(np.dstack([arr, alpha]), cv2.COLOR_RGBA2BGRA)
-        else:
-            bgr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
-        row_filter = cv2.IMWRITE_PNG_FILTER_UP if arr.ndim == 3 else cv2.IMWRITE_PNG_FILTER_NONE
-        # greyscale (masks): zlib's run-length strategy, 3-4x smaller files in the same time
-        # (#16: a 12 MP mask 62 -> 17 kB, 21 ms either way). Photos keep the default strategy:
-        # RLE took 0.8x the time for 1.23x the bytes (2 MP: 82 vs 103 ms, 3.7 vs 3.0 MB).
-        strategy = (cv2.IMWRITE_PNG_STRATEGY_RLE if arr.ndim == 2
-                    else cv2.IMWRITE_PNG_STRATEGY_DEFAULT)
-        ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
-                                             cv2.IMWRITE_PNG_FILTER, row_filter,
-                                             cv2.IMWRITE_PNG_STRATEGY, strategy])
+        # greyscale (masks): OpenCV's writer, no row filter (0/255 runs compress well
+        # unfiltered) and zlib's run-length strategy: 3-4x smaller files in the same time
+        # (#16: a 12 MP mask 62 -> 17 kB, 21 ms either way)
+        ok, png = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
+                                             cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
+                                             cv2.IMWRITE_PNG_STRATEGY,
+                                             cv2.IMWRITE_PNG_STRATEGY_RLE])
         if not ok:
             raise ValueError("PNG encoding failed")
         return _png_with_icc(png.tobytes(), icc) if icc else png.tobytes()

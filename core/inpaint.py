@@ -134,6 +134,13 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
     return out
 
 
+def _repaint_mask(alpha: np.ndarray) -> np.ndarray:
+    """H x W uint8, 255 where ``alpha`` (H x W float32) > 0, else 0: OpenCV's comparison, 1 B/px
+    (``(alpha > 0) * 255`` made an int64 temporary, 8 B/px: 1.3 frames for a 5.5 MP crop of a
+    12 MP photo; #16)."""
+    return cv2.compare(alpha, 0.0, cv2.CMP_GT)
+
+
 #: ``extra(crop_box, (model_w, model_h)) -> (pipeline, call keywords)``: what a conditioned job
 #: calls instead (e.g. the ControlNet pipeline with its pose hint, the IP-Adapter image).
 Extra = Callable[[tuple[int, int, int, int], tuple[int, int]], tuple[Any, dict[str, Any]]]
@@ -151,6 +158,7 @@ def inpaint(
     from_model: Callable[[np.ndarray], np.ndarray] | None = None,
     num_outputs: int = 1,
     extra: Extra | None = None,
+    in_place: bool = False,
 ) -> tuple[list[np.ndarray], dict]:
     """Repaint ``alpha > 0`` of ``image`` ``num_outputs`` times with a diffusers inpainting
     pipeline (seeds ``params.seed + i``), as one ``num_images_per_prompt`` batch, or one image
@@ -172,6 +180,10 @@ def inpaint(
             before compositing (default: unchanged).
         num_outputs: images to make (1-4).
         extra: conditioning hook (see :data:`Extra`); default: ``pipe`` with no extra keywords.
+        in_place: the caller hands ``image`` over: the last output is painted into ``image``
+            itself instead of a copy (on a 12 MP photo one frame, 34 MiB, less held from here
+            to the end of the job; #16). The caller must not need ``image``'s original pixels
+            afterwards (nor ``model_image``'s, when it is the same array).
 
     Returns:
         (``num_outputs`` H x W x 3 uint8 results in seed order, facts: crop box and model size
@@ -186,8 +198,8 @@ def inpaint(
     mw, mh = model_size(x1 - x0, y1 - y0, resolution)
     crop_img = Image.fromarray(_resize(seen, (mw, mh)))
     # the model repaints the whole band alpha > 0; the blend weights come back at paste time
-    crop_mask = Image.fromarray(((crop_alpha > 0) * 255).astype(np.uint8)).resize(
-        (mw, mh), Image.Resampling.NEAREST)
+    crop_mask = Image.fromarray(_repaint_mask(crop_alpha)).resize((mw, mh),
+                                                                  Image.Resampling.NEAREST)
     run_pipe, kwargs = extra((x0, y0, x1, y1), (mw, mh)) if extra is not None else (pipe, {})
 
     def _cb(pipe_, step, _t, kw):
@@ -218,11 +230,14 @@ def inpaint(
         batch = 1
         outs = [call([s])[0] for s in seeds]
     results = []
-    for out in outs:
+    for i, out in enumerate(outs):
         gen = _resize(np.asarray(out.convert("RGB")), (x1 - x0, y1 - y0))
         if from_model is not None:
             gen = from_model(gen)
-        result = image.copy()
+        # (in place: ``crop`` is a view of ``result``; composite reads only pixels it has not
+        # written yet, the band, so the blend is the same)
+        last = in_place and i == len(outs) - 1 and image.flags.writeable
+        result = image if last else image.copy()
         composite(crop, gen, crop_alpha, out=result[y0:y1, x0:x1])
         results.append(result)
     return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}

@@ -51,42 +51,65 @@ def overlay_scale(width: int, height: int, max_pixels: int = OVERLAY_MAX_PIXELS)
     return min(1.0, math.sqrt(max_pixels / (width * height)))
 
 
-def render_preview(image: np.ndarray, mo) -> np.ndarray:
-    """The overlay for ``image`` (H x W x 3 uint8 sRGB) and a masking outcome
-    (:class:`core.masking.auto.MaskOutcome`), scaled to at most :data:`OVERLAY_MAX_PIXELS`:
-    the photo and alpha with :func:`shrink`, the boxes by the same factor.
+@dataclass(frozen=True)
+class PreviewSource:
+    """What the overlay is drawn from, already scaled to at most :data:`OVERLAY_MAX_PIXELS`:
+    ``image`` h x w x 3 uint8 sRGB, ``alpha`` h x w float32, and the factors ``sx``, ``sy``
+    from full-size px to preview px (boxes are scaled by them at render time).
+
+    Made right after masking (:func:`preview_source`), so the full-size sRGB photo need not be
+    kept until the encodes: the job may then repaint the photo's own buffer in place (#16)."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+    sx: float
+    sy: float
+
+
+def preview_source(image: np.ndarray, alpha: np.ndarray) -> PreviewSource:
+    """``image`` (H x W x 3 uint8 sRGB) and ``alpha`` (H x W float32) scaled with
+    :func:`shrink` by :func:`overlay_scale` (h/w = H/W x the factor, rounded down, at least
+    1 px); unscaled (the same arrays) when already within the budget."""
+    h, w = image.shape[:2]
+    s = overlay_scale(w, h)
+    if s >= 1.0:
+        return PreviewSource(image, alpha, 1.0, 1.0)
+    size = (max(1, int(w * s)), max(1, int(h * s)))  # (floor: within the budget)
+    return PreviewSource(shrink(image, size), shrink(alpha, size), size[0] / w, size[1] / h)
+
+
+def render_preview(image: np.ndarray | PreviewSource, mo) -> np.ndarray:
+    """The overlay for ``image`` (H x W x 3 uint8 sRGB, or its :class:`PreviewSource`) and a
+    masking outcome (:class:`core.masking.auto.MaskOutcome`), scaled to at most
+    :data:`OVERLAY_MAX_PIXELS`: the photo and alpha with :func:`shrink`, the boxes by the same
+    factor.
 
     Returns h x w x 3 uint8 RGB, h/w = H/W x :func:`overlay_scale` rounded down (at least 1 px).
     """
     from core import overlay  # at call time: the bench times ``overlay.render_overlay``
 
-    h, w = image.shape[:2]
-    s = overlay_scale(w, h)
-    alpha = mo.alpha
-    if s < 1.0:
-        size = (max(1, int(w * s)), max(1, int(h * s)))  # (floor: within the budget)
-        sx, sy = size[0] / w, size[1] / h
-        image, alpha = shrink(image, size), shrink(alpha, size)
-    else:
-        sx = sy = 1.0
+    src = image if isinstance(image, PreviewSource) else preview_source(image, mo.alpha)
+    sx, sy = src.sx, src.sy
 
     def scaled(box):
         x0, y0, x1, y1 = box
         return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
 
-    return overlay.render_overlay(image, alpha,
+    return overlay.render_overlay(src.image, src.alpha,
                                   [(d.label, d.score, scaled(d.box)) for d in mo.detections],
                                   [(f.score, scaled(f.box)) for f in mo.faces],
                                   [(hd.score, scaled(hd.box)) for hd in mo.hands])
 
 
-def job_outputs(photo: Photo, image: np.ndarray, mo, results: list[np.ndarray], fmt: str,
-                quality: int, encode: Callable[..., bytes] = encode_image) -> dict[str, Encoder]:
+def job_outputs(photo: Photo, image: np.ndarray | PreviewSource, mo, results: list[np.ndarray],
+                fmt: str, quality: int,
+                encode: Callable[..., bytes] = encode_image) -> dict[str, Encoder]:
     """Artefact name (``image``, ``image.1``, ..., ``mask``, ``overlay``) -> its encoder.
 
     Args:
         photo: the decoded photo (its ICC profile and alpha go on every result image).
-        image: H x W x 3 uint8 sRGB, what the models saw (the overlay's background).
+        image: H x W x 3 uint8 sRGB, what the models saw (the overlay's background), or its
+            :class:`PreviewSource` made before the photo was repainted.
         mo: the masking outcome (binary mask, alpha, detections, faces, hands).
         results: the repainted images, H x W x 3 uint8 in the photo's space (none for a mask
             job).

@@ -22,6 +22,7 @@ from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, Mo
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
+from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
@@ -83,6 +84,8 @@ class Worker:
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
         forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
+        if settings.malloc_mmap_threshold_bytes:  # freed frames and masks go back to the OS
+            return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory; #16)
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
@@ -167,6 +170,11 @@ class Worker:
 
         mo = make_mask(self.models, image, req.masking, provided)
         del provided  # (mo.binary is its own copy: 1 B/px less held through inpaint and encode)
+        from core.outputs import job_outputs, preview_source, store
+
+        # the overlay's background, scaled down now: the full-size `image` is not kept for it,
+        # and the photo's own buffer can take the repaint (inpaint(in_place=True)) (#16)
+        preview = preview_source(image, mo.alpha)
         clock.stage("mask", t)
 
         seed = None
@@ -199,13 +207,14 @@ class Worker:
                                  garment=garment, garment_scale=req.garment_scale,
                                  pose18=pose18, control_scale=req.control_scale),
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
+                in_place=True,  # photo.rgb becomes the last result (one frame less held)
             )
             clock.stage("inpaint", t)
+        del image  # (an sRGB copy of a photo in another space: one frame)
+        mo.drop_alpha()  # (the overlay has its scaled copy)
 
         t = stage("encode")
-        from core.outputs import job_outputs, store
-
-        outputs = job_outputs(photo, image, mo, results, photo.output_format(req.output.format),
+        outputs = job_outputs(photo, preview, mo, results, photo.output_format(req.output.format),
                               req.output.quality, encode_image)  # (the bench wraps this name)
         stage("upload")  # (progress: encodes and uploads now run together)
         artifacts, encoded_at = store(self.storage, job.id, outputs, req.output.url_expires_s,

@@ -147,3 +147,41 @@ def test_jpeg_fast_path_leaves_what_it_cannot_do_to_pillow(photos):
     with pytest.raises(JobError) as e:
         decode_photo(cases["truncated"])
     assert e.value.code.value == "invalid_image"
+
+
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_photo_png_decodes_bit_exact_with_pillow_and_opencv(monkeypatch, with_alpha):
+    """#16: a photo PNG from core.png (ISA-L deflate, rows filtered and fed a strip at a time;
+    here ~1 kB strips: dozens, the last of two rows) reads back with Pillow, OpenCV and zlib
+    (which checks the stream's Adler-32) as the exact pixels, alpha and ICC profile."""
+    import zlib
+
+    import cv2
+
+    from core import png
+    from core.colour import display_p3_profile
+
+    monkeypatch.setattr(png, "STRIP_BYTES", 1000)
+    rng = np.random.default_rng(5)
+    h, w = 97, 61  # (61 x 3 + 1 = 184 B a row: 5 rows a strip, 97 = 19 x 5 + 2)
+    arr = rng.integers(0, 256, (h, w, 3), np.uint8)
+    arr[40:60] = arr[39]  # flat runs too, so the Up filter gives zeros
+    alpha = rng.integers(0, 256, (h, w), np.uint8) if with_alpha else None
+    icc = display_p3_profile()
+    data = encode_image(arr, "png", icc=icc, alpha=alpha)
+    img = Image.open(io.BytesIO(data))
+    assert img.info.get("icc_profile") == icc
+    want = arr if alpha is None else np.dstack([arr, alpha])
+    assert np.array_equal(np.asarray(img), want)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGBA if with_alpha
+                                       else cv2.COLOR_BGR2RGB), want)
+    # the IDAT stream, checked by zlib (header, every piece, the Adler-32 at its end)
+    pos, idat = 8, b""
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        if data[pos + 4:pos + 8] == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    assert len(raw) == h * (w * want.shape[2] + 1)

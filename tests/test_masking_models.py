@@ -184,6 +184,26 @@ def test_garment_detector_feeds_ultralytics_bgr_at_original_size(garments, image
     assert seen["kw"]["retina_masks"] is True
 
 
+def test_garment_detector_keeps_no_photo_after_a_call(garments, images, monkeypatch):
+    """#16: ultralytics' predictor would keep its last batch and results, each with the photo
+    (a full-size frame held between jobs); none of it outlives the call."""
+    import weakref
+
+    seen = []
+    real = garments.model.predict
+
+    def spy(source, **kw):
+        seen.append(weakref.ref(source))  # the BGR copy the detector hands over
+        return real(source, **kw)
+
+    monkeypatch.setattr(garments.model, "predict", spy)
+    garments.detect(images["zidane"])
+    import gc
+
+    gc.collect()
+    assert seen and seen[0]() is None
+
+
 def test_class_map_is_configuration(weights_dir, images):
     from core.masking.garments import DEFAULT_CLASS_GROUPS, GarmentDetector
 

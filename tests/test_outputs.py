@@ -106,3 +106,28 @@ def test_overlay_is_a_preview_within_the_pixel_budget_with_its_own_size(tmp_path
     s = ov.width / w
     x0, y0 = round(1800 * s), round(300 * s)  # left edge, half way down
     assert np.abs(img[y0, x0 - 1:x0 + 2].astype(int) - 128).max() > 40
+
+
+def test_inpaint_in_place_paints_the_photo_buffer_with_the_same_pixels():
+    """#16: with ``in_place`` the last result is the caller's own array (one full-size frame
+    less held), pixel for pixel what the copy would have been; earlier gallery images are
+    copies taken before it was painted."""
+    from core.inpaint import InpaintParams, inpaint
+
+    class Pipe:  # a stand-in diffusers pipeline: each image a flat colour at the model size
+        def __call__(self, *, num_images_per_prompt, width, height, **_):
+            return types.SimpleNamespace(images=[
+                Image.new("RGB", (width, height), (40 * i, 200, 90))
+                for i in range(num_images_per_prompt)])
+
+    rng = np.random.default_rng(4)
+    h, w = 150, 200
+    alpha = _alpha(h, w)
+    photo = rng.integers(0, 256, (h, w, 3), np.uint8)
+    params = InpaintParams({}, 1)
+    want, _ = inpaint(Pipe(), 64, photo, alpha, params, num_outputs=2)
+    own = photo.copy()
+    got, _ = inpaint(Pipe(), 64, own, alpha, params, num_outputs=2, in_place=True)
+    assert got[1] is own and got[0] is not own
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert not np.array_equal(want[0], want[1])  # (the two outputs differ: a real gallery)

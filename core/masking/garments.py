@@ -191,12 +191,19 @@ class GarmentDetector:
         return self._detections(boxes, scores, classes, full, w, h)
 
     def _predict(self, bgr: np.ndarray, retina_masks: bool = True):
-        return self.model.predict(
+        result = self.model.predict(
             bgr, conf=self.conf, iou=self.iou, max_det=self.max_det, imgsz=self.imgsz,
             device=self.device, retina_masks=retina_masks, verbose=False, save=False,
             show=False,
             **({"quantize": 16} if self.device.startswith("cuda") else {}),  # fp16 on CUDA
         )[0]
+        # ultralytics' predictor keeps its last batch, loader and results (each holding the
+        # full-size photo) until its next call, which builds them anew: one frame held between
+        # jobs, and through every later job's peak (#16, found on a 12 MP photo)
+        predictor = getattr(self.model, "predictor", None)
+        if predictor is not None:
+            predictor.results = predictor.batch = predictor.dataset = None
+        return result
 
     def _detections(self, boxes, scores, classes, masks, w: int, h: int
                     ) -> list[GarmentDetection]:
