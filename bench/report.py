@@ -241,53 +241,55 @@ def markdown(r: dict, out_dir: Path) -> str:
 #: Issue #16: where the unmet targets' time goes (from the provided-mask jobs' timings_ms and
 #: detail timers of the 2026-12-01 quick run) and what meeting them would take.
 NOTES_16 = """
-## Issue #16: why the unmet targets are unmet (quick runs 2026-12-01, load ~2.7 on 2 cores)
+## Issue #16: where each target stands and why (full run 2026-12-01 04:00, load ~1 on 2 cores)
 
-- **Overhead vs bare decode + JPEG q92 (target 3x; ~7x at 2 MP and 12 MP).** 12 MP, per job,
-  ms outside `*.forward`: decode 160-220 (Pillow decode ~100 + sRGB/alpha copies), `mask.post`
-  (finalize: two distance transforms) 120-130, face/hand detector pre/post (letterbox, tiles)
-  ~50-100, inpaint outside `inpaint.forward` 300-420 (was 400-700 before the crop resizes moved
-  from Pillow LANCZOS to OpenCV area/cubic: the float32 paste-back over the whole crop and
-  `image.copy()` remain), encode 200-250 with uploads overlapped (overlay render 140-200 +
-  overlay JPEG ~200 at full resolution, result JPEG, mask PNG). What it would take: a preview
-  overlay at <= 2 MP (it is a preview; today it is full size), finalize on a downscaled mask
-  with an upscaled alpha (a stated change of the feathered alpha), and the paste-back
-  restricted to the band's bounding box (blending only 0 < alpha < 1 with boolean indexing
-  measured no faster than blending the whole crop: 91 vs 89-97 ms on a 2000 x 1500 crop, so it
-  was not kept).
-- **Cold start to a finished tiny job (target 1.5x; 2.2-2.7x).** Done (#16 part 4): the runpod
-  SDK is imported without py-cpuinfo's subprocess (fresh import 1,973 -> 475 ms); the worker sets
-  `OMP_WAIT_POLICY=PASSIVE` (under contention torch's two spinning OpenMP threads made a warm
-  0.5 MP job take ~10.5 s instead of ~1 s: that, not the cold child, made the old first/second
-  cold jobs take 4-12 s); the first job imports nothing (it imported 58 modules: job stages and
-  every Pillow plugin); SCRFD loads in a background thread (no gain measurable on 2 shared cores;
-  YOLO and SAM cannot: accelerate's `init_empty_weights`, used by `from_pretrained`, patches
-  `torch.nn.Module` process-wide, and a SAM built meanwhile kept meta-device weights). Same-run
-  A/B (fresh processes, weights evicted, 3 rounds each, median): first tiny job done / floor
-  3.79x -> 2.69x and ready / floor 2.99x -> 2.48x at load ~4.2; 3.01x -> 2.57x and 2.79x ->
-  2.33x at load ~2; quick bench at load 0.4-0.8: 2.21x (2.17-2.25). What is left: imports beyond `torch, diffusers` that
-  libraries make at module level for features the worker never uses: scipy ~1-1.2 s here
-  (`scipy.optimize` from transformers' object-detection loss, `scipy.stats` from diffusers'
-  schedulers, `scipy.spatial` from insightface's liveness add-on), `torchvision.ops` ->
-  `torch.onnx` ~0.3 s, transformers' image-processing stack for the pipeline classes; then the
-  loads (~1.5-2.5 s, Python module construction under the GIL, so threads do not help on CPU).
-  Avoiding those imports would take upstream lazy imports or patching the libraries' modules.
-  With dev weights the floor's weight read is ~50-90 ms; with real weights (GBs) the read
-  dominates the floor and these seconds weigh far less.
-- **Automatic masking (target 2x): met on the median, barely** (quick runs 1.99x and 1.50x, a
-  full run 1.99x with pairs from 1.14x to 3.44x; load 4-5 on 2 cores): the automatic jobs' mask
-  stage outside `mask.*.forward` is 140-230 ms vs 40-70 ms with a provided mask.
-- **PNG output, 2 MP (target 150 ms; 306, 355 and 211 ms in those runs).** Mostly the result PNG
-  encode (178-306 ms in the jobs, 145 ms alone: OpenCV, zlib level 1, one thread, 3.0 MB) while
-  the mask PNG and the full-size overlay render + JPEG share the 2 cores; the 3.4 MB upload adds
-  30-50 ms. It would take (not measured) a deflate split across threads (sync-flushed blocks,
-  as pigz does) or a faster PNG encoder, and a <= 2 MP overlay preview that stops competing.
-- **Peak RSS of a 12 MP job (target 4 frames; 8.3, 7.7 and 8.9 frames, worst job of 10 / 10 /
-  50; no growth: +0.1 %, -0.5 %, -3.5 %).** Sampled every 2 ms, RSS above idle is ~140 MiB (4
-  frames) in decode, ~165 in mask and inpaint, 280-300 (8-9 frames) in encode, where result,
-  mask PNG and the full-size overlay are encoded in parallel threads. It would take (not
-  measured) the overlay at preview size, fewer full-size copies in decode, fewer full-size
-  encodes at once.
+What changed in #16 (each kept on a same-run A/B; pixels outside the mask and the feathered
+alpha bit-identical, tested): paste-back blends only the feather band; plain RGB JPEGs decode
+with `cv2.imdecode` (pixel-identical to Pillow, tested on 27 variants); finalize dilates with a
+disc kernel and feathers in place; hole filling by flood fill; the overlay is a <= 2 MP preview
+(its Artifact gives its own size); SAM upsamples only its best candidate and YOLO skips
+full-size masks when SAM refines; photo PNGs are deflated by ISA-L (`core/png.py`, ~4x zlib
+level 1, files ~4 % larger), mask PNGs use zlib's RLE strategy; the last result is painted into
+the photo's buffer and the full-size alpha is let go after the paste-back; glibc's mmap
+threshold is fixed at 1 MiB (`MASKPAINT_MALLOC_MMAP_THRESHOLD_BYTES`); the runpod SDK is
+imported without py-cpuinfo's subprocess; `OMP_WAIT_POLICY=PASSIVE`; the first job imports
+nothing; SCRFD loads in a background thread. One change to what the model sees: the crop is
+downscaled by 2x2 means then an area resize (vs one `INTER_AREA`: 2.3-2.7 levels mean
+difference, ~20 ms less at 12 MP).
+
+- **Overhead vs bare decode + JPEG q92, 2 MP (target 3x; 5.2x, was 7.0x).** ~180 ms outside
+  `*.forward` vs a 32 ms floor: encode ~50 (three artefacts, the result JPEG at 4:4:4 because
+  quality >= 90, where the floor's Pillow default is 4:2:0; the mask PNG; the overlay render +
+  JPEG), the face/hand detectors' letterbox, tiles and NMS ~30, decode 15 (photo and mask), the
+  feather 3-10, the crop resizes and paste-back ~20, fetch + upload of three objects to moto
+  ~20, and the job record's read and write. Each is now a few ms to tens of ms; 3x would take
+  4:2:0 chroma at quality >= 90 (a quality decision not made), or not writing the mask and
+  overlay artefacts for a plain inpaint job (a contract change), and cheaper detector
+  pre-processing.
+- **Same, 12 MP (target 3x; 3.17x, 3.10-3.71, was 7.4x).** The remaining ~560 ms: the result
+  JPEG at 4:4:4 ~150 (vs the floor's 4:2:0), decode ~95, the mmap threshold's page faults ~100
+  (measured by the memory helper: 12 MP overhead ~400 ms with glibc's default vs ~500 with the
+  1 MiB threshold, alternating processes): **a trade between two targets**: with
+  `MASKPAINT_MALLOC_MMAP_THRESHOLD_BYTES=0` this row is ~2.9x and the 12 MP peak is ~4.9 frames
+  (fails the memory row). The default keeps memory under its target.
+- **Cold start to a finished tiny job (target 1.5x; 2.74x, 2.41-2.80, was 3.0-3.8x on the same
+  definition).** Ready / (floor + the inpaint pipeline classes' import) is 1.48x: the gap to the
+  floor is imports that the pipeline classes need (transformers ~3 s here) and that the floor's
+  lazy `import diffusers` does not pay, then the loads (~2 s, Python under the GIL: threads do
+  not help on CPU; YOLO and SAM cannot load beside `from_pretrained`, which patches
+  `torch.nn.Module` process-wide). Of those imports, scipy ~1-1.2 s (`scipy.optimize` from
+  transformers' object-detection loss, `scipy.stats` from diffusers' schedulers,
+  `scipy.spatial` from insightface), `torchvision.ops` -> `torch.onnx` ~0.3 s and paramiko via
+  runpod's CLI ~0.2 s serve features the worker never uses; avoiding them would take lazy
+  imports upstream or patching those libraries' modules. With real weights (GBs) the floor's
+  weight read dominates and these seconds weigh far less.
+- **Automatic masking, 2 MP (target 2x): met**, 1.79x (pairs 1.33-3.55x: noisy on shared cores).
+- **PNG output, 2 MP (target 150 ms): met**, 92 ms (was 211-355 ms): ISA-L deflate.
+- **Peak RSS of a 12 MP job (target 4 frames): met**, worst of 50 jobs 3.74 frames (was 7.7-8.9),
+  no growth (+0.1 %): the overlay at preview size, the result in the photo's buffer, the alpha
+  freed early, ultralytics' predictor no longer holding the last photo, the mmap threshold.
+- **Handler overhead < 150 ms (an older absolute target from before #16):** 195 ms at 2 MP on
+  the fallback path, which now runs the pose model's pre/post too; kept as a record.
 """
 
 
