@@ -13,16 +13,18 @@ Torch-free on purpose: handlers import this module.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, PoseInfo, TargetGroup,
+    JobResult, MaskInfo, MaskSource, ModelInfo, PoseInfo, TargetGroup,
 )
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
@@ -109,6 +111,14 @@ class JobRequest(_Strict):
         max_length=5,
         description="Garment groups to mask automatically (ignored when `mask` is given).",
     )
+    person_box: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="The person whose garments are masked in a photo of several: [x0, y0, x1, "
+        "y1] px of the (oriented) photo around them, x0 < x1, y0 < y1; absent: the largest "
+        "person. Ignored when `mask` is given; faces and hands of everyone stay protected.",
+    )
     protect_face: bool = Field(
         True,
         description="Never repaint detected faces: every face detector on the worker runs and "
@@ -191,6 +201,17 @@ class JobRequest(_Strict):
         "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
     )
 
+    @field_validator("person_box")
+    @classmethod
+    def _person_box(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        x0, y0, x1, y1 = v
+        if not all(map(math.isfinite, v)) or x0 < 0 or y0 < 0 or x0 >= x1 or y0 >= y1:
+            raise PydanticCustomError(
+                "invalid_box", "must be [x0, y0, x1, y1] px with 0 <= x0 < x1 and 0 <= y0 < y1")
+        return v
+
     @model_validator(mode="after")
     def _prompt_for_inpaint(self) -> JobRequest:
         if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
@@ -248,6 +269,7 @@ class MaskingOptions(BaseModel):
     hand_margin: float
     mask_dilate_px: int
     mask_feather_px: int
+    person_box: list[float] | None = None
 
 
 class JobErrorBody(BaseModel):

@@ -94,7 +94,7 @@ JACKET = _det("long_sleeved_outwear", "outerwear", (30, 70, 170, 180), score=0.7
 ])
 def test_class_mapping_per_target(targets, expected):
     out = make_mask(_models([SHIRT, TROUSERS, JACKET]), IMG, _req(targets=targets), None)
-    assert out.source == "auto"
+    assert out.source == "detector"
     assert {d.label for d in out.detections} == expected
     union = np.zeros((H, W), bool)
     for d in (SHIRT, TROUSERS, JACKET):
@@ -107,6 +107,7 @@ def test_sam_refines_each_box_once_and_cleans_islands_and_holes():
     sam = _Sam()
     out = make_mask(_models([SHIRT, TROUSERS], sam=sam), IMG, _req(targets=["upper", "lower"]), None)
     assert sam.calls == [2]  # one call (one set_image) for both boxes
+    assert out.source == "detector+sam"
     assert not out.binary[1, 1]  # island removed
     assert out.binary[125, 100]  # hole at the shirt's centre filled
     assert all(d.sam_score == pytest.approx(0.88) for d in out.detections)
@@ -134,7 +135,7 @@ def test_with_sam_the_detector_skips_full_size_masks_and_a_sam_failure_still_mas
     calls.clear()
     models.sam = BrokenSam()
     out = make_mask(models, IMG, _req(targets=["upper", "lower"]), None)
-    assert calls == [False, True] and out.source == "auto"
+    assert calls == [False, True] and out.source == "detector"
     assert np.array_equal(out.binary, SHIRT.mask | TROUSERS.mask)
 
 
@@ -150,7 +151,7 @@ def test_faces_are_subtracted_from_auto_masks():
 
 def test_nothing_found_falls_back_with_reason():
     out = make_mask(_models([TROUSERS]), IMG, _req(targets=["dress"]), None)
-    assert out.source == "fallback"
+    assert out.source == "grabcut" and out.fallback == "grabcut"
     assert "no garment found" in out.reason and "torso heuristic" in out.reason
     assert out.coverage > 0
 
@@ -160,7 +161,7 @@ def test_missing_detector_falls_back():
     models.garments = None
     models.missing = {"garments": "garments-yolov8s-seg not baked"}
     out = make_mask(models, IMG, _req(), None)
-    assert out.source == "fallback" and "not baked" in out.reason
+    assert out.source == "grabcut" and "not baked" in out.reason
 
 
 def test_mask_entirely_inside_a_face_is_empty_mask():
@@ -204,7 +205,7 @@ def test_haar_stands_in_when_no_face_model_is_baked(dev_weights, tmp_path, photo
     assert [d.identity["key"] for d in ms.face_detectors] == ["opencv-haar-frontalface"]
     img = np.asarray(Image.open(photos["astronaut"]).convert("RGB"))
     out = make_mask(ms, img, _req(targets=["upper"]), None)
-    assert out.source == "fallback"
+    assert out.source == "grabcut"
     (face,) = out.faces
     fx0, fy0, fx1, fy1 = FACES["astronaut"]
     bx0, by0, bx1, by1 = face.box

@@ -1,0 +1,76 @@
+"""A worker started from a commercial bake: one job end to end through the RunPod handler and
+the runpod SDK's own job runner, in a fresh process, then its ``sys.modules``: neither
+ultralytics (AGPL-3.0) nor insightface (non-commercial models) was ever imported. With
+``MASKPAINT_ONE_JOB_PER_WORKER=1`` the SDK is told to stop the worker after the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = r"""
+import asyncio, json, sys
+from runpod_handler import cold_start
+from handlers.common import demo_job
+from handlers.runpod import make_handler
+from runpod.serverless.modules.rp_job import run_job
+
+worker = cold_start()
+after_cold_start = sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface"))
+job = demo_job(sys.argv[1], steps=2, targets=["upper"], job_id="commercial-1")
+result = asyncio.run(run_job(make_handler(worker), job))
+out = result.get("output", {})
+print("RESULT " + json.dumps({
+    "error": result.get("error"), "stop": result.get("stopPod", False),
+    "refresh_in_output": "refresh_worker" in out,
+    "mask_info": out.get("mask_info"), "models": [m["key"] for m in out.get("models", [])],
+    "after_cold_start": after_cold_start,
+    "after_job": sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface")),
+}))
+"""
+
+
+def _run(weights: Path, tmp_path: Path, photo: Path, **env_extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASKPAINT_", "RUNPOD_"))}
+    env.update(MASKPAINT_WEIGHTS_DIR=str(weights), MASKPAINT_DEVICE="cpu",
+               MASKPAINT_OUTPUT_DIR=str(tmp_path / "outputs"), MASKPAINT_INPAINT_MODELS='["sd15-inpaint"]',
+               PYTHONPATH=str(REPO), **env_extra)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(photo)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def test_commercial_worker_never_imports_ultralytics_or_insightface(commercial_weights, photos,
+                                                                    tmp_path):
+    r = _run(commercial_weights, tmp_path, photos["astronaut"], MASKPAINT_ONE_JOB_PER_WORKER="1")
+    assert r["error"] is None, r
+    assert r["after_cold_start"] == [] and r["after_job"] == [], r
+    # the job masked with the commercial models: pose (+ SAM), faces by BlazeFace
+    info = r["mask_info"]
+    assert info["source"] in ("pose", "pose+sam"), info
+    assert info["faces"] and all(f["detectors"] == ["blazeface"] for f in info["faces"]), info
+    assert "garments-yolov8s-seg" not in r["models"] and "faces-scrfd" not in r["models"]
+    # one job per worker: the SDK stops the worker, and the flag is not left in the output
+    assert r["stop"] is True and r["refresh_in_output"] is False
+
+
+def test_the_same_worker_on_the_full_dev_bake_does_import_them(dev_weights, photos, tmp_path):
+    """The check above can fail: with the non-commercial models baked, both libraries load (and
+    without the isolation setting the worker is kept)."""
+    r = _run(dev_weights, tmp_path, photos["astronaut"])
+    assert r["error"] is None, r
+    assert any(m == "ultralytics" for m in r["after_job"]), r
+    assert any(m == "insightface" for m in r["after_job"]), r
+    assert r["stop"] is False
