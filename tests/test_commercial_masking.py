@@ -24,6 +24,8 @@ from core.masking.auto import make_mask
 from tests.test_mediapipe_detectors import FACES, HANDS, load_photo
 from tests.test_pose import ANNOTATIONS
 
+pytestmark = pytest.mark.slow
+
 #: bus.jpg (810 x 1080): the man in the beige coat (left) and the man in the black coat
 #: (middle), ``person_box`` as a caller would draw it, and regions of each drawn by hand.
 BUS = {

@@ -15,8 +15,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
-
 SCRIPT = r"""
 import asyncio, json, sys
 from runpod_handler import cold_start
@@ -52,6 +50,7 @@ def _run(weights: Path, tmp_path: Path, photo: Path, **env_extra: str) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_commercial_worker_never_imports_ultralytics_or_insightface(commercial_weights, photos,
                                                                     tmp_path):
     r = _run(commercial_weights, tmp_path, photos["astronaut"], MASKPAINT_ONE_JOB_PER_WORKER="1")
@@ -66,6 +65,7 @@ def test_commercial_worker_never_imports_ultralytics_or_insightface(commercial_w
     assert r["stop"] is True and r["refresh_in_output"] is False
 
 
+@pytest.mark.slow
 def test_the_same_worker_on_the_full_dev_bake_does_import_them(dev_weights, photos, tmp_path):
     """The check above can fail: with the non-commercial models baked, both libraries load (and
     without the isolation setting the worker is kept)."""
@@ -74,3 +74,26 @@ def test_the_same_worker_on_the_full_dev_bake_does_import_them(dev_weights, phot
     assert any(m == "ultralytics" for m in r["after_job"]), r
     assert any(m == "insightface" for m in r["after_job"]), r
     assert r["stop"] is False
+
+
+@pytest.mark.parametrize("one_job", [True, False])
+def test_one_job_per_worker_also_recycles_after_a_failed_job(one_job):
+    """A refused job is a job too: its photo may have been read. Off by default."""
+    from types import SimpleNamespace
+
+    from core.settings import Settings
+    from handlers.runpod import make_handler
+
+    worker = SimpleNamespace(settings=Settings(one_job_per_worker=one_job))
+    out = make_handler(worker)({"id": "bad", "input": {"image": ""}})
+    assert out["error_code"] == "invalid_input"
+    assert out.get("refresh_worker", False) is one_job
+
+
+def test_the_setting_reads_its_environment_variable(monkeypatch):
+    from core.settings import Settings
+
+    monkeypatch.setenv("MASKPAINT_ONE_JOB_PER_WORKER", "1")
+    assert Settings().one_job_per_worker is True
+    monkeypatch.delenv("MASKPAINT_ONE_JOB_PER_WORKER")
+    assert Settings().one_job_per_worker is False

@@ -144,6 +144,7 @@ def tiny_sam(dev_weights):
     return MASKING_LOADERS["sam"][1](resolve("sam-vit-b", dev_weights), "cpu")
 
 
+@pytest.mark.slow
 def test_the_pose_prompts_run_through_the_real_sam(tiny_sam):
     image, pose = _figure()
     region = pose_region(pose, ["upper"], (H, W))
