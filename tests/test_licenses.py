@@ -111,3 +111,15 @@ def test_manifest_json_round_trips_the_profiles():
     raw = json.loads((REPO / "weights" / "manifest.json").read_text())
     for key, e in raw["models"].items():
         assert len(set(e["profiles"])) == len(e["profiles"]), key
+
+
+def test_a_commercial_profile_name_implies_the_check(tmp_path, capsys):
+    """The Dockerfile and the Modal image bake ``--profile <name>`` without the flag: a
+    commercial profile that gained a non-commercial model is refused all the same."""
+    raw = json.loads((REPO / "weights" / "manifest.json").read_text())
+    raw["models"]["faces-scrfd"]["profiles"].append("sd15-commercial")
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(raw))
+    out = tmp_path / "w"
+    assert main(["--manifest", str(path), "--profile", "sd15-commercial", "--out", str(out)]) == 1
+    assert "'faces-scrfd'" in capsys.readouterr().err and not out.exists()

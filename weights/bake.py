@@ -58,7 +58,8 @@ from weights.bakeio import (  # noqa: F401 (re-exported: weights.bake is the API
     HfDownload, PipDownload, SourceError, UnpinnedError, VerificationError, _check_url, _describe_model, _log,
     _read_token, default_wheel_cache, describe_files, describe_profiles, pip_download_args)
 from weights.files import sha256_file
-from weights.licenses import commercial_problems, is_commercial_profile, licenses_markdown
+from weights.licenses import (check_commercial_profiles, commercial_problems,
+                              is_commercial_profile, licenses_markdown)
 from weights.manifest import MANIFEST_PATH, Manifest, load_manifest
 
 
@@ -325,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="with --pin: write the measured values into the manifest")
     ap.add_argument("--commercial", action="store_true",
                     help="refuse any model whose weights or runtime are not commercially "
-                    "usable; alone: check every commercial profile")
+                    "usable (implied by a *-commercial* profile); alone: check every "
+                    "commercial profile")
     ap.add_argument("--licenses", action="store_true",
                     help="print every profile's licence table (markdown) and exit")
     args = ap.parse_args(argv)
@@ -339,8 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe_profiles(manifest))
             return 0
         if args.commercial and args.profile is None and not args.only:
-            return _check_commercial_profiles(manifest)
+            return check_commercial_profiles(manifest)
         keys = select_keys(manifest, args.profile, args.only)
+        # a commercial profile's name is its promise: the Dockerfile and the Modal image bake
+        # it with the check even when nobody passes the flag
+        args.commercial |= bool(args.profile) and is_commercial_profile(args.profile)
         if args.commercial:
             check_commercial(manifest, keys)
     except NotCommercialError as e:
@@ -379,18 +384,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"weights.bake: FAILED: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-def _check_commercial_profiles(manifest: Manifest) -> int:
-    """``--commercial`` alone: every commercial profile checked; 1 (naming the models) if any
-    holds a model that is not commercially usable."""
-    bad = 0
-    for profile in filter(is_commercial_profile, manifest.profiles()):
-        problems = commercial_problems(manifest, manifest.profile(profile))
-        print(f"{profile}: " + ("ok" if not problems else "; ".join(problems)),
-              file=sys.stdout if not problems else sys.stderr)
-        bad += bool(problems)
-    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Licences as stated by each project's own licence file on PyPI / GitHub (Dec 2026
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,6 +91,18 @@ def commercial_problems(manifest: Manifest, keys: Sequence[str]) -> list[str]:
         if why:
             lines.append(f"model {key!r} is not commercially usable ({'; '.join(why)})")
     return lines
+
+
+def check_commercial_profiles(manifest: Manifest) -> int:
+    """Print every commercial profile's verdict (``bake --commercial`` alone): ``ok`` on stdout,
+    or the models that break it on stderr. Returns the exit status: 1 if any profile fails."""
+    bad = 0
+    for profile in filter(is_commercial_profile, manifest.profiles()):
+        problems = commercial_problems(manifest, manifest.profile(profile))
+        print(f"{profile}: " + ("ok" if not problems else "; ".join(problems)),
+              file=sys.stdout if not problems else sys.stderr)
+        bad += bool(problems)
+    return 1 if bad else 0
 
 
 def _yes(flag: bool) -> str:
