@@ -133,14 +133,23 @@ def profile_table(manifest: Manifest, profile: str) -> str:
 
 
 #: The top of ``docs/licenses.md``.
-DOC_HEADER = """# Licences per weights profile
+DOC_HEADER = """# Licences
 
-Generated from `weights/manifest.json` and the runtime table in `weights/licenses.py` by
-`python -m weights.bake --licenses > docs/licenses.md` (a test fails when this file is stale).
-A profile is commercially usable when every model's weights are (`commercial_use` in the
-manifest) and every runtime library it needs permits closed-source commercial serving.
-`python -m weights.bake --profile <name> --commercial` refuses anything else before downloading.
-What the commercial profiles mask with, and what they leave out: [commercial.md](commercial.md).
+Code: Apache-2.0. Weights carry their own licences (`weights/manifest.json`): Stable Diffusion
+inpainting weights are CreativeML OpenRAIL-M (SDXL: OpenRAIL++-M), which allow commercial use
+under their use restrictions; SAM is Apache-2.0; ultralytics (the YOLO runtime and garment
+model) is **AGPL-3.0**; InsightFace's `buffalo_*` packs are for **non-commercial research
+only**. The MediaPipe models (BlazeFace, palms, hand landmarks, pose) are Apache-2.0, run with
+Google's `ai-edge-litert` interpreter (Apache-2.0); the `mediapipe` package itself is never
+installed. The `*-commercial` profiles leave the non-commercial models out: what they mask
+with instead, and how well, is in [commercial.md](commercial.md).
+
+The tables below are generated from the manifest and the runtime table in
+`weights/licenses.py` by `python -m weights.bake --licenses > docs/licenses.md` (a test fails
+when this file is stale). A profile is commercially usable when every model's weights are
+(`commercial_use` in the manifest) and every runtime library it needs permits closed-source
+commercial serving; `python -m weights.bake --profile <name> --commercial` refuses anything
+else before downloading (a `*-commercial` profile implies the flag).
 """
 
 
