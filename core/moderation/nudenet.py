@@ -75,8 +75,12 @@ class NudeNetDetector:
             ValueError: the file is not an 18-class detector (wrong output shape).
         """
         det = cls(onnx_session(path, device))
-        out = det._forward(np.zeros((32, 32, 3), np.uint8))
-        if out.shape[1] != 4 + len(LABELS):
+        try:
+            out = det._forward(np.zeros((32, 32, 3), np.uint8))
+        except Exception as exc:  # onnxruntime's own errors: wrong input rank, type, ...
+            raise ValueError(f"{path}: not a NudeNet v3 detector ({type(exc).__name__})") \
+                from None
+        if out.ndim != 3 or out.shape[1] != 4 + len(LABELS):
             raise ValueError(f"{path}: output has {out.shape[1]} rows, expected "
                              f"{4 + len(LABELS)} (a NudeNet v3 detector)")
         return det

@@ -53,7 +53,10 @@ class OpenNsfwClassifier:
             ValueError: the model does not answer two probabilities.
         """
         clf = cls(onnx_session(path, device))
-        out = clf._forward(np.zeros((CROP, CROP, 3), np.float32))
+        try:
+            out = clf._forward(np.zeros((CROP, CROP, 3), np.float32))
+        except Exception as exc:  # onnxruntime's own errors: wrong input rank, type, ...
+            raise ValueError(f"{path}: not an open_nsfw model ({type(exc).__name__})") from None
         if out.shape != (1, 2):
             raise ValueError(f"{path}: output shape {out.shape}, expected (1, 2) (open_nsfw)")
         return clf

@@ -114,13 +114,7 @@ class Moderator:
         run = JobModeration(self, job, record)
         if self.settings.safety == "off":
             return run
-        assert self.terms is not None
-        run.checks.append("prompt")
-        for name in CHECKED_TEXT_FIELDS:
-            text = getattr(job.request, name)
-            category = self.terms.match(text) if text else None
-            if category is not None:
-                raise run.block("prompt", category, {}, field=name)
+        run.check_prompt()
         if not self.classifiers:
             raise JobError(ErrorCode.safety_unavailable,
                            "no image moderation model could run on this worker, so no job is "
@@ -143,6 +137,22 @@ class JobModeration:
     @property
     def on(self) -> bool:
         return self.moderator.settings.safety != "off"
+
+    def check_prompt(self) -> None:
+        """The prompt check: every :data:`CHECKED_TEXT_FIELDS` against the term list.
+
+        Raises:
+            JobError(content_blocked): a field matches (``field`` names it).
+        """
+        terms = self.moderator.terms
+        if not self.on or terms is None:
+            return
+        self.checks.append("prompt")
+        for name in CHECKED_TEXT_FIELDS:
+            text = getattr(self.job.request, name)
+            category = terms.match(text) if text else None
+            if category is not None:
+                raise self.block("prompt", category, {}, field=name)
 
     @property
     def checks_inputs(self) -> bool:
@@ -234,3 +244,17 @@ class JobModeration:
     def identities(self) -> list[dict]:
         """Manifest identities of the classifiers that ran (for the result's ``models``)."""
         return [c.identity for c in self.ran if c.identity]
+
+
+def screen_prompt(job: Job, settings: Settings) -> None:
+    """The prompt check alone, for a front door that holds no models (the web API runs it at
+    submit, so a refused prompt is answered at once and never queued). A no-op with
+    ``safety=off``.
+
+    Raises:
+        JobError(content_blocked): as :meth:`JobModeration.check_prompt`.
+    """
+    if settings.safety == "off":
+        return
+    extra = str(settings.moderation_terms_path) if settings.moderation_terms_path else None
+    JobModeration(Moderator(settings, [], load_terms(extra)), job).check_prompt()
