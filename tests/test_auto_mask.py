@@ -164,6 +164,18 @@ def test_missing_detector_falls_back():
     assert out.source == "grabcut" and "not baked" in out.reason
 
 
+def test_person_box_picks_the_garments_and_the_face_that_anchors_grabcut():
+    """Two people: the detector's garments and GrabCut's face are the boxed person's."""
+    left, right = _det("short_sleeved_shirt", "upper", (10, 80, 90, 170)), SHIRT
+    out = make_mask(_models([left, right]), IMG, _req(person_box=[0, 0, 95, 300]), None)
+    assert out.source == "detector" and [d.box for d in out.detections] == [list(left.box)]
+    faces = [(20.0, 20.0, 50.0, 50.0), (130.0, 20.0, 160.0, 50.0)]
+    out = make_mask(_models([], faces=faces), IMG, _req(person_box=[110, 0, 200, 300]), None)
+    assert out.source == "grabcut"
+    ys, xs = np.nonzero(out.binary)
+    assert abs(xs.mean() - 145) < 20 and ys.min() >= 50  # hung below the right face
+
+
 def test_mask_entirely_inside_a_face_is_empty_mask():
     provided = np.zeros((H, W), bool)
     provided[65:95, 85:115] = True

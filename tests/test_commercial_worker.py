@@ -31,6 +31,7 @@ print("RESULT " + json.dumps({
     "error": result.get("error"), "stop": result.get("stopPod", False),
     "refresh_in_output": "refresh_worker" in out,
     "mask_info": out.get("mask_info"), "models": [m["key"] for m in out.get("models", [])],
+    "moderation": out.get("moderation"),
     "after_cold_start": after_cold_start,
     "after_job": sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface")),
 }))
@@ -61,6 +62,10 @@ def test_commercial_worker_never_imports_ultralytics_or_insightface(commercial_w
     assert info["source"] in ("pose", "pose+sam"), info
     assert info["faces"] and all(f["detectors"] == ["blazeface"] for f in info["faces"]), info
     assert "garments-yolov8s-seg" not in r["models"] and "faces-scrfd" not in r["models"]
+    # moderated by open_nsfw alone (NudeNet is AGPL-3.0: not in a commercial bake)
+    assert r["moderation"]["policy"] == "block", r["moderation"]
+    assert r["moderation"]["classifiers"] == ["moderation-opennsfw"], r["moderation"]
+    assert "moderation-nudenet" not in r["models"]
     # one job per worker: the SDK stops the worker, and the flag is not left in the output
     assert r["stop"] is True and r["refresh_in_output"] is False
 

@@ -143,7 +143,9 @@ def _fallback(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome)
                 out.reason = f"{out.reason}; region from {who}'s pose"
                 return _pose_sam(models, image, opts, out, pose, region)
     t = time.perf_counter()
-    binary, how = fallback_mask(image, opts.targets, [f.box for f in out.faces])
+    faces = [f.box for f in out.faces  # the boxed person's face anchors GrabCut's region
+             if opts.person_box is None or _in_box(f.box, opts.person_box)]
+    binary, how = fallback_mask(image, opts.targets, faces)
     out.timings_ms["fallback"] = (time.perf_counter() - t) * 1000
     out.fallback = out.source = "grabcut"
     no_pose = "no pose model" if models.pose is None else "no pose found"

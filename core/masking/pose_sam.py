@@ -71,10 +71,6 @@ class PosePrompt:
     points: np.ndarray
     labels: np.ndarray
 
-    def named(self, label: int) -> np.ndarray:
-        """The points with ``label`` (M x 2)."""
-        return self.points[self.labels == label]
-
 
 def _xy(pose: Pose, name: str) -> np.ndarray:
     return pose.keypoints[_IDX[name], :2].astype(np.float64)
