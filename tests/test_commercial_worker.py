@@ -16,14 +16,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
-import asyncio, json, sys
+import asyncio, json, os, sys
+if os.environ.get("BLOCK_NON_COMMERCIAL"):  # as if uninstalled: importing them raises
+    sys.modules.update(ultralytics=None, insightface=None)
 from runpod_handler import cold_start
 from handlers.common import demo_job
 from handlers.runpod import make_handler
 from runpod.serverless.modules.rp_job import run_job
 
 worker = cold_start()
-after_cold_start = sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface"))
+after_cold_start = sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface")
+                          and sys.modules[m] is not None)
 job = demo_job(sys.argv[1], steps=2, targets=["upper"], job_id="commercial-1")
 result = asyncio.run(run_job(make_handler(worker), job))
 out = result.get("output", {})
@@ -33,7 +36,9 @@ print("RESULT " + json.dumps({
     "mask_info": out.get("mask_info"), "models": [m["key"] for m in out.get("models", [])],
     "moderation": out.get("moderation"),
     "after_cold_start": after_cold_start,
-    "after_job": sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface")),
+    "after_job": sorted(m for m in sys.modules if m.split(".")[0] in ("ultralytics", "insightface")
+                        and sys.modules[m] is not None),
+    "load_issues": [i.detector for i in worker.models.load_issues],
 }))
 """
 
@@ -68,6 +73,16 @@ def test_commercial_worker_never_imports_ultralytics_or_insightface(commercial_w
     assert "moderation-nudenet" not in r["models"]
     # one job per worker: the SDK stops the worker, and the flag is not left in the output
     assert r["stop"] is True and r["refresh_in_output"] is False
+
+
+@pytest.mark.slow
+def test_a_commercial_worker_runs_with_both_packages_uninstalled(commercial_weights, photos,
+                                                               tmp_path):
+    """docs/commercial.md says a derived image may uninstall them: nothing the worker loads or
+    runs needs them (every import of them would raise here)."""
+    r = _run(commercial_weights, tmp_path, photos["astronaut"], BLOCK_NON_COMMERCIAL="1")
+    assert r["error"] is None and r["load_issues"] == [], r
+    assert r["mask_info"]["detector_issues"] == [], r["mask_info"]
 
 
 @pytest.mark.slow
