@@ -384,3 +384,21 @@ def test_page_draws_the_no_paint_layer_and_takes_a_synthetic_pen(page_run):
     assert page_run["corsError"].startswith("CorsError:") and "CORS" in page_run["corsError"]
     assert page_run["resultInView"], "the result is scrolled into view"
     assert page_run["downloads"] == ["job-3-image.jpg", "job-3-mask.png", "job-3-overlay.jpg"]
+
+
+def test_the_local_servers_root_redirects_to_the_page(settings_factory, model_set, dev_weights,
+                                                       monkeypatch):
+    """``make serve``'s ``/`` leads to the page (it answered a JSON 404)."""
+    from fastapi.testclient import TestClient
+
+    from core.pipeline import build_worker
+    from handlers.serve import PAGE_PATH, local_app
+
+    monkeypatch.setenv("MASKPAINT_WEIGHTS_DIR", str(dev_weights))
+    app = local_app(build_worker(model_set, settings_factory()), public_url="http://testserver",
+                    token="t" * 24)
+    with TestClient(app) as client:
+        r = client.get("/", follow_redirects=False)
+        assert r.status_code in (302, 307) and r.headers["location"] == PAGE_PATH
+        page = client.get("/")
+        assert page.status_code == 200 and "importmap" in page.text
