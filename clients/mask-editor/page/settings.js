@@ -14,9 +14,9 @@ export const RUNPOD_ORIGIN = "https://api.runpod.ai";
  * http: and https: count).
  *
  * @param {{provider: string, api: string}} s
- * @param {string} [fallback] the page's own origin (a web API with no URL set)
+ * @param {string} [fallback] a web API with no URL set talks to this (default: the page's origin)
  */
-export function apiOrigin(s, fallback) {
+export function apiOrigin(s, fallback = globalThis.location?.origin) {
   if (s.provider === "runpod" && !s.api) return RUNPOD_ORIGIN;
   try {
     const u = new URL(s.api || fallback);

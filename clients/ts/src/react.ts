@@ -66,7 +66,8 @@ export interface UseMaskpaintJob extends MaskpaintJobState {
  * {job.result?.image && <img src={job.result.image.url} />}
  * ```
  *
- * Leaving the page (unmount) stops polling; the job goes on on the server.
+ * Leaving the page (unmount) stops polling; the job goes on on the server. The options are
+ * read once, at the first render.
  */
 export function useMaskpaintJob(options: UseMaskpaintJobOptions = {}): UseMaskpaintJob {
   const [state, setState] = useState<MaskpaintJobState>({ status: "idle" });
