@@ -385,7 +385,8 @@ def test_output_bucket_cors_lets_a_canvas_read_outputs(stack, photo):
 def test_nextjs_hook_runs_a_job_through_the_submit_and_poll_routes(stack, photo, tmp_path):
     """docs/typescript.md's pattern in a browser: the page's ``useMaskpaintJob`` submits
     through ``POST /api/maskpaint/jobs`` (202 at once, no wait in the route), polls
-    ``GET /api/maskpaint/jobs/{id}``, shows the job queued (then running) and the result."""
+    ``GET /api/maskpaint/jobs/{id}``, shows the job queued (then running) and the result; then
+    Cancel on a job held in the queue sends ``DELETE`` and shows it cancelled."""
     from tests.test_mask_editor import _chromium
 
     chromium = _chromium()
@@ -403,6 +404,10 @@ def test_nextjs_hook_runs_a_job_through_the_submit_and_poll_routes(stack, photo,
     assert report["final"].startswith("done"), report
     assert report["result"]["src"].startswith(stack["api"]["url"] + "/outputs/")
     assert (report["result"]["width"], report["result"]["height"]) == (192, 256)
+    # Cancel on a job held in the queue: the hook sends DELETE and shows it cancelled
+    assert report["heldStatus"].startswith("queued (1 ahead)"), report
+    assert "DELETE /api/maskpaint/jobs/held-1" in report["held"], report["held"]
+    assert report["cancelled"].startswith("cancelled"), report
 
 
 def test_nextjs_submit_and_poll_routes_answer_the_web_api_shapes(stack, photo):

@@ -29,6 +29,23 @@ try {
   report.seen = [...new Set(await page.evaluate(() => window.__seen))];
   report.final = await page.textContent("#status");
   report.result = await page.evaluate(() => { const i = document.querySelector("#result"); return i && { src: i.src, width: i.naturalWidth, height: i.naturalHeight }; });
+
+  // cancel: a job held in the queue (the routes' answers are canned here), then Cancel
+  const held = [];
+  await page.route("**/api/maskpaint/jobs**", (route) => {
+    const r = route.request();
+    held.push(`${r.method()} ${new URL(r.url()).pathname}`);
+    if (r.method() === "POST") return route.fulfill({ status: 202, json: { id: "held-1", status: "queued", position: 1 } });
+    if (r.method() === "DELETE") return route.fulfill({ json: { id: "held-1", status: "cancelled" } });
+    return route.fulfill({ json: { id: "held-1", status: "queued", position: 1 } });
+  });
+  await page.click("form button");
+  await page.waitForFunction(() => document.querySelector("#status").textContent.includes("1 ahead"));
+  report.heldStatus = await page.textContent("#status");
+  await page.click("text=Cancel");
+  await page.waitForFunction(() => document.querySelector("#status").textContent.startsWith("cancelled"));
+  report.cancelled = await page.textContent("#status");
+  report.held = held;
 } finally {
   await browser.close();
 }
