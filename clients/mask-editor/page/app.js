@@ -264,7 +264,10 @@ async function runJob(input, label) {
     const opts = { timeoutMs: JOB_TIMEOUT_MS, signal: job.ctrl.signal };
     const sub = await client.submit(input, opts);
     job.jobId = sub.id;
-    if (job.cancelled) await cancelOnServer(job);
+    if (job.cancelled) { // Cancel was pressed while the submit was in flight: cancel it now
+      await cancelOnServer(job);
+      throw new Error("cancelled");
+    }
     onProgress({ status: sub.status, position: sub.position ?? undefined });
     return await client.wait(sub.id, { ...opts, onProgress });
   } catch (err) {
@@ -293,6 +296,9 @@ $("#cancel").addEventListener("click", async () => {
   if (!job || job.cancelled) return;
   job.cancelled = true;
   $("#cancel").disabled = true;
+  // no id yet: the submit is in flight; runJob cancels the job as soon as its id arrives
+  // (aborting the submit could leave a queued job nobody can cancel)
+  if (!job.jobId) return;
   await cancelOnServer(job); // before the local abort, so the reply can be shown
   job.ctrl.abort(new Error("cancelled by the user"));
 });
