@@ -77,10 +77,7 @@ export interface JobRequest {
    * @minItems 1
    * @maxItems 5
    */
-  targets?: [
-    "upper" | "lower" | "dress" | "outerwear" | "full",
-    ...("upper" | "lower" | "dress" | "outerwear" | "full")[]
-  ];
+  targets?: ("upper" | "lower" | "dress" | "outerwear" | "full" | (string & {}))[];
   /**
    * The person whose garments are masked in a photo of several: [x0, y0, x1, y1] px of the (oriented) photo around them, x0 < x1, y0 < y1; absent: the largest person. Ignored when `mask` is given; faces and hands of everyone stay protected.
    */
