@@ -175,7 +175,8 @@ def _pose_sam(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome,
         return region
     out.source = "pose+sam"
     out.reason = f"{out.reason}, refined by SAM ({note})"
-    return post.clean(mask)
+    # islands only: filling holes would give back the hands cut out of the torso
+    return post.clean(mask, fill=False)
 
 
 def _in_box(box, person_box) -> bool:
