@@ -187,3 +187,37 @@ def test_sams_mask_is_trimmed_to_the_person_and_kept_when_it_agrees():
     sliver[200:210, 190:210] = True
     kept, note = refine_with_sam(_Sam(sliver), image, pose, ["upper"], region)
     assert kept is None and "disagreed" in note
+
+
+def test_the_masking_stage_reports_pose_sam_and_keeps_the_hands_out():
+    """Through make_mask with no garment detector: SAM's answer kept -> ``pose+sam``; the
+    hands it surrounded stay out (islands removed, holes not filled)."""
+    from types import SimpleNamespace
+
+    from core.contract import MaskingOptions
+    from core.masking.auto import make_mask
+
+    image, pose = _figure()
+
+    class Estimator:
+        name = "hand-drawn"
+
+        def estimate(self, img, person_box=None):
+            return pose
+
+    models = SimpleNamespace(garments=None, sam=_Sam(np.ones((H, W), bool)), pose=Estimator(),
+                             face_detectors=[], hand_detectors=[],
+                             missing={"garments": "garments-yolov8s-seg not baked"},
+                             load_issues=[])
+    opts = MaskingOptions(targets=["upper"], protect_face=False, face_margin=0.25,
+                          protect_hands=True, hand_margin=0.1, mask_dilate_px=0,
+                          mask_feather_px=0)
+    out = make_mask(models, image, opts, None)
+    assert out.source == "pose+sam" and out.fallback == "pose" and "refined by SAM" in out.reason
+    for side in ("left", "right"):
+        x, y = _hand(side)
+        assert not out.binary[int(y), int(x)], side
+    assert out.binary[200, 200]  # the chest
+    models.sam = _Sam(np.zeros((H, W), bool))
+    out = make_mask(models, image, opts, None)
+    assert out.source == "pose" and "SAM not used" in out.reason
