@@ -47,7 +47,9 @@ RUNTIMES: dict[str, tuple[Runtime, ...]] = {
     "controlnet": (DIFFUSERS, TORCH),
     "yolo_seg": (Runtime("ultralytics", "AGPL-3.0", False,
                          "a network service running it must publish its own source, or buy "
-                         "Ultralytics' enterprise licence"), TORCH),
+                         "Ultralytics' enterprise licence"),
+                 Runtime("ultralytics-thop", "AGPL-3.0", False,
+                         "ultralytics' FLOPs counter, imported with it"), TORCH),
     "sam": (Runtime("segment-anything", "Apache-2.0", True), TORCH),
     "insightface_det": (Runtime("insightface", "MIT", True,
                                 "the library's code is MIT; its model packs are "
@@ -77,6 +79,19 @@ def runtimes(manifest: Manifest, key: str) -> tuple[Runtime, ...]:
     if kind not in RUNTIMES:
         raise KeyError(f"model {key!r}: kind {kind!r} has no runtime row in weights.licenses")
     return RUNTIMES[kind]
+
+
+def unneeded_packages(manifest: Manifest, profile: str) -> list[str]:
+    """Runtime packages (:data:`RUNTIMES`) of the manifest's models that no model of ``profile``
+    needs, sorted: what an image of a commercial profile uninstalls (``requirements.lock`` is
+    one set for every profile), so AGPL code is not even on its disk.
+
+    Raises:
+        KeyError: unknown profile, or a kind without a runtime row.
+    """
+    needed = {r.package for k in manifest.profile(profile) for r in runtimes(manifest, k)}
+    every = {r.package for k in manifest.models for r in runtimes(manifest, k)}
+    return sorted(every - needed)
 
 
 def commercial_problems(manifest: Manifest, keys: Sequence[str]) -> list[str]:
