@@ -98,3 +98,41 @@ def test_percentile_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == \
         (50.0, 95.0, 99.0)
+
+
+class _RefusingTarget:
+    """Completes ``ok`` jobs; refuses the key (BatchError) on the others."""
+
+    name = "fake"
+
+    def __init__(self, ok):
+        self.ok, self.submitted = set(ok), []
+
+    def check(self):
+        pass
+
+    def submit(self, job, attempt):
+        from handlers.batch.jobs import BatchError
+
+        self.submitted.append(job.id)
+        if job.id not in self.ok:
+            raise BatchError("the web API refused the token")
+        return job.id
+
+    def wait(self, handle, stop):
+        from handlers.batch.loop import Outcome
+
+        return Outcome("done", output={"job_id": handle, "timings_ms": {"total": 5.0}})
+
+
+def test_a_key_refused_mid_run_stops_the_batch_and_keeps_what_finished(tmp_path):
+    from handlers.batch.jobs import BatchError
+    from handlers.batch.loop import Batch
+
+    results = ResultsFile(tmp_path / "r.jsonl", None)
+    target = _RefusingTarget(ok={"a"})
+    jobs = [BatchJob(i, GOOD, "x") for i in ("a", "b", "c", "d")]
+    with pytest.raises(BatchError, match="refused"):
+        Batch(target, results, concurrency=1).run(jobs)
+    assert target.submitted == ["a", "b"]  # nothing after the refusal
+    assert [(r["id"], r["status"]) for r in results.load().values()] == [("a", "done")]

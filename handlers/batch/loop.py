@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from handlers.batch.jobs import BatchJob, ResultsFile
+from handlers.batch.jobs import BatchError, BatchJob, ResultsFile
 
 log = logging.getLogger("maskpaint.batch")
 
@@ -95,6 +95,8 @@ class Batch:
     on_change: Callable[[Counts], None] | None = None
     counts: Counts = field(default_factory=Counts)
     records: list[dict] = field(default_factory=list)
+    #: Set when the target refused the whole batch mid-run (a revoked key): the run stops.
+    fatal: BatchError | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -131,6 +133,11 @@ class Batch:
                 self._bump(retries=1)
                 if self._stop.wait(backoff_s(attempt, self.retry_base_s, self.retry_cap_s)):
                     outcome = Outcome("cancelled")
+        except BatchError as exc:  # the key was refused: no other job can pass either
+            log.error("%s; stopping the batch", exc)
+            self.fatal = exc
+            self.stop()
+            outcome = Outcome("cancelled")
         except Exception as exc:  # an adapter bug or an unreachable endpoint mid-run
             log.warning("job %s: %s", job.id, exc)
             outcome = Outcome("failed", error={
@@ -164,7 +171,12 @@ class Batch:
     def run(self, jobs: list[BatchJob], *, grace_s: float = 60.0) -> list[dict]:
         """Run ``jobs``; returns the lines written this run. Ctrl-C (KeyboardInterrupt in this,
         the main thread) stops the batch, waits up to ``grace_s`` for the cancels and the lines
-        of jobs that end meanwhile, then re-raises KeyboardInterrupt."""
+        of jobs that end meanwhile, then re-raises KeyboardInterrupt.
+
+        Raises:
+            BatchError: the target refused the batch mid-run (:attr:`fatal`); what finished
+                before is written.
+        """
         work: queue.Queue = queue.Queue()
         for job in jobs:
             work.put(job)
@@ -183,6 +195,8 @@ class Batch:
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
             raise
+        if self.fatal is not None:
+            raise self.fatal
         return list(self.records)
 
 
