@@ -181,6 +181,7 @@ def _num(text: str) -> float | None:
 def run(target: str, seconds: int, users: int, weights: Path, scratch: Path,
         resubmit_every: int = 5) -> dict:
     """One load run; returns the report dict (see the module docstring)."""
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine before we add ours
     out, log, journal = scratch / "outputs", scratch / "server.log", scratch / "journal.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     job_file = scratch / "job.json"
@@ -234,6 +235,7 @@ def run(target: str, seconds: int, users: int, weights: Path, scratch: Path,
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "target": target, "seconds": seconds, "users": users, "wall_s": round(wall, 1),
+        "load_average_before": load_before,
         "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
         "jobs_accepted": len(finals), "jobs_done": sum(s == "done" for s in finals.values()),
         "jobs_failed": sum(s == "failed" for s in finals.values()), "resubmitted": repeats,
@@ -257,7 +259,8 @@ def table(r: dict) -> str:
     rows = [
         "| measure | value |", "|---|---|",
         f"| load | {r['users']} users, closed loop, {r['seconds']} s, target `{r['target']}`, "
-        f"{r['cpus']} CPUs (load average at end {r['load_average'][0]}) |",
+        f"{r['cpus']} CPUs shared (1-min load average {r['load_average_before'][0]} before, "
+        f"{r['load_average'][0]} at the end) |",
         f"| requests / failures | {r['requests']} / {r['failures']} |",
         f"| jobs accepted / done / failed | {r['jobs_accepted']} / {r['jobs_done']} / "
         f"{r['jobs_failed']} ({r['resubmitted']} resubmitted with a used key) |",
