@@ -1,7 +1,7 @@
 // The reference page's whole loop in headless Chromium against a canned web API, then a
 // screenshot (docs/mask-editor.png). The page runs unchanged with the real ModalClient;
-// Playwright answers its `POST /jobs` and `GET /jobs/{id}` as the web API would (README "Web
-// API"), with a canned mask (two garment ellipses, faces cut out) and a canned result (the
+// Playwright answers its `POST /jobs` and `GET /jobs/{id}` as the web API would (docs/web-api.md),
+// with a canned mask (two garment ellipses, faces cut out) and a canned result (the
 // photo with those regions recoloured): no worker, no models. It also checks what the page
 // sends: a `task: "mask"` job, an error shown with its code and field, then an inpaint job whose
 // `mask` is the edited mask at the photo's size. Throws on any mismatch.

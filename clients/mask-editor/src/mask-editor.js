@@ -335,7 +335,7 @@ export class MaskEditor extends EventTarget {
 /** Decode a Blob, URL or image into something drawImage takes, with its pixel size. */
 async function decodeImage(source) {
   if (typeof Blob !== "undefined" && source instanceof Blob) {
-    // EXIF orientation applied, like the worker (README "A job": "EXIF orientation is applied first")
+    // EXIF orientation applied, like the worker (docs/contract.md: "EXIF orientation is applied first")
     return createImageBitmap(source, { imageOrientation: "from-image" });
   }
   if (typeof source === "string") {

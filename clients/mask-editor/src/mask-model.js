@@ -19,7 +19,7 @@ const DEFAULT_HISTORY_BYTES = 256 * 1024 * 1024;
 const DEFAULT_HISTORY_STEPS = 100;
 
 /**
- * Read a decoded mask image the way the worker does (README "A job", `core/imageio.py`
+ * Read a decoded mask image the way the worker does (docs/contract.md, `core/imageio.py`
  * `decode_mask`): a mask with any transparent pixel is its alpha channel; an opaque one is its
  * brightest R, G, B channel.
  *
