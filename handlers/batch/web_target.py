@@ -88,9 +88,11 @@ class WebTarget:
                     body.get("error"), dict) else {"retryable": False, "field": None,
                                                    **body["error"]})
             if r.status == 200 and status == "cancelled":
+                # e.g. by our own DELETE in an interrupted run, whose key this rerun reused:
+                # retryable, so the loop resubmits under a fresh API key (same record key)
                 return Outcome("failed", error={"code": "cancelled", "field": None,
                                                 "message": "cancelled on the server",
-                                                "retryable": False})
+                                                "retryable": True})
             if r.status != 200 or status not in _WAITING:
                 # 404 / 410 expired / 5xx after retries: submitting again is safe (same key)
                 err = error_of(r, "not_found")
