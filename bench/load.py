@@ -280,7 +280,12 @@ def write_section(path: Path, r: dict) -> None:
     """Replace (or append) the load section of ``bench/RESULTS.md``."""
     body = (f"{SECTION}\n\nMeasured {r['date']} on this machine with the dev weights (tiny random "
             "models: the server's own overhead under a burst, not GPU time). "
-            "`make load` (`LOAD_S`, `LOAD_USERS`); `bench/locustfile.py`.\n\n" + table(r) + "\n")
+            "`make load` (`LOAD_S`, `LOAD_USERS`); `bench/locustfile.py`.\n\n" + table(r) + "\n\n"
+            "Reading it: the local server runs one job at a time (as one GPU container would), so "
+            "each user's job waits behind the others' and end-to-end latency is about the number "
+            "of users times one job's time; submits never wait for the worker, so they stay fast. "
+            "Repeats under a used key were answered from the job record (model runs = jobs done "
+            "minus repeats).\n")
     text = path.read_text() if path.exists() else ""
     if SECTION in text:
         head, _, rest = text.partition(SECTION)
