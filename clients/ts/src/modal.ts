@@ -138,7 +138,7 @@ export class ModalClient {
     const reply = await requestJson(this.transport, dl, "GET", `${this.baseUrl}/jobs/${encodeURIComponent(jobId)}`);
     if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "status", jobId);
     const body = reply.body;
-    if (!isObject(body) || !["pending", "done", "failed"].includes(body.status as string)) {
+    if (!isObject(body) || !["queued", "running", "done", "failed", "cancelled"].includes(body.status as string)) {
       throw new MaskpaintError({
         code: "bad_response",
         message: "GET /jobs/{id} replied without a known status",
@@ -153,13 +153,16 @@ export class ModalClient {
     return pollLoop<JobResult>(this.poller, dl, async (): Promise<PollStep<JobResult>> => {
       const st = await this.statusIn(dl, jobId);
       if (st.status === "done") return { done: true, value: checkResult(st.output, "modal", jobId) };
+      if (st.status === "cancelled") {
+        throw new MaskpaintError({ code: "cancelled", message: "the job was cancelled", jobId, provider: "modal", retryable: false });
+      }
       if (st.status === "failed") {
         throw (
           fromErrorBody(st.error, "modal", { jobId }) ??
           new MaskpaintError({ code: "internal", message: "the job failed without an error body", jobId, provider: "modal" })
         );
       }
-      progress.report(jobId, st.status, st.progress);
+      progress.report(jobId, st.status, st.status === "running" ? st.progress : undefined);
       return { done: false };
     });
   }
