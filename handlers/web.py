@@ -218,9 +218,9 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
             raise _ApiError(401, "unauthorized", "missing or invalid bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
 
-    async def call(fn: Callable, *args: object) -> object:
+    async def call(fn: Callable, *args: object, **kwargs: object) -> object:
         try:
-            return await run_in_threadpool(fn, *args)
+            return await run_in_threadpool(fn, *args, **kwargs)
         except UnknownJob:
             raise _ApiError(404, "not_found", "no job with this id", field="id") from None
         except DispatchUnavailable as exc:
