@@ -197,10 +197,15 @@ class ThreadDispatcher:
         if job is None:
             return  # cancelled while queued
 
-        def report(update: dict) -> None:
+        def check() -> None:
             if cancelled.is_set():
                 raise JobError(ErrorCode.cancelled, "the job was cancelled", retryable=False)
+
+        def report(update: dict) -> None:
+            check()
             self.progress.set(job_id, update)
+
+        report.check = check  # type: ignore[attr-defined]  # every update (handlers.common.throttled)
 
         try:
             reply = self._runner({"input": job.get("input")}, job_id, report)
