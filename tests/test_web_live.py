@@ -154,6 +154,7 @@ def test_a_chunked_body_is_cut_at_the_cap_without_being_buffered(srv):
     sock.close()
     stop.set()
     sampler.join()
+    print(f"chunked: sent {sent >> 20} MiB, server RSS {base:.0f} -> {peak['v']:.0f} MiB")
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert sent < 1200 << 20, "the server stopped reading at the cap"
     grew = peak["v"] - base

@@ -280,3 +280,29 @@ def test_run_job_reports_stages_and_delivers_the_webhook(settings_factory, model
     raw, sig, ts = got[0]
     assert sig == wh.sign(raw, SECRET, int(ts))
     assert json.loads(raw)["id"] == "fc-01RUN" and json.loads(raw)["output"] == reply
+
+
+def test_run_job_hands_the_webhook_off_and_returns_without_delivering(settings_factory,
+                                                                      model_set, photos,
+                                                                      receiver, monkeypatch):
+    """On Modal the GPU class passes ``send_webhook`` (spawn the CPU delivery function): the
+    job returns as soon as its record is written, having only handed the status over, without
+    inline base64 (the webhook carries URLs)."""
+    from core.pipeline import build_worker
+    from handlers.modal import run_job
+
+    monkeypatch.setenv("MASKPAINT_WEBHOOK_SECRET", SECRET)
+    url, got, _ = receiver
+    handed: list[tuple] = []
+    worker = build_worker(model_set, settings_factory())
+    job = {"input": {"image": data_url(photos["bus"].read_bytes()), "task": "mask",
+                     "output": {"return_base64": True}}, "webhook": url}
+    reply = run_job(worker, job, "fc-01HAND", on_refresh=lambda: None,
+                    send_webhook=lambda *a: handed.append(a))
+    assert reply["mask"]["base64"], "the reply itself keeps its inline copy"
+    ((to, job_id, status),) = handed
+    assert (to, job_id, status["status"]) == (url, "fc-01HAND", "done")
+    assert status["output"]["mask"]["base64"] is None
+    assert status["output"]["mask"]["sha256"] == reply["mask"]["sha256"]
+    time.sleep(0.5)
+    assert got == [], "nothing was delivered from the worker itself"
