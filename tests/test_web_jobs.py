@@ -290,3 +290,43 @@ def test_webhook_signatures_carry_a_timestamp_and_old_ones_are_refused():
     assert wh.verify_signature(body.decode(), sig, now, secret, now=now, tolerance_s=10)
     parsed = json.loads(body)
     assert parsed["id"] == "j"
+
+
+def test_modal_cancel_cancels_the_call_and_polls_answer_cancelled(monkeypatch):
+    """On Modal: DELETE cancels the FunctionCall and marks the id cancelled in the shared ids
+    store, so every web container answers ``cancelled`` without asking Modal again."""
+    import modal
+
+    from handlers.dispatch import DictIssuedIds
+    from handlers.modal_dispatch import ModalDispatcher
+
+    cancelled: list[str] = []
+
+    class Call:
+        def __init__(self, call_id):
+            self.call_id = call_id
+
+        def get(self, timeout=None):
+            raise TimeoutError  # still queued
+
+        def cancel(self, terminate_containers=False):
+            cancelled.append(self.call_id)
+
+    class Method:
+        def spawn(self, job):
+            return type("C", (), {"object_id": "fc-01CANCEL"})()
+
+    monkeypatch.setattr(modal.FunctionCall, "from_id", lambda call_id, client=None: Call(call_id))
+    shared: dict = {}
+    app = create_web_app(ModalDispatcher(lambda: Method()), token=TOKEN,
+                         issued=DictIssuedIds(shared))
+    with TestClient(app) as client:
+        job_id = client.post("/jobs", json=JOB, headers=AUTH).json()["id"]
+        assert client.get(f"/jobs/{job_id}", headers=AUTH).json() == {"id": job_id,
+                                                                      "status": "queued"}
+        r = client.delete(f"/jobs/{job_id}", headers=AUTH)
+        assert r.json() == {"id": job_id, "status": "cancelled"} and cancelled == [job_id]
+    other = TestClient(create_web_app(ModalDispatcher(lambda: Method()), token=TOKEN,
+                                      issued=DictIssuedIds(shared)))
+    assert other.get(f"/jobs/{job_id}", headers=AUTH).json()["status"] == "cancelled"
+    assert cancelled == [job_id]

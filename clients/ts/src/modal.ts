@@ -39,7 +39,7 @@ export type ModalRunOptions = ModalSubmitOptions & ProgressOptions;
 
 /**
  * Client of the maskpaint Modal web endpoints:
- * `POST /jobs` -> 202 `{id, status: "queued"}`; `GET /jobs/{id}` -> `{status: "pending", progress?}` |
+ * `POST /jobs` -> 202 `{id, status: "queued"}`; `GET /jobs/{id}` -> `{id, status: "queued", position?}` | `{id, status: "running", progress?}` |
  * `{status: "done", output}` | `{status: "failed", error}` | 404; `GET /health`.
  */
 export class ModalClient {
