@@ -37,6 +37,8 @@ log = logging.getLogger("maskpaint.web")
 INLINE_TTL_S = 15 * 60
 #: ... and at most this many bytes in all (the oldest dropped first).
 INLINE_MAX_BYTES = 256 * 1024 * 1024
+#: Expired jobs are dropped from the table every this many submits (and at start).
+SWEEP_EVERY = 100
 
 
 class InlineStore:
@@ -118,6 +120,7 @@ class ThreadDispatcher:
         self._cancels: dict[str, threading.Event] = {}
         self._cv = threading.Condition()
         self._closed = False
+        self._submits = 0
         again, cut = self.table.recover()
         if again or cut:
             log.warning("restart: %d job(s) queued again, %d interrupted", len(again), len(cut))
@@ -135,6 +138,9 @@ class ThreadDispatcher:
 
         job_id = f"local-{uuid.uuid4().hex}"
         self.table.insert(job_id, job)
+        self._submits += 1
+        if self._submits % SWEEP_EVERY == 0:  # expired rows go now and then, not per request
+            self.table.sweep()
         with self._cv:
             self._queue.append(job_id)
             self._cv.notify()
