@@ -32,6 +32,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -158,6 +159,7 @@ def local_app(worker: "Worker", *, public_url: str, token: str,
         jobs_db: the durable job table (SQLite); default in memory (lost at exit).
         body_idle_timeout_s: see :func:`handlers.web.create_web_app`.
     """
+    from fastapi.responses import RedirectResponse
     from fastapi.staticfiles import StaticFiles
 
     table = JobTable(jobs_db) if jobs_db is not None else JobTable()
@@ -168,6 +170,12 @@ def local_app(worker: "Worker", *, public_url: str, token: str,
                          resign=local_resign(worker, public_url),
                          body_idle_timeout_s=body_idle_timeout_s)
     app.state.dispatcher = dispatcher
+
+    @app.get("/", include_in_schema=False)
+    def root():  # noqa: ANN202 (FastAPI would read a return annotation as a response model)
+        """The server's front door is the page (a JSON 404 here greeted people)."""
+        return RedirectResponse(PAGE_PATH)
+
     for path, directory in (STATIC if static is None else static).items():
         if directory.is_dir():
             app.mount(path, StaticFiles(directory=directory, html=True), name=path)
@@ -193,12 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--webhook-loopback", action="store_true",
                     help="DEVELOPMENT: let webhooks go to http:// on any port of private and "
                     "loopback addresses (as MASKPAINT_ALLOW_PRIVATE_WEBHOOKS=1); off by default")
+    ap.add_argument("--log-level", default="WARNING",
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="console log level (JSON lines on stderr); INFO logs each job's stages "
+                    "(the load test counts model runs from them)")
     a = ap.parse_args(argv)
 
     from core.logs import setup_logging
     from core.pipeline import Worker
 
-    setup_logging("WARNING")
+    setup_logging(a.log_level)
     settings = Settings()
     token = (settings.api_token.get_secret_value() if settings.api_token is not None
              else secrets.token_urlsafe(24))
@@ -208,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     host = f"[{a.host}]" if ":" in a.host else a.host
     public_url = f"http://{host}:{a.port}"
     worker = Worker.cold_start(settings)
-    setup_logging("WARNING")  # again: the libraries loaded at cold start add their handlers
-    policy = LOOPBACK if a.webhook_loopback else WebhookPolicy()
+    setup_logging(a.log_level)  # again: the libraries loaded at cold start add their handlers
+    policy = replace(LOOPBACK, backoff_s=0.2) if a.webhook_loopback else WebhookPolicy()
     jobs_db = a.jobs_db or Path(settings.output_dir) / ".maskpaint" / "jobs.sqlite3"
     app = local_app(worker, public_url=public_url, token=token, webhook_policy=policy,
                     jobs_db=jobs_db, body_idle_timeout_s=a.body_timeout_s)
