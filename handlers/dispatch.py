@@ -45,7 +45,9 @@ class DispatchUnavailable(RuntimeError):
 class Dispatcher(Protocol):
     """The one seam between the web API and where jobs run.
 
-    ``submit``, ``poll`` and ``cancel`` must return at once (never wait for the GPU).
+    ``submit``, ``poll`` and ``cancel`` must return at once (never wait for the GPU). A
+    dispatcher that knows its queue may also have ``position(job_id) -> int | None`` (1-based,
+    None once started): ``POST /jobs`` replies then carry it.
     """
 
     def submit(self, job: dict) -> str:

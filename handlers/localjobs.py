@@ -161,6 +161,11 @@ class ThreadDispatcher:
                 body = {**body, "output": merge_inline(body["output"], parts)}
         return body
 
+    def position(self, job_id: str) -> int | None:
+        """1-based place of a queued job (None once it started); ``POST /jobs`` replies carry
+        it. Unlike :meth:`poll` it never hands out a result's inline copies."""
+        return self.table.position(job_id)
+
     def cancel(self, job_id: str) -> dict:
         status = self.table.status(job_id)
         if status is None:

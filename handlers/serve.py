@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from core.settings import Settings
+from core.storage import RECORD_NAME
 from handlers.dispatch import map_artefacts
 from handlers.jobtable import JobTable
 from handlers.localjobs import ThreadDispatcher
@@ -49,9 +50,6 @@ from handlers.webbody import BODY_IDLE_TIMEOUT_S
 from handlers.webhook import LOOPBACK, WebhookPolicy
 from handlers.webhook_sender import WebhookSender
 from handlers.serve_http import HEADER_TIMEOUT_S, serve_http
-
-#: The job record's file name (``core.storage.RECORD_NAME``; not imported: it pulls boto3 in).
-RECORD_NAME = "job.json"
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

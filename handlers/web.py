@@ -295,11 +295,12 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                 await call(dispatcher.cancel, job_id)
                 return await replay(key, bound, sub.fingerprint)
         log.info("job %s queued", job_id)
-        body = {"id": job_id, "status": "queued"}
-        if getattr(dispatcher, "positions", False):
-            body.update(await call(dispatcher.poll, job_id))
-            body["status"] = "queued"  # (what the submit did; a poll tells what happened since)
-            body = {k: v for k, v in body.items() if k in ("id", "status", "position")}
+        body: dict = {"id": job_id, "status": "queued"}
+        position = getattr(dispatcher, "position", None)  # where the dispatcher knows its queue
+        if position is not None:
+            place = await call(position, job_id)
+            if place is not None:
+                body["position"] = place
         return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
 
     async def replay(key: str, bound: tuple[str, str], fingerprint: str) -> JSONResponse:

@@ -66,8 +66,10 @@ def gated():
 
 def test_queued_jobs_carry_their_position_and_running_is_distinct(gated):
     client, gate, _ = gated
-    ids = [client.post("/jobs", json=JOB, headers=AUTH).json()["id"] for _ in range(3)]
+    replies = [client.post("/jobs", json=JOB, headers=AUTH).json() for _ in range(3)]
+    ids = [r["id"] for r in replies]
     first = _until(client, ids[0], {"running"})
+    assert replies[2]["status"] == "queued" and replies[2]["position"] >= 1  # the 202 says it
     assert first["id"] == ids[0] and "position" not in first
     assert client.get(f"/jobs/{ids[1]}", headers=AUTH).json() == {
         "id": ids[1], "status": "queued", "position": 1}
