@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 WEIGHTS ?= .weights
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: setup dev-weights demo serve client-dist test bench schema clean editor-deps
+.PHONY: setup dev-weights demo serve client-dist test bench load schema clean editor-deps
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ editor-deps:
 
 bench: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m bench
+
+# A burst on the local web API (the server `make serve` runs, with the dev weights): Locust
+# headless for LOAD_S seconds with LOAD_USERS closed-loop users; fails on a lost job or one run
+# twice. LOAD_TARGET=runpod drives the runpod SDK's local server instead. Table: bench/RESULTS.md.
+LOAD_S ?= 60
+LOAD_USERS ?= 8
+LOAD_TARGET ?= web
+load: dev-weights
+	MASKPAINT_WEIGHTS_DIR=$${MASKPAINT_WEIGHTS_DIR:-$(WEIGHTS)} $(PY) -m bench.load --target $(LOAD_TARGET) \
+	  --seconds $(LOAD_S) --users $(LOAD_USERS) --results-md bench/RESULTS.md
 
 schema: setup
 	$(PY) -m handlers.schema

@@ -98,12 +98,19 @@ def local_app(worker: "Worker", *, public_url: str, token: str,
         webhook_policy: where webhooks may go (tests allow a loopback receiver here).
         static: URL path -> directory (default :data:`STATIC`); missing directories are skipped.
     """
+    from fastapi.responses import RedirectResponse
     from fastapi.staticfiles import StaticFiles
 
     dispatcher = ThreadDispatcher(local_runner(worker, public_url, webhook_policy))
     app = create_web_app(dispatcher, token=token, readiness=weights_readiness,
                          webhook_policy=webhook_policy)
     app.state.dispatcher = dispatcher
+
+    @app.get("/", include_in_schema=False)
+    def root():  # noqa: ANN202 (FastAPI would read a return annotation as a response model)
+        """The server's front door is the page (a JSON 404 here greeted people)."""
+        return RedirectResponse(PAGE_PATH)
+
     for path, directory in (STATIC if static is None else static).items():
         if directory.is_dir():
             app.mount(path, StaticFiles(directory=directory, html=True), name=path)
@@ -122,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--webhook-loopback", action="store_true",
                     help="TESTS ONLY: let webhooks go to http:// on any port of private and "
                     "loopback addresses (a receiver on this machine); off by default")
+    ap.add_argument("--log-level", default="WARNING",
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="console log level (JSON lines on stderr); INFO logs each job's stages "
+                    "(the load test counts model runs from them)")
     a = ap.parse_args(argv)
 
     import uvicorn
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.logs import setup_logging
     from core.pipeline import Worker
 
-    setup_logging("WARNING")
+    setup_logging(a.log_level)
     settings = Settings()
     token = (settings.api_token.get_secret_value() if settings.api_token is not None
              else secrets.token_urlsafe(24))
