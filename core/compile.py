@@ -117,6 +117,7 @@ class UNetDispatch:
         self.allowed = allowed
         self.seen: list[str] = []
         self.failed: set[str] = set()
+        self.calls = {"compiled": 0, "eager": 0}
         # IP-Adapter processors branch on their scale in Python: it is part of the signature
         self._scaled = [p for p in unet.attn_processors.values() if hasattr(p, "scale")]
         unet.forward = self
@@ -128,7 +129,9 @@ class UNetDispatch:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         sig = self.signature(args, kwargs)
         if sig in self.failed or (self.allowed is not None and sig not in self.allowed):
+            self.calls["eager"] += 1
             return self.eager(*args, **kwargs)
+        self.calls["compiled"] += 1
         if sig in self.seen:
             return self.compiled(*args, **kwargs)
         try:
@@ -137,6 +140,8 @@ class UNetDispatch:
             log.warning("UNet compile failed for one call signature (%s: %s); it runs eager",
                         type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             self.failed.add(sig)
+            self.calls["compiled"] -= 1
+            self.calls["eager"] += 1
             return self.eager(*args, **kwargs)
         self.seen.append(sig)
         return out
@@ -257,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", help="inpainting model keys (default: all baked)")
     ap.add_argument("--sizes", choices=("buckets", "native"), default="buckets",
                     help="every generation bucket (default) or only the native square")
+    ap.add_argument("--size", nargs="*", default=None, metavar="WxH",
+                    help="exactly these working sizes, px (overrides --sizes)")
     ap.add_argument("--num-outputs", type=int, nargs="*", default=[1])
     ap.add_argument("--variants", nargs="*", help="plain / garment / pose (default: all loaded)")
     ap.add_argument("--device", default=None)
@@ -266,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     models = load_models(settings)
     sizes = {k: (list(buckets_for(m.resolution)) if a.sizes == "buckets"
                  else [(m.resolution, m.resolution)]) for k, m in models.inpainters.items()}
+    if a.size:
+        fixed = [tuple(int(v) for v in s.lower().split("x")) for s in a.size]
+        sizes = {k: fixed for k in models.inpainters}
     t = time.perf_counter()
     folder = build(models, a.weights, sizes, a.num_outputs, a.variants)
     print(f"compile artefacts in {folder} ({time.perf_counter() - t:.0f} s)")
