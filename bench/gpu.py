@@ -6,16 +6,18 @@ This process only orchestrates (no torch): every measurement runs in a fresh chi
 
 1. ``weights``: real-size random models in the baked layout (:mod:`bench.gpu_weights`), built
    on the GPU and saved fp16; the MediaPipe face and pose models from a local mirror.
-2. ``floor`` and ``cold``: the page cache dropped (``/proc/sys/vm/drop_caches``, where
-   writable), a fresh process measures the cold start's floor (imports, CUDA init, one read of
-   the weight bytes), another the worker's cold start, its first job and warm jobs.
-3. ``main``: every model of the weights dir loaded by the worker's cold start, then the job
-   matrix (:func:`bench.gpu_jobs.matrix`), generation buckets off vs on, and the anchor (bare
-   diffusers ``AutoPipelineForInpainting`` at the native size, same weights).
-4. ``warmup``: a fresh cold start with ``MASKPAINT_WARMUP=1``: its first job against its warm
+2. ``main``: every model of the weights dir loaded by the worker's cold start, then the job
+   matrix (:func:`bench.gpu_jobs.matrix`) with the anchor (bare diffusers
+   ``AutoPipelineForInpainting`` at the native size, same weights) after the first cells, and
+   generation buckets off vs on.
+3. ``warmup``: a fresh cold start with ``MASKPAINT_WARMUP=1``: its first job against its warm
    ones.
-5. ``compile``: ``python -m core.compile`` for SD 1.5 at the bucket the 0.9 MP job lands in,
-   then a fresh cold start (caches dropped) with compile artefacts, warm-up and buckets on.
+4. ``compile``: ``python -m core.compile`` for SD 1.5 at the bucket the 0.9 MP job lands in.
+5. ``floor``, ``cold``, ``compiled``: each after the page cache is dropped
+   (``/proc/sys/vm/drop_caches``, where writable): a fresh process measures the cold start's
+   floor (imports, CUDA init, one read of the weight bytes); another the worker's cold start,
+   its first job and warm jobs; the last the same with the compile artefacts, warm-up and
+   buckets on.
 
 ``--quick`` sizes the phases to end within about 6 minutes on an H100 / H200 (setup included):
 the deadline is checked before each phase and each child is killed at its share. ``--tiny
@@ -37,8 +39,8 @@ from bench.common import parse_child_stdout
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds each phase may take at most (quick mode); full mode doubles them (compile x4).
-QUICK_BUDGET_S = {"weights": 75, "floor": 40, "cold": 50, "main": 100, "warmup": 30,
-                  "compile": 90, "compiled": 75}
+QUICK_BUDGET_S = {"weights": 80, "main": 85, "warmup": 30, "compile": 90, "floor": 40,
+                  "cold": 45, "compiled": 75}
 #: Tiny (CPU check): generous, so a loaded shared machine finishes rather than times out.
 TINY_BUDGET_S = {"weights": 300, "floor": 300, "cold": 300, "main": 300, "warmup": 300,
                  "compile": 600, "compiled": 300}
@@ -197,12 +199,11 @@ def run(a: argparse.Namespace) -> dict:
     cold_env = {**common, "MASKPAINT_WEIGHTS_DIR": str(cold_view)}
     cell = ["--cells", "sd15-inpaint/0.9MP/plain", "--steps", str(steps)] + (
         ["--tiny", "--reps", "0"] if a.tiny else ["--reps", "2"])
-    res["floor"] = runner.child("floor", ["-m", "bench.gpu_child", "floor", "--weights",
-                                          str(cold_view), *dev], drop=True)
-    res["cold"] = runner.child("cold", ["-m", "bench.gpu_child", "cold", *cell],
-                               cold_env, drop=True)
+    # Order: what needs every model runs while the freshly written weights are still in the
+    # page cache (a cold read of ~15 GB at the ~100 MB/s seen on the lent disk would eat the
+    # run); the processes measured cold come last, each after its own cache drop.
     main_argv = ["-m", "bench.gpu_child", "main", "--steps", str(steps), *dev,
-                 "--budget-s", str(max(10, budgets["main"] - 25)),
+                 "--budget-s", str(max(10, budgets["main"] - 20)),
                  "--anchor-reps", "1" if (a.quick or a.tiny) else "3"]
     main_argv += ["--quick"] if a.quick else []
     main_argv += ["--tiny"] if a.tiny else []
@@ -217,11 +218,15 @@ def run(a: argparse.Namespace) -> dict:
             "-m", "core.compile", "--weights", str(cold_view), "--models", "sd15-inpaint",
             "--variants", "plain", "--size", f"{size[0]}x{size[1]}", *dev],
             {**common, "MASKPAINT_LOG_LEVEL": "INFO"})
-        if (runner.phases.get("compile") or {}).get("rc") == 0:
-            res["compiled"] = runner.child("compiled", [
-                "-m", "bench.gpu_child", "cold", *cell],
-                {**cold_env, "MASKPAINT_WARMUP": "1", "MASKPAINT_COMPILE_UNET": "1",
-                 "MASKPAINT_GENERATION_BUCKETS": "1"}, drop=True)
+    res["floor"] = runner.child("floor", ["-m", "bench.gpu_child", "floor", "--weights",
+                                          str(cold_view), *dev], drop=True)
+    res["cold"] = runner.child("cold", ["-m", "bench.gpu_child", "cold", *cell], cold_env,
+                               drop=True)
+    if (runner.phases.get("compile") or {}).get("rc") == 0:
+        res["compiled"] = runner.child("compiled", [
+            "-m", "bench.gpu_child", "cold", *cell],
+            {**cold_env, "MASKPAINT_WARMUP": "1", "MASKPAINT_COMPILE_UNET": "1",
+             "MASKPAINT_GENERATION_BUCKETS": "1"}, drop=True)
     res["phases"] = {k: {kk: vv for kk, vv in v.items() if kk != "result"}
                      for k, v in runner.phases.items()}
     res["total_s"] = round(time.monotonic() - t_start, 1)

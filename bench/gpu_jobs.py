@@ -22,6 +22,8 @@ SIZES: dict[str, tuple[int, int]] = {"0.9MP": (816, 1088), "3.5MP": (1620, 2160)
                                       "12MP": (3000, 4000)}
 TINY_SIZES: dict[str, tuple[int, int]] = {"0.9MP": (816, 1088)}
 VARIANTS = ("plain", "garment", "pose", "outputs4")
+#: The heaviest job a profile runs: reference garment + pose + 4 outputs (peak memory).
+HEAVIEST = "all"
 MODELS = ("sd15-inpaint", "sdxl-inpaint")
 MASK_BOX = (0.2, 0.4, 0.8, 0.95)  # fractions of (w, h, w, h)
 PROMPT = "a red leather jacket, studio lighting"
@@ -43,19 +45,25 @@ class Cell:
 def matrix(quick: bool, tiny: bool) -> list[Cell]:
     """The cells to run, most important first (a budget cuts from the end).
 
-    Full: 2 models x 3 sizes x 4 variants, plus a JPEG output at 12 MP. Quick: per model the
-    plain job at 0.9 and 12 MP (PNG and JPEG), then the add-ons at 0.9 MP. Tiny (CPU check): SD
-    1.5 plain and garment at 0.9 MP, SDXL plain.
+    Full: 2 models x 3 sizes x 4 variants, plus a JPEG output at 12 MP and the heaviest job
+    (garment + pose + 4 outputs) at 12 MP. Quick: the plain 0.9 MP jobs, the plain 12 MP jobs
+    (PNG and JPEG), the add-ons at 0.9 MP, the heaviest jobs. Tiny (CPU check): SD 1.5 plain
+    and garment at 0.9 MP, SDXL plain. The plain 0.9 MP cells come first (the anchor follows
+    them).
     """
     if tiny:
-        return [Cell("sd15-inpaint", "0.9MP", "plain"), Cell("sd15-inpaint", "0.9MP", "garment"),
-                Cell("sdxl-inpaint", "0.9MP", "plain")]
+        return [Cell("sd15-inpaint", "0.9MP", "plain"), Cell("sdxl-inpaint", "0.9MP", "plain"),
+                Cell("sd15-inpaint", "0.9MP", "garment")]
     if quick:
-        first = [Cell(m, s, "plain", f) for m in MODELS
-                 for s, f in (("0.9MP", "png"), ("12MP", "png"), ("12MP", "jpeg"))]
-        return first + [Cell(m, "0.9MP", v) for v in VARIANTS[1:] for m in MODELS]
-    cells = [Cell(m, s, v) for m in MODELS for s in SIZES for v in VARIANTS]
-    return cells + [Cell(m, "12MP", "plain", "jpeg") for m in MODELS]
+        first = [Cell(m, "0.9MP", "plain") for m in MODELS]
+        first += [Cell(m, "12MP", "plain", f) for m in MODELS for f in ("png", "jpeg")]
+        return (first + [Cell(m, "0.9MP", v) for v in VARIANTS[1:] for m in MODELS]
+                + [Cell(m, "12MP", HEAVIEST) for m in MODELS])
+    cells = [Cell(m, "0.9MP", "plain") for m in MODELS]
+    cells += [Cell(m, s, v) for m in MODELS for s in SIZES for v in VARIANTS
+              if (s, v) != ("0.9MP", "plain")]
+    return (cells + [Cell(m, "12MP", "plain", "jpeg") for m in MODELS]
+            + [Cell(m, "12MP", HEAVIEST) for m in MODELS])
 
 
 def _data_url(data: bytes, mime: str) -> str:
@@ -108,13 +116,13 @@ class Inputs:
         inp = {"image": image, "mask": mask, "prompt": PROMPT, "num_inference_steps": steps,
                "seed": seed, "model": cell.model, "protect_face": False,
                "output": {"format": cell.fmt}}
-        if cell.variant == "garment":
+        if cell.variant in ("garment", HEAVIEST):
             if self._garment is None:
                 self._garment = _data_url(garment(), "image/jpeg")
             inp["garment_image"] = self._garment
-        elif cell.variant == "pose":
+        if cell.variant in ("pose", HEAVIEST):
             inp["control"] = "pose"
-        elif cell.variant == "outputs4":
+        if cell.variant in ("outputs4", HEAVIEST):
             inp["num_outputs"] = 4
         return inp
 

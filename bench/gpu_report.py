@@ -166,7 +166,8 @@ def markdown(res: dict) -> str:
                      f"{_fmt(fl.get('cuda_init_ms'))} + import diffusers "
                      f"{_fmt(fl.get('import_diffusers_ms'))} + read "
                      f"{fl.get('read_bytes', 0) / 1e9:.2f} GB {_fmt(fl.get('read_ms'))} ms "
-                     f"({fl.get('read_mb_s')} MB/s) | {phases.get('floor', {}).get('caches_dropped')}"
+                     f"({fl.get('read_mb_s')} MB/s) | "
+                     f"{phases.get('floor', {}).get('caches_dropped')}"
                      f" | {_fmt(fl.get('from_spawn_ms'))} | | | |")
     for phase, label in (("cold", "worker, eager"), ("warmup", "worker, warm-up on"),
                          ("compiled", "worker, compiled + warm-up + buckets")):

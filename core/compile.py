@@ -63,7 +63,8 @@ def runtime_key(device: str) -> dict[str, str]:
 
 
 def key_name(key: dict[str, str]) -> str:
-    """The artefact folder's name for a :func:`runtime_key`, e.g. ``sm_90-torch2.11.0-triton3.6.0``."""
+    """The artefact folder's name for a :func:`runtime_key`, e.g.
+    ``sm_90-torch2.11.0-triton3.6.0``."""
     raw = f"{key['arch']}-torch{key['torch']}-triton{key['triton']}"
     return re.sub(r"[^A-Za-z0-9._-]", "_", raw)
 
