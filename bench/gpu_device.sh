@@ -12,7 +12,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 SCRATCH=/tmp/gpu-bench-scratch
-timeout "${BENCH_TIMEOUT_S:-500}" python3 -m bench.gpu --quick --out "$OUT" \
+timeout "${BENCH_TIMEOUT_S:-420}" python3 -m bench.gpu --quick --out "$OUT" \
   --scratch "$SCRATCH" "$@" 2>&1 | tee "$OUT/bench.log"
 rc=${PIPESTATUS[0]}
 cp bench/RESULTS.md "$OUT/RESULTS.md"

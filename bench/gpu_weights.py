@@ -9,8 +9,10 @@ every timing and memory figure is the real model's):
 - SDXL inpainting at its published sizes (:data:`SDXL_UNET` from
   ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1``; CLIP-L 768 x 12 and OpenCLIP bigG
   1280 x 32 text encoders; VAE with scaling 0.13025 and ``force_upcast``), 6.74 GB fp16;
-- the IP-Adapters with the real ViT-H/14 image encoder (h94's config, written fp32 like h94's
-  2.53 GB file) and adapters shaped by each UNet (SD 1.5 44.6 MB, SDXL vit-h 698 MB, as h94's);
+- the IP-Adapters with the real ViT-H/14 image encoder (h94's config; written fp16, 1.26 GB,
+  where h94's file is fp32, 2.53 GB: the worker casts it to fp16 on load, so only the bytes read
+  at cold start differ) and adapters shaped by each UNet (SD 1.5 44.6 MB, SDXL vit-h 698 MB,
+  as h94's);
 - ControlNets by ``ControlNetModel.from_unet`` (SD 1.5 0.72 GB, SDXL 2.5 GB);
 - the real MediaPipe face and pose models, baked from a local mirror (no network on the GPU
   machine; ``make gpu-wheels`` stages them).
@@ -164,10 +166,9 @@ def write_real(weights_dir: Path, keys: list[str], device: str, log=print) -> di
     writers = {
         "sd15-inpaint": lambda: write_sd15(weights_dir, device),
         "sdxl-inpaint": lambda: write_sdxl(weights_dir, device),
-        # h94's encoder file is fp32 (2.53 GB): the cold start reads as many bytes
         **{k: (lambda k=k: write_tiny_ip_adapter(
-            weights_dir, k, image_encoder=image_encoder_config(), device=device,
-            encoder_dtype=torch.float32)) for k in ("ip-adapter-sd15", "ip-adapter-sdxl-vith")},
+            weights_dir, k, image_encoder=image_encoder_config(), device=device))
+           for k in ("ip-adapter-sd15", "ip-adapter-sdxl-vith")},
         **{k: (lambda k=k: write_controlnet_from_unet(weights_dir, k, device=device))
            for k in ("controlnet-openpose-sd15", "controlnet-openpose-sdxl")},
     }

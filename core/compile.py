@@ -1,9 +1,11 @@
 """Compiled UNet: ``torch.compile`` per working size, with portable cache artefacts.
 
-At 512 px the SD 1.5 UNet mostly waits on kernel launches: measured on an H200 (torch 2.11, fp16,
-batch 2, 64 x 64 latents) one step took 25.2 ms eager and 6.4 ms with
-``torch.compile(mode="reduce-overhead", fullgraph=True)`` (CUDA graphs), after a 62 s first
-compile. So the compile must not happen per job, nor per cold start from scratch:
+At 512 px the SD 1.5 UNet mostly waits on kernel launches: a first H200 run made outside this
+project (the team's notes; torch 2.11, fp16, batch 2, 64 x 64 latents, the UNet alone) saw one
+step take 25.2 ms eager and 6.4 ms with ``torch.compile(mode="reduce-overhead",
+fullgraph=True)`` (CUDA graphs), after a 62 s first compile; ``python -m bench.gpu`` measures
+it through the job path. So the compile must not happen per job, nor per cold start from
+scratch:
 
 - ``python -m core.compile --weights DIR`` (on the GPU type that will serve; the Modal image
   build can run it on a GPU) loads the models as a worker does, compiles the UNet for every
@@ -120,7 +122,8 @@ class UNetDispatch:
         self.failed: set[str] = set()
         self.calls = {"compiled": 0, "eager": 0}
         # IP-Adapter processors branch on their scale in Python: it is part of the signature
-        self._scaled = [p for p in unet.attn_processors.values() if hasattr(p, "scale")]
+        procs = getattr(unet, "attn_processors", {})
+        self._scaled = [p for p in procs.values() if hasattr(p, "scale")]
         unet.forward = self
 
     def signature(self, args: tuple, kwargs: dict) -> str:

@@ -3,13 +3,14 @@
 A fresh CUDA process pays on its first pass what later passes do not: kernels are loaded lazily
 (``CUDA_MODULE_LOADING=LAZY``, the default since CUDA 11.7: each kernel on its first launch),
 cuBLAS / cuDNN create handles and pick algorithms, PyTorch's caching allocator grows its pools,
-and Pillow / diffusers import what they import lazily. Measured on an H200 before this module:
-the first SD 1.5 job took 1.70 s against 0.86 s warm. With ``MASKPAINT_WARMUP`` on,
-:func:`warm_up` makes one 2-step pass per pipeline a worker holds (plain, reference garment
-through the IP-Adapter's image encoder, pose through the ControlNet), through the same
-:func:`core.inpaint.inpaint` a job uses, at the model's native square size; the cold start pays
-it once. With a compiled UNet (:mod:`core.compile`) the same passes, at every compiled size,
-are what compiles it.
+and Pillow / diffusers import what they import lazily. A first H200 run made outside this
+project (the team's notes, not this bench) saw the first SD 1.5 job take 1.70 s against 0.86 s
+warm; ``python -m bench.gpu`` measures it with this setting off and on. With
+``MASKPAINT_WARMUP`` on, :func:`warm_up` makes one 2-step pass per pipeline a worker holds
+(plain, reference garment through the IP-Adapter's image encoder, pose through the ControlNet),
+through the same :func:`core.inpaint.inpaint` a job uses, at the model's native square size; the
+cold start pays it once. With a compiled UNet (:mod:`core.compile`) the same passes, at every
+compiled size, are what compiles it.
 
 Why hand-written: diffusers has no warm-up helper; this is a loop over our own job path.
 """

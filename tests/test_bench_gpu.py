@@ -106,3 +106,34 @@ def test_real_size_configs_have_the_published_parameter_counts():
     vit = count(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(
         **gw.image_encoder_config())))
     assert 630 < vit < 640
+
+
+def test_gpu_carry_stages_mediapipe_models_the_bake_verifies(dev_weights, tmp_path):
+    """What `make gpu-wheels` carries: the MediaPipe models as a bake mirror, which the GPU
+    machine bakes offline (sha256 checked against the manifest)."""
+    from bench.gpu_carry import stage_mediapipe
+    from bench.gpu_weights import MEDIAPIPE_KEYS, bake_mediapipe, present
+
+    carry = tmp_path / "whl"
+    assert stage_mediapipe(dev_weights, carry) > 1_000_000
+    out = tmp_path / "weights"
+    assert bake_mediapipe(out, carry / "mediapipe", log=lambda _m: None) == list(MEDIAPIPE_KEYS)
+    assert set(MEDIAPIPE_KEYS) <= present(out)
+
+
+def test_gpu_carry_refuses_two_versions_of_a_wheel_and_an_upload_over_the_limit(
+        tmp_path, monkeypatch):
+    import pytest
+
+    from bench import gpu_carry
+
+    (tmp_path / "pydantic-2.14.3-py3-none-any.whl").write_bytes(b"x" * 100)
+    carried, tree = gpu_carry.check(tmp_path)
+    assert carried == 100 and tree > 0
+    (tmp_path / "pydantic-2.14.2-py3-none-any.whl").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="two versions"):
+        gpu_carry.check(tmp_path)
+    (tmp_path / "pydantic-2.14.2-py3-none-any.whl").unlink()
+    monkeypatch.setattr(gpu_carry, "UPLOAD_LIMIT", tree)  # the tree alone is 100 % of it
+    with pytest.raises(SystemExit, match="over"):
+        gpu_carry.check(tmp_path)

@@ -153,3 +153,28 @@ def test_compile_artefacts_for_another_runtime_log_one_line_and_run_eager(
     assert "sm_90-torch2.11.0-triton3.6.0" in lines[0].getMessage()
     assert "eager" in lines[0].getMessage()
     assert all("forward" not in m.pipe.unet.__dict__ for m in model_set.inpainters.values())
+
+
+def test_compiled_forward_runs_only_for_the_allowed_call_signatures():
+    """The dispatcher behind MASKPAINT_COMPILE_UNET: the compiled path for a signature it was
+    told about (same numbers as eager), eager for any other shape (no compile during a job)."""
+    import torch
+
+    from core.compile import UNetDispatch
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(8, 4)
+    eager = net.forward
+    x, other = torch.randn(2, 8), torch.randn(3, 8)
+    recorder = UNetDispatch(net, None, None)  # record mode: compiles what it sees
+    with torch.no_grad():
+        want = eager(x)
+        assert torch.allclose(net(x), want, atol=1e-6)
+    assert len(recorder.seen) == 1 and recorder.calls == {"compiled": 1, "eager": 0}
+
+    net.forward = eager  # a fresh process: only the recorded signature may run compiled
+    disp = UNetDispatch(net, None, set(recorder.seen))
+    with torch.no_grad():
+        assert torch.allclose(net(x), want, atol=1e-6)
+        assert torch.allclose(net(other), eager(other), atol=1e-6)
+    assert disp.calls == {"compiled": 1, "eager": 1}
