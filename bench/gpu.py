@@ -39,7 +39,7 @@ from bench.common import parse_child_stdout
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds each phase may take at most (quick mode); full mode doubles them (compile x4).
-QUICK_BUDGET_S = {"weights": 80, "main": 70, "warmup": 30, "compile": 90, "floor": 40,
+QUICK_BUDGET_S = {"weights": 80, "main": 75, "warmup": 30, "compile": 90, "floor": 40,
                   "cold": 45, "compiled": 75}
 #: Tiny (CPU check): generous, so a loaded shared machine finishes rather than times out.
 TINY_BUDGET_S = {"weights": 300, "floor": 300, "cold": 300, "main": 300, "warmup": 300,
@@ -180,6 +180,7 @@ def run(a: argparse.Namespace) -> dict:
     budgets = dict(TINY_BUDGET_S if a.tiny else QUICK_BUDGET_S)
     if not (a.quick or a.tiny):
         budgets = {k: v * (4 if k.startswith("compile") else 2) for k, v in budgets.items()}
+    budgets.update({k: float(v) for k, v in (b.split("=", 1) for b in a.budget)})
     runner = Runner(t_start + a.deadline_s, a.scratch or a.out / "tmp", budgets, a.phases,
                     drop=a.device.startswith("cuda"))
     import shutil
@@ -266,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="30 (2 with --tiny)")
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--deadline-s", type=float, default=None,
-                    help="whole run (default: 345 quick, 900 tiny, 1500 full)")
+                    help="whole run (default: 350 quick, 900 tiny, 1500 full)")
+    ap.add_argument("--budget", nargs="*", default=[], metavar="PHASE=S",
+                    help="a phase's time limit, s (e.g. main=400 to fill the job matrix)")
     a = ap.parse_args(argv)
     if a.weights is None:
         a.weights = (Path(os.environ.get("MASKPAINT_TEST_WEIGHTS_DIR", REPO / ".weights"))
                      if a.tiny else Path("/tmp/maskpaint-gpu-weights"))
-    a.deadline_s = a.deadline_s or (900 if a.tiny else 345 if a.quick else 1500)
+    a.deadline_s = a.deadline_s or (900 if a.tiny else 350 if a.quick else 1500)
     a.out.mkdir(parents=True, exist_ok=True)
     res = run(a)
     (a.out / "gpu.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
