@@ -73,7 +73,7 @@ def _tiny_unet(weights_dir: Path, base: str, in_channels: int | None = None):
 
 
 def _write_image_encoder(root: Path, seed: int, config: dict | None = None,
-                         device: str = "cpu", dtype=None) -> int:
+                         device: str = "cpu") -> int:
     """Write the random image encoder (``config``: a ``CLIPVisionConfig``'s keywords, default
     :data:`TINY_IMAGE_ENCODER`) unless present. Returns its ``projection_dim``."""
     import torch
@@ -86,20 +86,18 @@ def _write_image_encoder(root: Path, seed: int, config: dict | None = None,
     torch.manual_seed(seed)
     with torch.device(device):
         enc = CLIPVisionModelWithProjection(cfg)
-    enc.to(dtype or torch.float16).save_pretrained(dst, safe_serialization=True)
+    enc.to(torch.float16).save_pretrained(dst, safe_serialization=True)
     return int(cfg.projection_dim)
 
 
 def write_tiny_ip_adapter(weights_dir: Path, key: str, seed: int = 0, *,
-                          image_encoder: dict | None = None, device: str = "cpu",
-                          encoder_dtype=None) -> Path:
+                          image_encoder: dict | None = None, device: str = "cpu") -> Path:
     """Write a random IP-Adapter for the manifest entry ``key`` (its ``base`` model's UNet
     config sets the shapes; that model must be written first): tiny by default, real size with
     ``image_encoder`` = the real encoder's config (the adapter's shapes follow the UNet).
 
     Args:
         device: where the random tensors are drawn (``cuda`` for the real sizes: seconds).
-        encoder_dtype: the image encoder's dtype on disk (default fp16; h94's is fp32).
 
     Returns:
         The adapter directory (tiny: about 0.2 MB).
@@ -109,7 +107,7 @@ def write_tiny_ip_adapter(weights_dir: Path, key: str, seed: int = 0, *,
 
     entry = load_manifest().models[key]
     root = Path(weights_dir) / entry.path
-    proj_dim = _write_image_encoder(root, seed, image_encoder, device, encoder_dtype)
+    proj_dim = _write_image_encoder(root, seed, image_encoder, device)
     unet = _tiny_unet(weights_dir, entry.base)
     cross = int(unet.config.cross_attention_dim)
     g = torch.Generator(device).manual_seed(seed + 1)
