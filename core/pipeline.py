@@ -308,7 +308,9 @@ def load_models(settings: Settings | None = None) -> ModelSet:
 
 def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=None) -> Worker:
     """Phase 2 of the cold start: move the models to ``settings.device`` (when it differs from
-    where they were loaded), open storage, return the :class:`Worker`.
+    where they were loaded), compile / warm them when ``settings.compile_unet`` /
+    ``settings.warmup`` ask (:func:`core.warmup.ready`), open storage, return the
+    :class:`Worker`.
 
     Args:
         models: from :func:`load_models`.

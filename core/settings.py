@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     )
     compile_unet: bool = Field(
         False, description="Load the torch.compile cache artefacts made by `python -m "
-        "weights.compile` for this GPU arch, torch and triton version, and run the UNet "
+        "core.compile` for this GPU arch, torch and triton version, and run the UNet "
         "compiled for the shapes they cover (other shapes: eager). Missing or mismatching "
         "artefacts: eager, with one log line (core.compile)."
     )
