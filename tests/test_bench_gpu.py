@@ -108,16 +108,19 @@ def test_real_size_configs_have_the_published_parameter_counts():
     assert 630 < vit < 640
 
 
-def test_gpu_carry_stages_mediapipe_models_the_bake_verifies(dev_weights, tmp_path):
+def test_gpu_carry_stages_mediapipe_models_the_bake_verifies(dev_weights, tmp_path, capsys):
     """What `make gpu-wheels` carries: the MediaPipe models as a bake mirror, which the GPU
-    machine bakes offline (sha256 checked against the manifest)."""
+    machine's weights step bakes offline (sha256 checked against the manifest)."""
+    from bench.common import parse_child_stdout
     from bench.gpu_carry import stage_mediapipe
-    from bench.gpu_weights import MEDIAPIPE_KEYS, bake_mediapipe, present
+    from bench.gpu_weights import MEDIAPIPE_KEYS, main, present
 
     carry = tmp_path / "whl"
     assert stage_mediapipe(dev_weights, carry) > 1_000_000
     out = tmp_path / "weights"
-    assert bake_mediapipe(out, carry / "mediapipe", log=lambda _m: None) == list(MEDIAPIPE_KEYS)
+    assert main(["--out", str(out), "--device", "cpu", "--keys", "--mirror",
+                 str(carry / "mediapipe")]) == 0
+    assert parse_child_stdout(capsys.readouterr().out)["mediapipe"] == list(MEDIAPIPE_KEYS)
     assert set(MEDIAPIPE_KEYS) <= present(out)
 
 
