@@ -82,6 +82,26 @@ def make_view(weights: Path, keys: tuple[str, ...], dst: Path) -> Path:
     return dst
 
 
+#: Each model with both add-ons: the heaviest profile a card must hold.
+PROFILE_KEYS = {"sd15-inpaint": ("sd15-inpaint", "ip-adapter-sd15", "controlnet-openpose-sd15"),
+                "sdxl-inpaint": ("sdxl-inpaint", "ip-adapter-sdxl-vith",
+                                 "controlnet-openpose-sdxl")}
+
+
+def profile_weight_gib(weights: Path) -> dict[str, float]:
+    """GiB of safetensors per :data:`PROFILE_KEYS` entry in ``weights`` (fp16 on disk: what the
+    GPU holds), for the models present."""
+    from weights.manifest import load_manifest
+
+    manifest = load_manifest()
+    out = {}
+    for base, keys in PROFILE_KEYS.items():
+        total = sum(f.stat().st_size for k in keys
+                    for f in (weights / manifest.models[k].path).rglob("*.safetensors"))
+        out[base] = round(total / 2 ** 30, 3)
+    return out
+
+
 def environment(device: str) -> dict:
     """GPU name, driver and memory (``nvidia-smi``), library versions, Python, CPUs."""
     import platform
@@ -196,6 +216,7 @@ def run(a: argparse.Namespace) -> dict:
         if a.mediapipe and a.mediapipe.is_dir():
             argv += ["--mirror", str(a.mediapipe)]
         res["write"] = runner.child("weights", argv)
+    res["profile_weight_gib"] = profile_weight_gib(a.weights)
     views = runner.scratch / "views"
     cold_view = make_view(a.weights, COLD_KEYS, views / "cold")
     main_view = make_view(a.weights, TINY_MAIN_KEYS, views / "main") if a.tiny else a.weights

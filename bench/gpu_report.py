@@ -88,9 +88,15 @@ def targets(res: dict) -> list[tuple[str, float | None, float, str]]:
             c = cs.get(f"{model}/12MP/plain{suffix}", {})
             rows.append((f"{model} 12 MP end-to-end / forward ({fmt})",
                          _ratio(c.get("total_ms"), c.get("forward_ms")), 1.1, "x"))
-    sdxl_peak = max((c["peak_vram_gib"] for n, c in cs.items()
-                     if n.startswith("sdxl") and c["peak_vram_gib"] is not None), default=None)
-    rows.append(("peak VRAM, every model resident, worst SDXL job", sdxl_peak, 24, "GiB"))
+    idle = main.get("idle_vram_gib")
+    for model, limit in (("sd15-inpaint", 16), ("sdxl-inpaint", 24)):
+        peak = cs.get(f"{model}/12MP/all", {}).get("peak_vram_gib")
+        weights = (res.get("profile_weight_gib") or {}).get(model)
+        est = (round(weights + peak - idle, 2)
+               if None not in (peak, idle, weights) else None)
+        rows.append((f"{model} + IP-Adapter + ControlNet, heaviest job (12 MP, garment + pose + "
+                     "4 outputs): their weights + the job's peak above the idle worker", est,
+                     limit, "GiB"))
     sd15_peak = max((j.get("peak_vram_gib") or 0 for j in _result(res, "cold").get("jobs", [])),
                     default=None) or None
     rows.append(("peak VRAM, SD 1.5 alone (cold process), 0.9 MP job", sd15_peak, 16, "GiB"))
