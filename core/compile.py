@@ -181,10 +181,15 @@ def enable(models: Any, weights_dir: Path) -> dict[str, float]:
             log.warning("no compile artefacts at %s; the UNet runs eager (make them: python -m "
                         "core.compile --weights %s)", folder, weights_dir)
         return {}
-    meta = json.loads((folder / META_FILE).read_text())
     out: dict[str, float] = {}
     t = time.perf_counter()
-    torch.compiler.load_cache_artifacts((folder / ARTEFACT_FILE).read_bytes())
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        torch.compiler.load_cache_artifacts((folder / ARTEFACT_FILE).read_bytes())
+    except Exception as exc:  # unreadable artefacts must not stop the worker
+        log.warning("compile artefacts in %s could not be loaded (%s: %s); the UNet runs eager",
+                    folder, type(exc).__name__, str(exc)[:200])
+        return {}
     out["compile.load"] = round((time.perf_counter() - t) * 1000, 1)
     stale = []
     for mkey, inp in models.inpainters.items():

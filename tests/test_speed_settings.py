@@ -178,3 +178,17 @@ def test_compiled_forward_runs_only_for_the_allowed_call_signatures():
         assert torch.allclose(net(x), want, atol=1e-6)
         assert torch.allclose(net(other), eager(other), atol=1e-6)
     assert disp.calls == {"compiled": 1, "eager": 1}
+
+
+def test_unreadable_compile_artefacts_log_one_line_and_run_eager(model_set, tmp_path, caplog):
+    from core.compile import artefact_dir, enable, runtime_key
+
+    folder = artefact_dir(tmp_path, runtime_key(model_set.device))  # this very runtime
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text("{not json")
+    (folder / "artifacts.bin").write_bytes(b"garbage")
+    caplog.set_level(logging.INFO, logger="maskpaint.compile")
+    assert enable(model_set, tmp_path) == {}
+    lines = _compile_lines(caplog)
+    assert len(lines) == 1 and "could not be loaded" in lines[0].getMessage()
+    assert all("forward" not in m.pipe.unet.__dict__ for m in model_set.inpainters.values())
