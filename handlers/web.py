@@ -15,7 +15,9 @@ Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryabl
                      ``{"input": {...}, "webhook": "https://..."}`` (optional; signed POST of
                      the finished body, :mod:`handlers.webhook`). 202 ``{"id", "status": "queued"}``; 400
                      ``invalid_input`` (not JSON / not an object / bad envelope); 422
-                     ``invalid_input`` with ``field`` (fails the contract); 413
+                     ``invalid_input`` with ``field`` (fails the contract); 422
+                     ``content_blocked`` (the prompt is refused by the content policy,
+                     :mod:`core.moderation`; nothing is queued); 413
                      ``image_too_large`` (body over :data:`MAX_BODY_BYTES`); 401
                      ``unauthorized``; 503 ``unavailable`` (the dispatcher could not take the job).
 ``GET /jobs/{id}``   200 ``{"status": "pending", "progress"?: {"stage", "step"?, "steps"?}}`` | ``{"status": "done", "output": {...}}`` |
@@ -51,6 +53,7 @@ from pydantic import BaseModel, Field, RootModel
 from core.contract import (IMAGE_INPUTS, MAX_INPUT_CHARS, JobErrorBody, JobResult, parse_job,
                            safe_field)
 from core.errors import ErrorCode, JobError
+from core.moderation.stage import screen_prompt
 from core.settings import Settings
 from handlers.common import JobProgress
 from handlers.dispatch import (Dispatcher, DispatchUnavailable, IssuedIds, MemoryIssuedIds,
@@ -272,7 +275,8 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
         else:
             payload = body
         try:
-            parse_job("validate", payload)  # the worker validates again; this fails fast
+            job_in = parse_job("validate", payload)  # the worker validates again; this fails fast
+            screen_prompt(job_in, settings)  # a refused prompt is answered now, never queued
         except JobError as err:
             raise _ApiError(422 if isinstance(payload, dict) else 400, err.code.value,
                             err.message, field=err.field, retryable=err.retryable) from None
