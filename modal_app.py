@@ -52,13 +52,15 @@ progress = DictProgress(modal.Dict.from_name(f"{cfg.app_name}-progress", create_
     min_containers=cfg.min_containers,
     max_containers=cfg.max_containers,
     enable_memory_snapshot=cfg.memory_snapshot,
+    experimental_options=cfg.experimental_options,  # GPU memory snapshot, when asked for
 )
 class MaskPaint:
     @modal.enter(snap=cfg.memory_snapshot)
     def load(self) -> None:
-        """Load every model on CPU; with snapshots on, this state is what gets snapshotted."""
+        """Load every model (on CPU for a CPU memory snapshot, on the GPU for a GPU snapshot);
+        with snapshots on, this state is what gets snapshotted."""
         glue.setup_container_logging()
-        self.models = glue.load_models(on_cpu=cfg.memory_snapshot)
+        self.models = glue.load_models(on_cpu=cfg.load_on_cpu)
 
     @modal.enter(snap=False)
     def ready(self) -> None:

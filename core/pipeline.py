@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from core import timing
+from core.buckets import buckets_for
 from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
@@ -26,7 +27,7 @@ from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
-                          write_record)
+                          write_record, write_refusal)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -83,6 +84,9 @@ class Worker:
         self._s3_factory = s3_client_factory
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
+        from core.moderation.stage import Moderator  # (lazy: OpenCV; handlers import this)
+
+        self.moderator = Moderator.build(settings, models)
         forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
         if settings.malloc_mmap_threshold_bytes:  # freed frames and masks go back to the OS
             return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory; #16)
@@ -116,9 +120,13 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
-        # at-least-once delivery (core.storage): a job that already finished returns its
-        # recorded result, with no fetch, decode, masking or inpainting
         request_sha = request_sha256(req)
+        # content moderation (core.moderation.stage): the prompt now, before anything else; an
+        # image refused later is recorded, so a redelivery is refused again without any work
+        guard = self.moderator.start(
+            job, lambda err: write_refusal(self.storage, job.id, request_sha, err))
+        # at-least-once delivery (core.storage): a job that already finished returns its
+        # recorded result (or refusal), with no fetch, decode, masking or inpainting
         recorded = read_record(self.storage, job.id, request_sha)
         if recorded is not None:
             log.info("job %s already done: returning its recorded result", job.id,
@@ -164,6 +172,10 @@ class Worker:
                                       limits=self.limits) if "garment_image" in raw else None)
         del raw
         clock.stage("decode", t)
+        if guard.checks_inputs:  # moderate_inputs: the photos, before any model sees them
+            t = stage("safety")
+            guard.check_inputs(image, garment_photo)
+            clock.stage("safety.input", t)
 
         t = stage("mask")
         from core.masking.auto import make_mask
@@ -208,8 +220,13 @@ class Worker:
                                  pose18=pose18, control_scale=req.control_scale),
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
                 in_place=True,  # photo.rgb becomes the last result (one frame less held)
+                buckets=buckets_for(inpainter.resolution) if s.generation_buckets else None,
             )
             clock.stage("inpaint", t)
+            if guard.on:  # every result, before anything is encoded or stored
+                t = stage("safety")
+                guard.check_outputs(results, mo.alpha)
+                clock.stage("safety", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
         mo.drop_alpha()  # (the overlay has its scaled copy)
 
@@ -235,7 +252,7 @@ class Worker:
                 models.append(ModelInfo(**cond.ip_identity))
             if req.control and cond.control_identity:
                 models.append(ModelInfo(**cond.control_identity))
-        models += [ModelInfo(**identity) for identity in mo.identities]
+        models += [ModelInfo(**identity) for identity in mo.identities + guard.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
         result = JobResult(
@@ -249,7 +266,7 @@ class Worker:
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
                                detector_issues=mo.issues),
             model=inpainter.key if inpainter is not None else None,
-            models=models, timings_ms=clock.timings,
+            models=models, moderation=guard.info(), timings_ms=clock.timings,
         )
         # the record goes last: from here on every delivery of this id returns the first result
         # recorded (another attempt may have won the race; then its result is returned)
@@ -306,7 +323,9 @@ def load_models(settings: Settings | None = None) -> ModelSet:
 
 def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=None) -> Worker:
     """Phase 2 of the cold start: move the models to ``settings.device`` (when it differs from
-    where they were loaded), open storage, return the :class:`Worker`.
+    where they were loaded), compile / warm them when ``settings.compile_unet`` /
+    ``settings.warmup`` ask (:func:`core.warmup.ready`), open storage, return the
+    :class:`Worker`.
 
     Args:
         models: from :func:`load_models`.
@@ -324,6 +343,11 @@ def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=N
         models.to(settings.device)
         log.info("models moved to %s in %.0f ms", settings.device,
                  (time.perf_counter() - t) * 1000)
+    speed_ms: dict[str, float] = {}
+    if settings.warmup or settings.compile_unet:  # compiled UNet / warm-up passes (docs/gpu.md)
+        from core.warmup import ready
+
+        speed_ms = ready(models, settings)
     client = s3_client
     if client is None and (settings.s3_bucket or settings.input_buckets):
         client = make_s3_client(settings)
@@ -332,7 +356,7 @@ def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=N
     load_ms = getattr(models, "load_ms", {})  # (test doubles may carry neither)
     total = getattr(models, "total_load_ms", None)
     worker.cold_start_ms = {**({"models": round(total, 1)} if total is not None else {}),
-                            **{k: round(v, 1) for k, v in load_ms.items()}}
+                            **{k: round(v, 1) for k, v in load_ms.items()}, **speed_ms}
     return worker
 
 

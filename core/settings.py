@@ -78,6 +78,57 @@ class Settings(BaseSettings):
         "threshold."
     )
 
+    # content moderation (core.moderation; docs/safety.md). Operator-only: no job field
+    # changes any of these.
+    safety: Literal["block", "off"] = Field(
+        "block", description="`block`: prompts are checked against the term list and every "
+        "repainted image (and, with `moderate_inputs`, every input photo) by the image "
+        "moderation models; a hit fails the job with `content_blocked` and nothing is stored; no "
+        "moderation model loaded = every job fails with `safety_unavailable`. `off`: nothing is "
+        "checked (self-hosted use that moderates elsewhere)."
+    )
+    moderate_inputs: bool = Field(
+        False, description="Also run the image check on the input photo (and the reference "
+        "garment) right after decoding, before any masking; a hit is `content_blocked` with "
+        "check `input`."
+    )
+    moderation_terms_path: Path | None = Field(
+        None, description="A JSON term list in the packaged format (core/moderation/terms.json) "
+        "whose terms, context rules and combos are added to the packaged ones."
+    )
+    nudenet_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="NudeNet 320n score (0-1) from which an exposed-body "
+        "detection (`*_GENITALIA_EXPOSED`, `FEMALE_BREAST_EXPOSED`, `BUTTOCKS_EXPOSED`, "
+        "`ANUS_EXPOSED`) blocks. NudeNet itself reports detections from 0.25 (nudenet.py's NMS "
+        "score); on clothed real photos and their crops the highest exposed score measured here "
+        "was 0.32 (a coffee cup read as BUTTOCKS_EXPOSED). Lower blocks more."
+    )
+    opennsfw_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="open_nsfw NSFW probability (0-1) from which an image "
+        "(whole, or the repainted region's crop) blocks. Yahoo's open_nsfw README: below 0.2 "
+        "likely safe, above 0.8 likely NSFW; clothed real photos and crops measured here scored "
+        "at most 0.17 (a group photo). Lower blocks more."
+    )
+
+    # speed: each off until the GPU bench (python -m bench.gpu) shows it pays; docs/gpu.md
+    warmup: bool = Field(
+        False, description="At cold start, one 2-step denoising pass per loaded pipeline (plain, "
+        "reference garment, pose) at its native size, so the first job does not pay CUDA's lazy "
+        "kernel loading and library handle set-up (core.warmup)."
+    )
+    generation_buckets: bool = Field(
+        False, description="Snap the model's working size to a fixed set of aspect buckets at "
+        "its native pixel count, multiples of 64 (SDXL's training resolutions; the same aspects "
+        "at 512^2 for SD 1.5): the crop around the mask grows to the bucket's aspect, so shapes "
+        "repeat and a compiled UNet is reused (core.buckets). Pixels outside the mask stay "
+        "unchanged."
+    )
+    compile_unet: bool = Field(
+        False, description="Load the torch.compile cache artefacts made by `python -m "
+        "core.compile` for this GPU arch, torch and triton version, and run the UNet "
+        "compiled for the shapes they cover (other shapes: eager). Missing or mismatching "
+        "artefacts: eager, with one log line (core.compile)."
+    )
 
     # web API (handlers.web)
     api_token: SecretStr | None = Field(

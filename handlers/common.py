@@ -38,7 +38,8 @@ class JobProgress(BaseModel):
 
     stage: str = Field(
         ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with "
-        "`garment_image` or `control`), `inpaint`, `encode`, `upload`."
+        "`garment_image` or `control`), `inpaint`, `safety` (content moderation of the input "
+        "photo with `moderate_inputs`, and of every result), `encode`, `upload`."
     )
     step: int | None = Field(None, description="Denoising step (stage `inpaint` only).")
     steps: int | None = Field(None, description="Total denoising steps (stage `inpaint` only).")

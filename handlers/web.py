@@ -19,7 +19,9 @@ Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryabl
                         ``{"id", "status": "queued", "position"?}``; 400 ``invalid_input``
                         (not JSON, too many keys/items, a number too large, bad envelope)
                         or ``blocked_url`` (a webhook to a private address, checked here);
-                        422 (fails the contract); 413 ``image_too_large`` (counted while
+                        422 (fails the contract), or 422 ``content_blocked`` (the prompt is
+                        refused by the content policy, :mod:`core.moderation`; nothing is
+                        queued); 413 ``image_too_large`` (counted while
                         streaming); 408 ``timeout`` (the body stopped arriving); 401; 503.
 ``GET /jobs/{id}``      200 ``{"id", "status": "queued", "position"?}`` |
                         ``{"id", "status": "running", "progress"?}`` |
@@ -232,7 +234,7 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                             retryable=True, headers={"Retry-After": "1"})
         waiting["n"] += 1
         try:
-            return await anyio.to_thread.run_sync(parse_submit, raw, max_json_tokens,
+            return await anyio.to_thread.run_sync(parse_submit, raw, max_json_tokens, settings,
                                                   limiter=limiter)
         except BodyError as err:
             raise _ApiError.of(err) from None

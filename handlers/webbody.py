@@ -22,6 +22,8 @@ from typing import Any
 
 from core.contract import parse_job, safe_field
 from core.errors import JobError
+from core.moderation.stage import screen_prompt
+from core.settings import Settings
 
 #: Most ``,`` and ``:`` outside strings in a body, i.e. keys plus list items: a job has a few
 #: dozen fields and short lists; a body with more is refused before it is parsed.
@@ -98,14 +100,16 @@ def check_key(value: object, field: str) -> str:
     return value
 
 
-def parse_submit(raw: bytes | bytearray, max_tokens: int = MAX_JSON_TOKENS) -> Submit:
+def parse_submit(raw: bytes | bytearray, max_tokens: int = MAX_JSON_TOKENS,
+                 settings: Settings | None = None) -> Submit:
     """Parse and validate a ``POST /jobs`` body: the job input, bare or as
     ``{"input": {...}, "webhook"?, "id"?}`` (a bare input may carry ``id`` too).
 
     Raises:
         BodyError: 400 ``invalid_input`` (too many keys/items, not JSON, a number too large,
             nested too deeply, not an object, a bad envelope or ``id``); 422 (or 400 for a
-            non-object ``input``) with the contract's code and ``field``.
+            non-object ``input``) with the contract's code and ``field``, or
+            ``content_blocked`` (the prompt screen of :mod:`core.moderation`).
     """
     tokens = count_tokens(raw)
     if tokens > max_tokens:
@@ -134,6 +138,7 @@ def parse_submit(raw: bytes | bytearray, max_tokens: int = MAX_JSON_TOKENS) -> S
         payload = body
     try:
         job = parse_job("validate", payload)  # the worker validates again; this fails fast
+        screen_prompt(job, settings or Settings())  # a refused prompt is answered now, never queued
     except JobError as err:
         raise BodyError(422 if isinstance(payload, dict) else 400, err.code.value, err.message,
                         field=err.field, retryable=err.retryable) from None

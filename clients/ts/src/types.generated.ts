@@ -17,6 +17,8 @@ export type ErrorCode =
   | "input_fetch_failed"
   | "empty_mask"
   | "face_detection_unavailable"
+  | "content_blocked"
+  | "safety_unavailable"
   | "model_not_found"
   | "storage_error"
   | "storage_conflict"
@@ -220,6 +222,10 @@ export interface JobResult {
    */
   model?: string | null;
   models?: ModelInfo[];
+  /**
+   * What the content moderation checked (absent only in results recorded by a worker that had no moderation).
+   */
+  moderation?: ModerationInfo | null;
   /**
    * ms per stage; keys ending `.forward`: model calls (overhead = total - sum)
    */
@@ -431,6 +437,34 @@ export interface ModelInfo {
   dev?: boolean;
 }
 /**
+ * What the content moderation did for this job (docs/safety.md).
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ModerationInfo".
+ */
+export interface ModerationInfo {
+  /**
+   * The worker's `MASKPAINT_SAFETY`: `off` = nothing was checked.
+   */
+  policy: "block" | "off";
+  /**
+   * The checks that ran and passed, in order.
+   */
+  checks?: ("prompt" | "input" | "output")[];
+  /**
+   * Manifest keys of the image moderation models that ran (also in `models`).
+   */
+  classifiers?: string[];
+  /**
+   * Per classifier (manifest key), the highest score (0-1) of each blocking label over every image checked; all stayed below the worker's thresholds.
+   */
+  max_scores?: {
+    [k: string]: {
+      [k: string]: number;
+    };
+  };
+}
+/**
  * What a failed job returns (RunPod additionally gets a top-level string `error`).
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
@@ -450,7 +484,7 @@ export interface JobErrorBody {
  */
 export interface JobProgress {
   /**
-   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with `garment_image` or `control`), `inpaint`, `encode`, `upload`.
+   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with `garment_image` or `control`), `inpaint`, `safety` (content moderation of the input photo with `moderate_inputs`, and of every result), `encode`, `upload`.
    */
   stage: string;
   /**
@@ -604,6 +638,8 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   "input_fetch_failed",
   "empty_mask",
   "face_detection_unavailable",
+  "content_blocked",
+  "safety_unavailable",
   "model_not_found",
   "storage_error",
   "storage_conflict",
