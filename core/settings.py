@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="Let https inputs reach private addresses (self-hosted only)."
     )
+    allow_private_webhooks: bool = Field(
+        False, description="DEVELOPMENT ONLY: let `webhook` URLs be http, on any port and on "
+        "private or loopback addresses (a receiver on 127.0.0.1); off by default, where webhooks "
+        "must be https on port 443 to a public address."
+    )
     max_input_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Per input, bytes.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height, px.")
     max_image_side: int = Field(12_000, ge=16, description="Longest side, px.")
