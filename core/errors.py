@@ -33,6 +33,8 @@ class ErrorCode(str, Enum):
     device_error = "device_error"  # the accelerator is unusable; the worker should be recycled
     timeout = "timeout"  # the job passed its internal deadline; nothing was uploaded
     internal = "internal"  # a bug; details are in the worker log only
+    interrupted = "interrupted"  # the job was cut by a restart of the server; submit it again
+    cancelled = "cancelled"  # the caller cancelled the job (DELETE /jobs/{id}); nothing was stored
 
 
 #: Codes for which the same request may succeed when retried later.
@@ -44,6 +46,7 @@ RETRYABLE = frozenset(
         ErrorCode.device_error,
         ErrorCode.timeout,
         ErrorCode.internal,
+        ErrorCode.interrupted,
     }
 )
 

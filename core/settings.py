@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="Let https inputs reach private addresses (self-hosted only)."
     )
+    allow_private_webhooks: bool = Field(
+        False, description="DEVELOPMENT ONLY: let `webhook` URLs be http, on any port and on "
+        "private or loopback addresses (a receiver on 127.0.0.1); off by default, where webhooks "
+        "must be https on port 443 to a public address."
+    )
     max_input_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Per input, bytes.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height, px.")
     max_image_side: int = Field(12_000, ge=16, description="Longest side, px.")
@@ -109,6 +114,26 @@ class Settings(BaseSettings):
         "(whole, or the repainted region's crop) blocks. Yahoo's open_nsfw README: below 0.2 "
         "likely safe, above 0.8 likely NSFW; clothed real photos and crops measured here scored "
         "at most 0.17 (a group photo). Lower blocks more."
+    )
+
+    # speed: each off until the GPU bench (python -m bench.gpu) shows it pays; docs/gpu.md
+    warmup: bool = Field(
+        False, description="At cold start, one 2-step denoising pass per loaded pipeline (plain, "
+        "reference garment, pose) at its native size, so the first job does not pay CUDA's lazy "
+        "kernel loading and library handle set-up (core.warmup)."
+    )
+    generation_buckets: bool = Field(
+        False, description="Snap the model's working size to a fixed set of aspect buckets at "
+        "its native pixel count, multiples of 64 (SDXL's training resolutions; the same aspects "
+        "at 512^2 for SD 1.5): the crop around the mask grows to the bucket's aspect, so shapes "
+        "repeat and a compiled UNet is reused (core.buckets). Pixels outside the mask stay "
+        "unchanged."
+    )
+    compile_unet: bool = Field(
+        False, description="Load the torch.compile cache artefacts made by `python -m "
+        "core.compile` for this GPU arch, torch and triton version, and run the UNet "
+        "compiled for the shapes they cover (other shapes: eager). Missing or mismatching "
+        "artefacts: eager, with one log line (core.compile)."
     )
 
     # web API (handlers.web)
