@@ -101,7 +101,11 @@ class JobRequest(_Strict):
     task: Literal["inpaint", "mask"] = Field(
         "inpaint",
         description="`inpaint`: mask then repaint. `mask`: only the mask and a preview overlay "
-        "(no diffusion), for a person to check or edit before paying for inpainting.",
+        "(no diffusion), for a person to check or edit before paying for inpainting; a `mask` "
+        "job that sets a repaint-only field (`prompt`, `negative_prompt`, "
+        "`num_inference_steps`, `guidance_scale`, `strength`, `seed`, `model`, "
+        "`garment_image`, `garment_scale`, `control`, `control_scale`, `num_outputs`, "
+        "`output.format`, `output.quality`) is refused with `invalid_input` naming it.",
     )
     targets: list[TargetGroup] = Field(
         default_factory=lambda: ["upper"],
@@ -198,6 +202,20 @@ class JobRequest(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _no_inpaint_fields_for_mask(self) -> JobRequest:
+        # a mask job would ignore them silently: the caller believes a setting applied
+        if self.task == "mask":
+            for name in INPAINT_ONLY:
+                owner, _, sub = name.partition(".")
+                model = getattr(self, owner) if sub else self
+                key = sub or owner
+                if key in model.model_fields_set and getattr(model, key) is not None:
+                    raise PydanticCustomError(
+                        "inpaint_only", "only used when task is 'inpaint'; leave it out of a "
+                        "'mask' job", {"field": name})
+        return self
+
+    @model_validator(mode="after")
     def _at_least_one_denoising_step(self) -> JobRequest:
         # diffusers' img2img/inpaint pipelines run int(num_inference_steps * strength) steps
         # (``get_timesteps``) and raise ValueError below one: reject it here, naming both fields.
@@ -233,6 +251,24 @@ INPAINT_KWARGS: dict[str, str] = {
     "guidance_scale": "guidance_scale",
     "strength": "strength",
 }
+
+
+#: Request fields a ``task: "mask"`` job does not use (the repaint's prompt, sampler, model,
+#: conditioning and gallery; the result image's encoding): a mask job that sets one (to anything
+#: but null) is refused with ``invalid_input`` naming it, rather than ignoring it. Every other
+#: field is :data:`SHARED_FIELDS`; a new field goes into one of the two
+#: (tests/test_contract_task_fields.py checks that each field is in exactly one).
+INPAINT_ONLY: tuple[str, ...] = (
+    "prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "strength", "seed",
+    "model", "garment_image", "garment_scale", "control", "control_scale", "num_outputs",
+    "output.format", "output.quality",
+)
+#: Request fields both tasks use.
+SHARED_FIELDS: tuple[str, ...] = (
+    "image", "mask", "task", "targets", "protect_face", "face_margin", "protect_hands",
+    "hand_margin", "mask_dilate_px", "mask_feather_px", "output", "output.url_expires_s",
+    "output.return_base64",
+)
 
 
 class MaskingOptions(BaseModel):
@@ -332,6 +368,8 @@ def parse_job(job_id: str, payload: object) -> Job:
             field = "prompt"
         if first.get("type") == "too_few_steps":
             field = "strength"
+        if first.get("type") == "inpaint_only":
+            field = (first.get("ctx") or {}).get("field") or field
         msg = first.get("msg", "invalid value")
         if first.get("type") == "extra_forbidden":
             msg = "unknown field"

@@ -74,6 +74,11 @@ class JobError(Exception):
         super().__init__(f"{self.code.value}: {message}")
 
 
+class StartupError(Exception):
+    """The worker cannot start (e.g. its output directory is a file or read-only): a one-line
+    reason for the operator. Entry points print it and exit non-zero, before models load."""
+
+
 def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` is an accelerator out-of-memory error (torch's ``OutOfMemoryError`` or a
     backend's "out of memory" message), told apart without importing torch."""

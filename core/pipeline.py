@@ -22,6 +22,7 @@ from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, Mo
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
+from core.localfs import check_output_dir
 from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
@@ -94,8 +95,13 @@ class Worker:
 
         A worker without a usable inpainting model still starts (see :mod:`core.models`) and
         answers each job with ``model_not_found``.
+
+        Raises:
+            StartupError: the local output directory is unusable (checked before any model
+                loads, :func:`core.localfs.check_output_dir`).
         """
         settings = settings or Settings()
+        check_output_dir(settings)
         return build_worker(load_models(settings), settings, s3_client)
 
     # ---------------------------------------------------------------- one job
@@ -317,8 +323,10 @@ def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=N
 
     Raises:
         RuntimeError: from torch when the device is unusable.
+        StartupError: the local output directory is unusable.
     """
     settings = settings or Settings()
+    check_output_dir(settings)
     if settings.device and models.device != settings.device:
         t = time.perf_counter()
         models.to(settings.device)

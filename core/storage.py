@@ -43,6 +43,7 @@ from typing import Protocol
 
 from core.contract import MAX_PRESIGN_SECONDS, JobRequest
 from core.errors import ErrorCode, JobError
+from core.localfs import local_error
 from core.settings import Settings
 
 #: Name of the job record under the job's folder.
@@ -246,8 +247,12 @@ class LocalStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            try:
+                view = memoryview(data)
+                while view:  # (os.write may write less than asked)
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             try:
                 os.link(tmp, path)  # atomic, fails if the name exists: no overwrite
                 return True
@@ -266,8 +271,7 @@ class LocalStorage:
                                    "a different file already exists at this job's output path; "
                                    "use a new job id", retryable=False)
         except OSError as exc:
-            raise JobError(ErrorCode.storage_error,
-                           f"writing output failed ({type(exc).__name__})") from None
+            raise local_error("writing output", exc) from None
         return Stored(key=str(path), url=path.as_uri(), sha256=digest, bytes=len(data))
 
     def create(self, key: str, data: bytes, content_type: str) -> bytes | None:
@@ -275,8 +279,7 @@ class LocalStorage:
         try:
             return None if self._link_new(path, data) else path.read_bytes()
         except OSError as exc:
-            raise JobError(ErrorCode.storage_error,
-                           f"writing the job record failed ({type(exc).__name__})") from None
+            raise local_error("writing the job record", exc) from None
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -284,8 +287,7 @@ class LocalStorage:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise JobError(ErrorCode.storage_error,
-                           f"reading stored output failed ({type(exc).__name__})") from None
+            raise local_error("reading stored output", exc) from None
 
     def url(self, key: str, url_expires_s: int) -> str:
         return self._path(key).as_uri()

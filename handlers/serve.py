@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.errors import StartupError
 from core.settings import Settings
 from handlers.dispatch import ThreadDispatcher
 from handlers.modal import run_job
@@ -138,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
               "`make serve` does", file=sys.stderr)
     host = f"[{a.host}]" if ":" in a.host else a.host
     public_url = f"http://{host}:{a.port}"
-    worker = Worker.cold_start(settings)
+    try:  # (the output directory is checked before the models load)
+        worker = Worker.cold_start(settings)
+    except StartupError as exc:
+        print(f"maskpaint: cannot start: {exc}", file=sys.stderr)
+        return 2
     policy = (WebhookPolicy(allow_private=True, allow_http=True, allow_any_port=True,
                             backoff_s=0.2) if a.webhook_loopback else WebhookPolicy())
     app = local_app(worker, public_url=public_url, token=token, webhook_policy=policy)
