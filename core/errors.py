@@ -29,7 +29,7 @@ class ErrorCode(str, Enum):
     storage_conflict = "storage_conflict"  # a different object already exists at an output key
     gpu_oom = "gpu_oom"  # CUDA out of memory; memory was freed, a smaller job may pass
     device_error = "device_error"  # the accelerator is unusable; the worker should be recycled
-    timeout = "timeout"  # the job passed its internal deadline; nothing was uploaded
+    timeout = "timeout"  # the job (storage calls included) passed its internal deadline
     internal = "internal"  # a bug; details are in the worker log only
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from core import timing
+from core.bounded import DeadlineStorage
 from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
@@ -122,16 +123,18 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
+        s = self.settings
+        clock = _Clock(s.job_deadline_s, job.id)
+        # every storage call of the job (record read, uploads, record write) ends by its deadline
+        storage = DeadlineStorage(self.storage, clock.deadline, s.job_deadline_s)
         # at-least-once delivery (core.storage): a job that already finished returns its
         # recorded result, with no fetch, decode, masking or inpainting
         request_sha = request_sha256(req)
-        recorded = read_record(self.storage, job.id, request_sha)
+        recorded = read_record(storage, job.id, request_sha)
         if recorded is not None:
             log.info("job %s already done: returning its recorded result", job.id,
                      extra={"job_id": job.id})
-            return self._deliver(recorded, req)
-        clock = _Clock(self.settings.job_deadline_s, job.id)
-        s = self.settings
+            return self._deliver(recorded, req, storage)
 
         def stage(name: str) -> float:
             clock.check()
@@ -223,7 +226,7 @@ class Worker:
         outputs = job_outputs(photo, preview, mo, results, photo.output_format(req.output.format),
                               req.output.quality, encode_image)  # (the bench wraps this name)
         stage("upload")  # (progress: encodes and uploads now run together)
-        artifacts, encoded_at = store(self.storage, job.id, outputs, req.output.url_expires_s,
+        artifacts, encoded_at = store(storage, job.id, outputs, req.output.url_expires_s,
                                       req.output.return_base64)
         # encode: until the last artefact was encoded; upload: the rest (uploads overlap encodes)
         clock.stage("encode", t, encoded_at)
@@ -260,16 +263,16 @@ class Worker:
         # the record goes last: from here on every delivery of this id returns the first result
         # recorded (another attempt may have won the race; then its result is returned)
         mine = _recordable(result)
-        recorded = write_record(self.storage, job.id, request_sha, mine)
+        recorded = write_record(storage, job.id, request_sha, mine)
         if recorded is not mine:
             log.info("job %s: another attempt recorded first; returning its result", job.id,
                      extra={"job_id": job.id})
-            return self._deliver(recorded, req)
+            return self._deliver(recorded, req, storage)
         return result
 
-    def _deliver(self, recorded: dict, req: JobRequest) -> JobResult:
+    def _deliver(self, recorded: dict, req: JobRequest, storage: Storage) -> JobResult:
         """A recorded result, with fresh URLs for this request's ``url_expires_s`` and the bytes
-        inlined again when it asks for ``return_base64``."""
+        inlined again (read from ``storage``) when it asks for ``return_base64``."""
         try:
             out = JobResult.model_validate(recorded)
         except ValidationError:  # recorded by a version of the contract this one cannot read
@@ -281,9 +284,9 @@ class Worker:
         for name, art in named:
             if art is None:
                 continue
-            art.url = self.storage.url(art.key, req.output.url_expires_s)
+            art.url = storage.url(art.key, req.output.url_expires_s)
             if req.output.return_base64:
-                data = self.storage.get(art.key)
+                data = storage.get(art.key)
                 if data is None:
                     raise JobError(ErrorCode.storage_error,
                                    f"a recorded {name} is missing from storage", retryable=False)

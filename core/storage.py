@@ -104,14 +104,18 @@ def make_s3_client(settings: Settings):
       that).
     - ``request_checksum_calculation="when_required"``: boto3 >= 1.36 otherwise sends CRC
       trailers that R2, MinIO and B2 reject.
-    - retries in botocore's ``standard`` mode with a set attempt count; bounded timeouts.
+    - retries in botocore's ``standard`` mode, ``total_max_attempts`` = ``s3_max_attempts``
+      (the first try included; botocore's ``max_attempts`` key counts retries only, one attempt
+      more than it says); bounded connect and read timeouts. A call's worst case is then
+      attempts x (connect + read timeout); the job's deadline bounds it further
+      (:class:`core.bounded.DeadlineStorage`).
     """
     import boto3
     from botocore.config import Config
 
     cfg = Config(
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
         connect_timeout=settings.s3_connect_timeout_s,
         read_timeout=settings.s3_read_timeout_s,
         request_checksum_calculation="when_required",
