@@ -111,9 +111,10 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
     alpha == 1 pixels ``generated``'s, both copied exactly; the band 0 < alpha < 1 is
     ``round(original * (1 - alpha) + generated * alpha)`` in float32.
 
-    All three are the same H x W (x 3); returns H x W x 3 uint8: ``out`` when given (it must
-    hold ``original``'s pixels already, e.g. a view of the photo's copy; written in place),
-    else a new array.
+    ``original`` and ``generated`` are the same H x W x 3 or H x W, uint8 or uint16 (a 16-bit
+    or greyscale photo, :mod:`core.pngdepth`), ``alpha`` H x W float32; returns ``original``'s
+    shape and dtype: ``out`` when given (it must hold ``original``'s pixels already, e.g. a
+    view of the photo's copy; written in place), else a new array.
 
     Only the band is computed in float (gathered by index): on a 12 MP photo with a quarter of
     it masked that is ~60k pixels instead of the 4.8 MP crop, and the alpha == 1 part is an
@@ -128,7 +129,7 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
     xs, ys = nonzero_xy(cv2.inRange(alpha, _TINY, _BELOW_ONE))
     if not len(xs):
         return out
-    a = alpha[ys, xs][:, None]
+    a = alpha[ys, xs].reshape(-1, *([1] * (original.ndim - 2)))  # (per pixel, per channel)
     out[ys, xs] = (original[ys, xs].astype(np.float32) * (1 - a)
                    + generated[ys, xs].astype(np.float32) * a + 0.5).astype(out.dtype)
     return out
@@ -193,7 +194,8 @@ def inpaint(
         pipe: a loaded ``StableDiffusion(XL)InpaintPipeline``.
         resolution: the model's native side in px (512 for SD 1.5, 1024 for SDXL).
         image: H x W x 3 uint8 RGB, the pixels composited with the painted ones (and copied
-            unchanged where alpha == 0).
+            unchanged where alpha == 0); or a photo's own H x W (x 3) uint8/uint16 samples
+            (:meth:`core.imageio.Photo.paint_target`), with ``from_model`` mapping into them.
         alpha: H x W float32 in [0, 1]; must have a pixel > 0.
         params: prompt and sampler settings; each seed drives a CPU ``torch.Generator`` so the
             same seed gives the same noise on any device.
@@ -202,8 +204,8 @@ def inpaint(
             reported once); may raise to abort (e.g. a deadline).
         model_image: H x W x 3 uint8 RGB the model sees (default ``image``): the photo in sRGB,
             transparency over white, when ``image`` is in another colour space.
-        from_model: maps the model's H x W x 3 uint8 sRGB output into ``image``'s colour space
-            before compositing (default: unchanged).
+        from_model: maps the model's H x W x 3 uint8 sRGB output into ``image``'s colour
+            space, mode and dtype before compositing (default: unchanged).
         num_outputs: images to make (1-4).
         extra: conditioning hook (see :data:`Extra`); default: ``pipe`` with no extra keywords.
         in_place: the caller hands ``image`` over: the last output is painted into ``image``
@@ -212,7 +214,7 @@ def inpaint(
             afterwards (nor ``model_image``'s, when it is the same array).
 
     Returns:
-        (``num_outputs`` H x W x 3 uint8 results in seed order, facts: crop box and model size
+        (``num_outputs`` results of ``image``'s shape and dtype in seed order, facts: crop box and model size
         in px, the batch size used).
     """
     import torch

@@ -208,15 +208,17 @@ class Worker:
                 clock.check()
                 progress({"stage": "inpaint", "step": step, "steps": total})
 
+            # a 16-bit or greyscale PNG is painted in its own depth and mode (core.pngdepth)
+            target, from_model = photo.paint_target()
             results, facts = inpaint(
-                inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
+                inpainter.pipe, inpainter.resolution, target, mo.alpha,
                 InpaintParams(req.inpaint_kwargs(), seed),
                 on_step=on_step, model_image=image, num_outputs=req.num_outputs,
                 extra=call_extra(inpainter.pipe, cond, guidance_scale=req.guidance_scale,
                                  garment=garment, garment_scale=req.garment_scale,
                                  pose18=pose18, control_scale=req.control_scale),
-                from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
-                in_place=True,  # photo.rgb becomes the last result (one frame less held)
+                from_model=from_model,
+                in_place=True,  # the target becomes the last result (one frame less held)
             )
             clock.stage("inpaint", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
