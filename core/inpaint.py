@@ -214,8 +214,8 @@ def inpaint(
             afterwards (nor ``model_image``'s, when it is the same array).
 
     Returns:
-        (``num_outputs`` results of ``image``'s shape and dtype in seed order, facts: crop box and model size
-        in px, the batch size used).
+        (``num_outputs`` results of ``image``'s shape and dtype in seed order, facts: crop
+        box and model size in px, the batch size used).
     """
     import torch
 
