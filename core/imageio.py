@@ -256,10 +256,10 @@ def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()
 
     Orientation (EXIF, or HEIF's rotation boxes) is applied; animations give their first frame;
     palette, greyscale, CMYK and 16-bit inputs become 8-bit RGB in ``rgb``; a 16-bit or
-    greyscale PNG also keeps its own samples (``native``, :mod:`core.pngdepth`). An embedded RGB ICC profile
-    (or a HEIF/AVIF nclx description) is kept with the untouched pixel values; greyscale and CMYK
-    profiles are converted to sRGB here (an RGB output cannot carry them); a broken profile is
-    ignored (pixels taken as sRGB).
+    greyscale PNG also keeps its own samples (``native``, :mod:`core.pngdepth`). An embedded
+    RGB ICC profile (or a HEIF/AVIF nclx description) is kept with the untouched pixel values;
+    greyscale and CMYK profiles are converted to sRGB here (an RGB output cannot carry them);
+    a broken profile is ignored (pixels taken as sRGB).
 
     Raises:
         JobError(invalid_image): not PNG/JPEG/WebP/HEIC/AVIF, truncated or corrupt.

@@ -66,7 +66,8 @@ def test_composite_is_the_same_with_either_point_shape(point_shape):
     assert np.array_equal(out[full], generated[full])
     band = (alpha > 0) & (alpha < 1)
     a = alpha[band][:, None]
-    want = (original[band] * (1 - a) + generated[band].astype(np.float32) * a + 0.5).astype(np.uint8)
+    want = (original[band] * (1 - a) + generated[band].astype(np.float32) * a
+            + 0.5).astype(np.uint8)
     assert np.array_equal(out[band], want)
 
 
