@@ -29,6 +29,32 @@ from core.storage import Storage, Stored
 T = TypeVar("T")
 
 
+def within(deadline: float, call: Callable[[], T], late: Callable[[], JobError]) -> T:
+    """``call()``'s value (or its exception), if it ends by ``deadline`` (a
+    ``time.perf_counter()`` value, s); else ``late()`` is raised at the deadline (at once when
+    the time is already up) while ``call`` goes on in a daemon thread."""
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        raise late()
+    box: dict[str, object] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the waiting caller below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="bounded call", daemon=True).start()
+    if not done.wait(left):
+        raise late()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
 class DeadlineStorage:
     """A :class:`~core.storage.Storage` whose every network call (``put``, ``create``, ``get``)
     returns or fails by ``deadline`` (a ``time.perf_counter()`` value, s).
@@ -48,26 +74,7 @@ class DeadlineStorage:
         self.deadline_s = deadline_s
 
     def _bounded(self, what: str, call: Callable[[], T]) -> T:
-        left = self.deadline - time.perf_counter()
-        if left <= 0:
-            raise self._late(what)
-        box: dict[str, object] = {}
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                box["value"] = call()
-            except BaseException as exc:  # handed to the waiting job below
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"storage: {what}", daemon=True).start()
-        if not done.wait(left):
-            raise self._late(what)
-        if "error" in box:
-            raise box["error"]  # type: ignore[misc]
-        return box["value"]  # type: ignore[return-value]
+        return within(self.deadline, call, lambda: self._late(what))
 
     def _late(self, what: str) -> JobError:
         return JobError(ErrorCode.timeout, f"{what}: storage did not answer within the job's "

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from core import timing
-from core.bounded import DeadlineStorage
+from core.bounded import DeadlineStorage, within
 from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
@@ -152,10 +152,14 @@ class Worker:
             cond = check_available(self.models, inpainter.key, req)
 
         t = stage("fetch")
-        # each checked against its cap; the reference garment only when it will be used
-        raw = {name: load_bytes(getattr(req, name), name, s, self._s3_factory)
-               for name in IMAGE_INPUTS
-               if getattr(req, name) and (name != "garment_image" or req.task == "inpaint")}
+        # each checked against its cap; the reference garment only when it will be used; an
+        # s3:// input that hangs is cut at the job's deadline like the storage calls
+        raw = within(clock.deadline, lambda: {
+            name: load_bytes(getattr(req, name), name, s, self._s3_factory)
+            for name in IMAGE_INPUTS
+            if getattr(req, name) and (name != "garment_image" or req.task == "inpaint")},
+            lambda: JobError(ErrorCode.timeout, "fetching the inputs did not finish within the "
+                             f"job's deadline ({s.job_deadline_s:g} s)"))
         clock.stage("fetch", t)
 
         t = stage("decode")

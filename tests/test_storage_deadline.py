@@ -1,6 +1,6 @@
 """S3 that accepts connections and never answers: each call stops after its set number of
 attempts, and the job ends by its deadline, with a clear code, whichever call hangs (record read,
-artefact uploads, record write). A real TCP server stands in for the store."""
+an s3:// input, artefact uploads, record write). A real TCP server stands in for the store."""
 
 from __future__ import annotations
 
@@ -130,6 +130,27 @@ HANGS = {
     "record write": (lambda m, p: m == "PUT" and p.endswith("/job.json"), 20.0,
                      "writing the job record"),
 }
+
+
+def test_hanging_s3_input_fails_the_job_by_its_deadline(stalling_s3, model_set,
+                                                        settings_factory):
+    from core.pipeline import Worker
+    from core.storage import S3Storage, make_s3_client
+    from handlers.runpod import make_handler
+
+    server = stalling_s3(lambda m, p: "/inputs/" in p)
+    s = settings_factory(s3_bucket=BUCKET, s3_endpoint_url=server.url, s3_region="us-east-1",
+                         s3_read_timeout_s=120, job_deadline_s=3.0,
+                         input_buckets=[f"{BUCKET}/inputs/"])
+    client = make_s3_client(s)
+    handler = make_handler(Worker(s, model_set, S3Storage(client, BUCKET), lambda: client))
+    t0 = time.monotonic()
+    out = handler({"id": "hang-input", "input": {"image": f"s3://{BUCKET}/inputs/photo.png",
+                                                 "task": "mask"}})
+    assert out.get("error_code") == "timeout" and out["retryable"] is True, out
+    assert out["message"] == "fetching the inputs did not finish within the job's deadline (3 s)"
+    assert time.monotonic() - t0 < 3 + 60  # far below 4 attempts x 120 s
+    assert sum(n for (_, stalled), n in server.seen.items() if stalled) >= 1
 
 
 @pytest.mark.parametrize("hang", list(HANGS))
