@@ -77,6 +77,24 @@ class OutputOptions(_Strict):
     )
 
 
+#: Request fields a ``task: "mask"`` job does not use (the repaint's prompt, sampler, model,
+#: conditioning and gallery; the result image's encoding): a mask job that sets one (to anything
+#: but null) is refused with ``invalid_input`` naming it, rather than ignoring it. Every other
+#: field is :data:`SHARED_FIELDS`; a new field goes into one of the two
+#: (tests/test_contract_task_fields.py checks that each field is in exactly one).
+INPAINT_ONLY: tuple[str, ...] = (
+    "prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "strength", "seed",
+    "model", "garment_image", "garment_scale", "control", "control_scale", "num_outputs",
+    "output.format", "output.quality",
+)
+#: Request fields both tasks use.
+SHARED_FIELDS: tuple[str, ...] = (
+    "image", "mask", "task", "targets", "protect_face", "face_margin", "protect_hands",
+    "hand_margin", "mask_dilate_px", "mask_feather_px", "output", "output.url_expires_s",
+    "output.return_base64",
+)
+
+
 class JobRequest(_Strict):
     """One masking / inpainting job, as sent by a client."""
 
@@ -102,10 +120,9 @@ class JobRequest(_Strict):
         "inpaint",
         description="`inpaint`: mask then repaint. `mask`: only the mask and a preview overlay "
         "(no diffusion), for a person to check or edit before paying for inpainting; a `mask` "
-        "job that sets a repaint-only field (`prompt`, `negative_prompt`, "
-        "`num_inference_steps`, `guidance_scale`, `strength`, `seed`, `model`, "
-        "`garment_image`, `garment_scale`, `control`, `control_scale`, `num_outputs`, "
-        "`output.format`, `output.quality`) is refused with `invalid_input` naming it.",
+        "job that sets a repaint-only field ("
+        + ", ".join(f"`{name}`" for name in INPAINT_ONLY)
+        + ") is refused with `invalid_input` naming it.",
     )
     targets: list[TargetGroup] = Field(
         default_factory=lambda: ["upper"],
@@ -251,24 +268,6 @@ INPAINT_KWARGS: dict[str, str] = {
     "guidance_scale": "guidance_scale",
     "strength": "strength",
 }
-
-
-#: Request fields a ``task: "mask"`` job does not use (the repaint's prompt, sampler, model,
-#: conditioning and gallery; the result image's encoding): a mask job that sets one (to anything
-#: but null) is refused with ``invalid_input`` naming it, rather than ignoring it. Every other
-#: field is :data:`SHARED_FIELDS`; a new field goes into one of the two
-#: (tests/test_contract_task_fields.py checks that each field is in exactly one).
-INPAINT_ONLY: tuple[str, ...] = (
-    "prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "strength", "seed",
-    "model", "garment_image", "garment_scale", "control", "control_scale", "num_outputs",
-    "output.format", "output.quality",
-)
-#: Request fields both tasks use.
-SHARED_FIELDS: tuple[str, ...] = (
-    "image", "mask", "task", "targets", "protect_face", "face_margin", "protect_hands",
-    "hand_margin", "mask_dilate_px", "mask_feather_px", "output", "output.url_expires_s",
-    "output.return_base64",
-)
 
 
 class MaskingOptions(BaseModel):
