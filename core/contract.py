@@ -94,7 +94,7 @@ INPAINT_ONLY: tuple[str, ...] = (
 SHARED_FIELDS: tuple[str, ...] = (
     "image", "mask", "task", "targets", "protect_face", "face_margin", "protect_hands",
     "hand_margin", "mask_dilate_px", "mask_feather_px", "output", "output.url_expires_s",
-    "output.return_base64",
+    "output.return_base64", "idempotency_key",
 )
 
 
