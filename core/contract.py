@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from core.errors import ErrorCode, JobError
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, PoseInfo, TargetGroup,
+    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, TargetGroup,
 )
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").

@@ -29,7 +29,7 @@ from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
-                          write_record)
+                          write_record, write_refusal)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -86,6 +86,9 @@ class Worker:
         self._s3_factory = s3_client_factory
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
+        from core.moderation.stage import Moderator  # (lazy: OpenCV; handlers import this)
+
+        self.moderator = Moderator.build(settings, models)
         forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
         if settings.malloc_mmap_threshold_bytes:  # freed frames and masks go back to the OS
             return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory; #16)
@@ -99,8 +102,7 @@ class Worker:
         answers each job with ``model_not_found``.
 
         Raises:
-            StartupError: the local output directory is unusable (checked before any model
-                loads, :func:`core.localfs.check_output_dir`).
+            StartupError: the output directory is unusable (checked before models load).
         """
         settings = settings or Settings()
         check_output_dir(settings)
@@ -128,9 +130,13 @@ class Worker:
         clock = _Clock(s.job_deadline_s, job.id)
         # every storage call of the job (record read, uploads, record write) ends by its deadline
         storage = DeadlineStorage(self.storage, clock.deadline, s.job_deadline_s)
-        # at-least-once delivery (core.storage): a job that already finished returns its
-        # recorded result, with no fetch, decode, masking or inpainting
         request_sha = request_sha256(req)
+        # content moderation (core.moderation.stage): the prompt now, before anything else; an
+        # image refused later is recorded, so a redelivery is refused again without any work
+        guard = self.moderator.start(
+            job, lambda err: write_refusal(storage, job.id, request_sha, err))
+        # at-least-once delivery (core.storage): a finished job returns its recorded result
+        # (or refusal) with no fetch, decode, masking or inpainting
         recorded = read_record(storage, job.id, request_sha)
         if recorded is not None:
             log.info("job %s already done: returning its recorded result", job.id,
@@ -178,6 +184,10 @@ class Worker:
                                       limits=self.limits) if "garment_image" in raw else None)
         del raw
         clock.stage("decode", t)
+        if guard.checks_inputs:  # moderate_inputs: the photos, before any model sees them
+            t = stage("safety")
+            guard.check_inputs(image, garment_photo)
+            clock.stage("safety.input", t)
 
         t = stage("mask")
         from core.masking.auto import make_mask
@@ -227,6 +237,10 @@ class Worker:
                 buckets=buckets_for(inpainter.resolution) if s.generation_buckets else None,
             )
             clock.stage("inpaint", t)
+            if guard.on:  # every result, before anything is encoded or stored
+                t = stage("safety")
+                guard.check_outputs(results, mo.alpha)
+                clock.stage("safety", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
         mo.drop_alpha()  # (the overlay has its scaled copy)
 
@@ -252,7 +266,7 @@ class Worker:
                 models.append(ModelInfo(**cond.ip_identity))
             if req.control and cond.control_identity:
                 models.append(ModelInfo(**cond.control_identity))
-        models += [ModelInfo(**identity) for identity in mo.identities]
+        models += [ModelInfo(**identity) for identity in mo.identities + guard.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
         result = JobResult(
@@ -266,7 +280,7 @@ class Worker:
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
                                detector_issues=mo.issues),
             model=inpainter.key if inpainter is not None else None,
-            models=models, timings_ms=clock.timings,
+            models=models, moderation=guard.info(), timings_ms=clock.timings,
         )
         # the record goes last: from here on every delivery of this id returns the first result
         # recorded (another attempt may have won the race; then its result is returned)
