@@ -167,11 +167,13 @@ class Photo:
         """(pixels, alpha) to encode a result ``img`` (painted into :meth:`paint_target`'s
         array) as ``fmt``: a PNG keeps a native photo's depth, mode and alpha; other formats
         get 8-bit RGB and the 8-bit alpha."""
-        if self.native is None:
-            return img, self.alpha
-        if fmt == "png":
+        if self.native is not None and fmt == "png":
             return img, self.native_alpha
-        return to_rgb8(img), self.alpha
+        return self.rgb8(img), self.alpha
+
+    def rgb8(self, img: np.ndarray) -> np.ndarray:
+        """A result ``img`` (in :meth:`paint_target`'s form) as H x W x 3 uint8 RGB."""
+        return img if self.native is None else to_rgb8(img)
 
     def output_format(self, requested: str) -> str:
         """The output format (``png``, ``jpeg``, ``webp``) for a requested one: explicit formats

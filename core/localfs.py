@@ -70,3 +70,12 @@ def check_output_dir(settings: Settings) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise StartupError(f"{where} is not a writable directory: {os_reason(exc)}") from None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to file descriptor ``fd`` with ``os.write`` (which may write less
+    than asked), unbuffered: no copy of ``data`` in a file object's buffer, and a full disk
+    surfaces here as the ``OSError`` (ENOSPC) of the write that hit it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

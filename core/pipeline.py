@@ -239,7 +239,7 @@ class Worker:
             clock.stage("inpaint", t)
             if guard.on:  # every result, before anything is encoded or stored
                 t = stage("safety")
-                guard.check_outputs(results, mo.alpha)
+                guard.check_outputs([photo.rgb8(r) for r in results], mo.alpha)  # 8-bit RGB
                 clock.stage("safety", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
         mo.drop_alpha()  # (the overlay has its scaled copy)

@@ -45,7 +45,7 @@ from typing import Protocol
 
 from core.contract import MAX_PRESIGN_SECONDS, JobRequest
 from core.errors import ErrorCode, JobError
-from core.localfs import local_error
+from core.localfs import local_error, write_all
 from core.settings import Settings
 
 #: Name of the job record under the job's folder.
@@ -106,11 +106,9 @@ def make_s3_client(settings: Settings):
       that).
     - ``request_checksum_calculation="when_required"``: boto3 >= 1.36 otherwise sends CRC
       trailers that R2, MinIO and B2 reject.
-    - retries in botocore's ``standard`` mode, ``total_max_attempts`` = ``s3_max_attempts``
-      (the first try included; botocore's ``max_attempts`` key counts retries only, one attempt
-      more than it says); bounded connect and read timeouts. A call's worst case is then
-      attempts x (connect + read timeout); the job's deadline bounds it further
-      (:class:`core.bounded.DeadlineStorage`).
+    - ``standard`` retries, ``total_max_attempts`` = ``s3_max_attempts``, the first try
+      included (botocore's ``max_attempts`` counts retries: one attempt more than set); bounded
+      connect and read timeouts (the job's deadline bounds a call further: core.bounded).
     """
     import boto3
     from botocore.config import Config
@@ -254,9 +252,7 @@ class LocalStorage:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             try:
-                view = memoryview(data)
-                while view:  # (os.write may write less than asked)
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
             finally:
                 os.close(fd)
             try:
