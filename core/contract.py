@@ -22,8 +22,9 @@ from pydantic_core import PydanticCustomError
 from core.errors import ErrorCode, JobError
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, PoseInfo, TargetGroup,
+    JobResult, MaskInfo, ModelInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
+from core.sampling import SchedulerName, Speed, combination_error, plan
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -146,6 +147,15 @@ class JobRequest(_Strict):
     strength: float = Field(
         1.0, gt=0.0, le=1.0, description="How far to move from the original (1 = full repaint)."
     )
+    scheduler: SchedulerName = Field(
+        "default", description="Sampler, by name: `default` (the model's own), `euler`, "
+        "`euler_a`, `dpmpp_2m`, `dpmpp_2m_karras`, `unipc`, `ddim`; `lcm` and `tcd` only with "
+        "`speed: draft`. The result's `sampling` says which one ran.")
+    speed: Speed = Field(
+        "standard", description="`draft`: a quick preview through the model's baked LCM-LoRA "
+        "(`lcm` sampler, 4-8 steps, guidance 1-2: unsent values take the low end, sent ones are "
+        "clamped; `sampling` reports what ran); `model_not_found` on a worker without it. "
+        "`standard`: the request's steps and guidance as sent.")
     seed: int | None = Field(
         None,
         ge=0,
@@ -201,12 +211,19 @@ class JobRequest(_Strict):
     def _at_least_one_denoising_step(self) -> JobRequest:
         # diffusers' img2img/inpaint pipelines run int(num_inference_steps * strength) steps
         # (``get_timesteps``) and raise ValueError below one: reject it here, naming both fields.
-        if self.task == "inpaint" and int(self.num_inference_steps * self.strength) < 1:
+        if self.task == "inpaint" and int(plan(self).num_inference_steps * self.strength) < 1:
             raise PydanticCustomError(
                 "too_few_steps",
                 "strength x num_inference_steps must be at least 1 (the pipeline runs "
                 "int(num_inference_steps * strength) denoising steps); raise strength or "
                 "num_inference_steps")
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_speed(self) -> JobRequest:
+        why = combination_error(self.scheduler, self.speed)
+        if why is not None:
+            raise PydanticCustomError("sampler_speed", why)
         return self
 
     @property
@@ -216,8 +233,12 @@ class JobRequest(_Strict):
 
     def inpaint_kwargs(self) -> dict[str, Any]:
         """Keywords for the diffusers inpainting call, by :data:`INPAINT_KWARGS` (an unset prompt
-        is ``""``, an empty negative prompt ``None``, as diffusers expects)."""
+        is ``""``, an empty negative prompt ``None``, as diffusers expects; steps and guidance
+        as :func:`core.sampling.plan` runs them)."""
         out = {kw: getattr(self, name) for name, kw in INPAINT_KWARGS.items()}
+        sp = plan(self)
+        out["num_inference_steps"] = sp.num_inference_steps
+        out["guidance_scale"] = sp.guidance_scale
         out["prompt"] = out["prompt"] or ""
         out["negative_prompt"] = out["negative_prompt"] or None
         return out
@@ -332,6 +353,8 @@ def parse_job(job_id: str, payload: object) -> Job:
             field = "prompt"
         if first.get("type") == "too_few_steps":
             field = "strength"
+        if first.get("type") == "sampler_speed":
+            field = "scheduler"
         msg = first.get("msg", "invalid value")
         if first.get("type") == "extra_forbidden":
             msg = "unknown field"

@@ -1,0 +1,206 @@
+"""Samplers by name and draft speed, end to end through the RunPod handler on the tiny SD 1.5 and
+SDXL models: every scheduler name runs and is reported; a draft job runs the LCM-LoRA (loaded
+through diffusers' ``load_lora_weights``) and reports it; adapter state does not leak between
+jobs (byte-identical to fresh workers); a worker without the LoRA answers ``model_not_found``;
+bad combinations are ``invalid_input`` naming the field; the web API and the Modal class run a
+draft too."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pytest
+
+from core.sampling import DRAFT_GUIDANCE, DRAFT_STEPS, SCHEDULERS, Drafts
+from tests.conftest import data_url, png_bytes
+
+STEPS = 2
+W = H = 96
+EXPECTED_CLASS = {name: cls for name, (cls, _) in SCHEDULERS.items()}
+EXPECTED_CLASS["default"] = None  # the model's own (PNDM for SD 1.5, Euler for SDXL)
+DEFAULT_CLASS = {"sd15-inpaint": "PNDMScheduler", "sdxl-inpaint": "EulerDiscreteScheduler"}
+
+
+def _job(**kw) -> dict:
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    mask = np.zeros((H, W), np.uint8)
+    mask[24:72, 24:72] = 255
+    inp = {"image": data_url(png_bytes(img), "image/png"),
+           "mask": data_url(png_bytes(mask), "image/png"), "prompt": "a red jacket",
+           "num_inference_steps": STEPS, "seed": 11, "protect_face": False,
+           "protect_hands": False}
+    inp.update(kw)
+    return inp
+
+
+_ids = iter(range(10**6))
+
+
+def _run(handler, **kw) -> dict:
+    out = handler({"id": f"drafts-{next(_ids)}-{time.monotonic_ns()}", "input": _job(**kw)})
+    assert "error" not in out, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def handler(model_set, settings_factory):
+    from core.pipeline import Worker
+    from core.storage import make_storage
+    from handlers.runpod import make_handler
+
+    settings = settings_factory()
+    return make_handler(Worker(settings, model_set, make_storage(settings, None)))
+
+
+def _fresh_handler(settings_factory, weights_dir=None):
+    """A worker with its own freshly loaded model set (one that has run no job)."""
+    from core.models import ModelSet
+    from core.pipeline import Worker
+    from core.storage import make_storage
+    from handlers.runpod import make_handler
+
+    kw = {"weights_dir": weights_dir} if weights_dir is not None else {}
+    settings = settings_factory(inpaint_models=["sd15-inpaint"], **kw)
+    models = ModelSet.load(settings)
+    return make_handler(Worker(settings, models, make_storage(settings, None))), models
+
+
+@pytest.fixture(scope="module")
+def no_lora_weights(dev_weights, tmp_path_factory):
+    """The dev weights without the LoRA files: every other entry linked in."""
+    root = tmp_path_factory.mktemp("no-lora-weights")
+    for item in dev_weights.iterdir():
+        if item.name != "lora":
+            (root / item.name).symlink_to(item)
+    return root
+
+
+# ------------------------------------------------------------------ samplers by name
+@pytest.mark.parametrize("model", ["sd15-inpaint", "sdxl-inpaint"])
+def test_every_scheduler_runs_and_is_reported(handler, model_set, model):
+    pipe = model_set.inpainters[model].pipe
+    own = pipe.scheduler
+    shas = {}
+    for name in EXPECTED_CLASS:
+        speed = "draft" if name in ("lcm", "tcd") else "standard"
+        # 3 steps: at 2, DPM-Solver++ 2M and UniPC both take first-order steps and coincide
+        out = _run(handler, model=model, scheduler=name, speed=speed, num_inference_steps=3)
+        s = out["sampling"]
+        assert s["scheduler"] == name and s["speed"] == speed, s
+        assert s["scheduler_class"] == (EXPECTED_CLASS[name] or DEFAULT_CLASS[model]), s
+        shas[name] = out["image"]["sha256"]
+    # the job's scheduler was swapped in for the call only
+    assert pipe.scheduler is own
+    # each sampler paints differently; SDXL's own scheduler is Euler, so `euler` (built with
+    # from_config on the model's own config) repeats `default` byte for byte
+    if model == "sdxl-inpaint":
+        assert shas.pop("euler") == shas["default"]
+    assert len(set(shas.values())) == len(shas), shas
+
+
+def test_unknown_scheduler_lists_the_allowed_ones(handler):
+    out = handler({"id": "bad-sched", "input": _job(scheduler="k_lms")})
+    assert out["error_code"] == "invalid_input" and out["field"] == "scheduler"
+    for name in EXPECTED_CLASS:
+        assert f"'{name}'" in out["error"], out["error"]
+
+
+@pytest.mark.parametrize("kw", [
+    {"scheduler": "lcm"},  # a few-step sampler on the standard (not distilled) model
+    {"scheduler": "tcd", "speed": "standard"},
+    {"scheduler": "euler", "speed": "draft"},  # a multistep sampler over the LCM-LoRA
+    {"scheduler": "dpmpp_2m_karras", "speed": "draft"},
+])
+def test_bad_combinations_are_invalid_input_naming_the_field(handler, kw):
+    out = handler({"id": "bad-combo", "input": _job(**kw)})
+    assert out["error_code"] == "invalid_input" and out["field"] == "scheduler", out
+    assert "draft" in out["error"]
+
+
+def test_unknown_speed_is_invalid_input(handler):
+    out = handler({"id": "bad-speed", "input": _job(speed="turbo")})
+    assert out["error_code"] == "invalid_input" and out["field"] == "speed"
+
+
+# ------------------------------------------------------------------ draft speed
+@pytest.mark.parametrize("model, lora", [("sd15-inpaint", "lcm-lora-sd15"),
+                                         ("sdxl-inpaint", "lcm-lora-sdxl")])
+def test_draft_runs_the_lora_and_reports_it(handler, model, lora):
+    out = _run(handler, model=model, speed="draft", num_inference_steps=30, guidance_scale=7.5)
+    s = out["sampling"]
+    assert s == {"scheduler": "lcm", "scheduler_class": "LCMScheduler", "speed": "draft",
+                 "num_inference_steps": DRAFT_STEPS[1], "guidance_scale": DRAFT_GUIDANCE[1],
+                 "lora": lora, "adjusted": ["num_inference_steps", "guidance_scale"]}
+    assert [m["key"] for m in out["models"]][:2] == [model, lora]
+    # unsent steps and guidance take the range's low end; nothing the caller sent was changed
+    job = _job(model=model, speed="draft")
+    del job["num_inference_steps"]
+    out = handler({"id": f"draft-low-{model}", "input": job})
+    assert out["sampling"]["num_inference_steps"] == DRAFT_STEPS[0]
+    assert out["sampling"]["guidance_scale"] == DRAFT_GUIDANCE[0]
+    assert out["sampling"]["adjusted"] == []
+
+
+def test_every_lora_key_reaches_its_unet_module_and_is_off_between_jobs(handler, model_set):
+    """The tiny LoRA (kohya layout, like the real files) went through ``load_lora_weights``:
+    every module it names is adapted, and after a draft job the adapter is disabled again."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from weights.tiny.lora import lora_modules
+
+    _run(handler, speed="draft")
+    for key in ("sd15-inpaint", "sdxl-inpaint"):
+        unet = model_set.inpainters[key].pipe.unet
+        layers = {n: m for n, m in unet.named_modules() if isinstance(m, BaseTunerLayer)}
+        assert sorted(layers) == sorted(lora_modules(unet)), key
+        assert all(m.disable_adapters for m in layers.values()), key
+
+
+def test_no_adapter_state_leaks_between_jobs(handler, settings_factory, no_lora_weights):
+    """Draft, standard, draft on one worker give the bytes of fresh workers that ran only one
+    of them; a standard job is byte-identical to a worker with no LoRA at all (the disabled
+    adapter computes exactly the base layers)."""
+    d1 = _run(handler, speed="draft")["image"]["sha256"]
+    s1 = _run(handler)["image"]["sha256"]
+    d2 = _run(handler, speed="draft")["image"]["sha256"]
+    assert d1 == d2 and d1 != s1
+
+    fresh, _ = _fresh_handler(settings_factory)
+    assert _run(fresh, speed="draft")["image"]["sha256"] == d1
+    bare, models = _fresh_handler(settings_factory, no_lora_weights)
+    assert models.drafts.loaded == {}
+    assert _run(bare)["image"]["sha256"] == s1
+
+
+def test_worker_without_the_lora_answers_model_not_found(settings_factory, no_lora_weights):
+    bare, models = _fresh_handler(settings_factory, no_lora_weights)
+    assert models.drafts.missing == {"lcm-lora-sd15": "not baked"}
+    out = bare({"id": "no-lora", "input": _job(speed="draft")})
+    assert out["error_code"] == "model_not_found" and out["field"] == "speed", out
+    assert "lcm-lora-sd15" in out["error"] and "not baked" in out["error"]
+    assert out["retryable"] is False
+
+
+def test_draft_on_a_model_set_without_drafts_names_the_lora(model_set, settings_factory):
+    """A model set loaded before drafts existed (no ``drafts``) answers the same way."""
+    from core.pipeline import Worker
+    from core.storage import make_storage
+    from handlers.runpod import make_handler
+
+    bare = copy.copy(model_set)
+    bare.drafts = Drafts()
+    settings = settings_factory()
+    handler = make_handler(Worker(settings, bare, make_storage(settings, None)))
+    out = handler({"id": "no-drafts", "input": _job(speed="draft", model="sdxl-inpaint")})
+    assert out["error_code"] == "model_not_found" and "lcm-lora-sdxl" in out["error"]
+
+
+def test_too_few_steps_counts_the_draft_steps(handler):
+    """strength x steps is checked on the steps that run: a draft's 4 steps at strength 0.3
+    run one step (fine), 0.2 none (rejected, naming strength)."""
+    assert _run(handler, speed="draft", strength=0.3)["sampling"]["num_inference_steps"] == 4
+    out = handler({"id": "few", "input": _job(speed="draft", strength=0.2)})
+    assert out["error_code"] == "invalid_input" and out["field"] == "strength"
