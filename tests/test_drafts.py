@@ -204,3 +204,74 @@ def test_too_few_steps_counts_the_draft_steps(handler):
     assert _run(handler, speed="draft", strength=0.3)["sampling"]["num_inference_steps"] == 4
     out = handler({"id": "few", "input": _job(speed="draft", strength=0.2)})
     assert out["error_code"] == "invalid_input" and out["field"] == "strength"
+
+
+# ------------------------------------------------------------------ the other entry points
+def test_draft_through_modal_run_job(model_set, settings_factory):
+    """The Modal class's job path (``handlers.modal.run_job``) runs a draft like RunPod's."""
+    from core.pipeline import Worker
+    from core.storage import make_storage
+    from handlers.modal import run_job
+
+    settings = settings_factory()
+    worker = Worker(settings, model_set, make_storage(settings, None))
+    out = run_job(worker, {"id": "modal-draft", "input": _job(speed="draft")})
+    assert "error" not in out, out
+    assert out["sampling"]["speed"] == "draft" and out["sampling"]["lora"] == "lcm-lora-sd15"
+    bad = run_job(worker, {"id": "modal-bad", "input": _job(scheduler="lcm")})
+    assert bad["error"]["code"] == "invalid_input" and bad["error"]["field"] == "scheduler"
+
+
+def test_draft_through_the_web_api(model_set, settings_factory, dev_weights, monkeypatch):
+    """POST /jobs with ``speed: draft`` and poll it to the end; a bad combination is refused at
+    submit, naming the field."""
+    from fastapi.testclient import TestClient
+
+    from core.pipeline import build_worker
+    from handlers.serve import local_app
+
+    token = "drafts-test-token-0123456789"
+    auth = {"Authorization": f"Bearer {token}"}
+    monkeypatch.setenv("MASKPAINT_WEIGHTS_DIR", str(dev_weights))
+    app = local_app(build_worker(model_set, settings_factory()), public_url="http://testserver",
+                    token=token)
+    with TestClient(app) as client:
+        r = client.post("/jobs", json={"input": _job(speed="draft", scheduler="tcd")},
+                        headers=auth)
+        assert r.status_code in (200, 202), r.text
+        job_id = r.json()["id"]
+        for _ in range(600):  # polls of 0.1 s at most: a bounded loop
+            body = client.get(f"/jobs/{job_id}", headers=auth).json()
+            if body["status"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+        assert body["status"] == "done", body
+        s = body["output"]["sampling"]
+        assert (s["speed"], s["scheduler"], s["scheduler_class"]) == ("draft", "tcd",
+                                                                      "TCDScheduler")
+        r = client.post("/jobs", json={"input": _job(scheduler="tcd")}, headers=auth)
+        assert r.status_code in (400, 422), r.text
+        assert "scheduler" in r.text
+
+
+# ------------------------------------------------------------------ clients
+def test_ts_types_and_the_page_offer_both_fields():
+    """The generated TS types and the mask editor page offer exactly the contract's names."""
+    import re
+    import typing
+    from pathlib import Path
+
+    from core.sampling import SchedulerName
+
+    repo = Path(__file__).resolve().parents[1]
+    names = list(typing.get_args(SchedulerName))
+    ts = (repo / "clients/ts/src/types.generated.ts").read_text()
+    assert "scheduler?: " + " | ".join(f'"{n}"' for n in names) + ";" in ts
+    assert 'speed?: "draft" | "standard";' in ts and "sampling?: SamplingInfo | null;" in ts
+    page = (repo / "clients/mask-editor/page/index.html").read_text()
+    select = page[page.index('<select name="scheduler"'):]
+    select = select[:select.index("</select>")]
+    assert re.findall(r'<option value="([a-z0-9_]+)"', select) == names
+    assert re.search(r'<input type="checkbox" name="draft"[^>]*> Draft</label>', page)
+    app = (repo / "clients/mask-editor/page/app.js").read_text()
+    assert 'job.speed = "draft"' in app and "job.scheduler = f.scheduler.value" in app

@@ -212,6 +212,9 @@ $("#job").addEventListener("submit", async (e) => {
     output: { format: "png" },
   };
   if (f.seed.value !== "") job.seed = Number(f.seed.value);
+  // a draft runs the model's LCM-LoRA at its own few steps (unsent: the worker takes 4)
+  if (f.draft.checked) { job.speed = "draft"; delete job.num_inference_steps; }
+  if (f.scheduler.value !== "default") job.scheduler = f.scheduler.value;
   // the edited mask (white = repaint); none painted: the worker makes the mask itself
   if (!editor.isEmpty()) job.mask = editor.toDataURL();
   try {
