@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
@@ -24,7 +24,7 @@ from core.result import (  # noqa: F401 (the contract's result half, re-exported
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
     JobResult, MaskInfo, ModelInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
-from core.sampling import SchedulerName, Speed, combination_error, plan
+from core.sampling import SamplingPlan, SchedulerName, Speed, combination_error, plan
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -201,6 +201,21 @@ class JobRequest(_Strict):
         "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
     )
 
+    #: Fields the caller sent that the draft ranges clamped (see :meth:`sampling_plan`).
+    _adjusted: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _draft_ranges(self) -> JobRequest:
+        # a draft's steps and guidance become the ones that run (core.sampling.plan), so the
+        # request says what runs: its hash (job records), the step check below, every reader.
+        # Idempotent: pydantic runs this again on an instance placed in a model (``Job``).
+        if self.speed == "draft":
+            sp = plan(self)
+            self.num_inference_steps, self.guidance_scale = (sp.num_inference_steps,
+                                                             sp.guidance_scale)
+            self._adjusted = self._adjusted or sp.adjusted
+        return self
+
     @model_validator(mode="after")
     def _prompt_for_inpaint(self) -> JobRequest:
         if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
@@ -211,7 +226,7 @@ class JobRequest(_Strict):
     def _at_least_one_denoising_step(self) -> JobRequest:
         # diffusers' img2img/inpaint pipelines run int(num_inference_steps * strength) steps
         # (``get_timesteps``) and raise ValueError below one: reject it here, naming both fields.
-        if self.task == "inpaint" and int(plan(self).num_inference_steps * self.strength) < 1:
+        if self.task == "inpaint" and int(self.num_inference_steps * self.strength) < 1:
             raise PydanticCustomError(
                 "too_few_steps",
                 "strength x num_inference_steps must be at least 1 (the pipeline runs "
@@ -226,6 +241,11 @@ class JobRequest(_Strict):
             raise PydanticCustomError("sampler_speed", why)
         return self
 
+    def sampling_plan(self) -> SamplingPlan:
+        """Sampler, speed, steps and guidance that run (:mod:`core.sampling`)."""
+        return SamplingPlan(plan(self).scheduler, self.speed, self.num_inference_steps,
+                            self.guidance_scale, self._adjusted)
+
     @property
     def masking(self) -> MaskingOptions:
         """The fields the masking stage reads (:class:`MaskingOptions`)."""
@@ -233,12 +253,8 @@ class JobRequest(_Strict):
 
     def inpaint_kwargs(self) -> dict[str, Any]:
         """Keywords for the diffusers inpainting call, by :data:`INPAINT_KWARGS` (an unset prompt
-        is ``""``, an empty negative prompt ``None``, as diffusers expects; steps and guidance
-        as :func:`core.sampling.plan` runs them)."""
+        is ``""``, an empty negative prompt ``None``, as diffusers expects)."""
         out = {kw: getattr(self, name) for name, kw in INPAINT_KWARGS.items()}
-        sp = plan(self)
-        out["num_inference_steps"] = sp.num_inference_steps
-        out["guidance_scale"] = sp.guidance_scale
         out["prompt"] = out["prompt"] or ""
         out["negative_prompt"] = out["negative_prompt"] or None
         return out

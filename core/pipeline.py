@@ -25,7 +25,7 @@ from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
 from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
-from core.sampling import check_draft, plan
+from core.sampling import check_draft
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
                           write_record)
@@ -143,7 +143,7 @@ class Worker:
             from core.conditioning import check_available
 
             cond = check_available(self.models, inpainter.key, req)
-        sp = plan(req)  # sampler, steps and guidance that will run (draft ranges applied)
+        sp = req.sampling_plan()  # sampler, steps and guidance that run (draft ranges applied)
         if req.task == "inpaint" and sp.speed == "draft":  # its LoRA, before any fetch
             check_draft(getattr(self.models, "drafts", None), inpainter.key)
 

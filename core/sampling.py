@@ -82,7 +82,9 @@ def _clamp(value, bounds):
 
 
 def plan(req) -> SamplingPlan:
-    """The sampling a :class:`core.contract.JobRequest` asks for, with draft ranges applied.
+    """The sampling a :class:`core.contract.JobRequest` asks for, with draft ranges applied
+    (its validator writes a draft's values back into the request, so afterwards the request
+    holds what runs; :meth:`~core.contract.JobRequest.sampling_plan` reads it).
 
     Standard speed runs the request's own values. Draft speed runs ``lcm`` for ``default``; a
     ``num_inference_steps`` / ``guidance_scale`` the caller did not send takes the range's low

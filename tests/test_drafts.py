@@ -198,6 +198,26 @@ def test_draft_on_a_model_set_without_drafts_names_the_lora(model_set, settings_
     assert out["error_code"] == "model_not_found" and "lcm-lora-sdxl" in out["error"]
 
 
+def test_a_draft_request_says_what_runs():
+    """After validation a draft request holds the steps and guidance that run, so its hash (the
+    job record's key) tells an unsent 4 from a clamped 8, and a dumped request re-parses the
+    same."""
+    from core.contract import parse_job
+    from core.storage import request_sha256
+
+    base = {"image": "eA==", "prompt": "p", "speed": "draft"}
+    low = parse_job("a", base).request
+    high = parse_job("b", {**base, "num_inference_steps": 30, "guidance_scale": 7.5}).request
+    assert (low.num_inference_steps, low.guidance_scale) == (4, 1.0)
+    assert (high.num_inference_steps, high.guidance_scale) == (8, 2.0)
+    assert high.sampling_plan().adjusted == ("num_inference_steps", "guidance_scale")
+    assert request_sha256(low) != request_sha256(high)
+    again = parse_job("c", high.model_dump()).request
+    assert (again.num_inference_steps, again.guidance_scale) == (8, 2.0)
+    standard = parse_job("d", {"image": "eA==", "prompt": "p"}).request
+    assert (standard.num_inference_steps, standard.guidance_scale) == (30, 7.5)
+
+
 def test_too_few_steps_counts_the_draft_steps(handler):
     """strength x steps is checked on the steps that run: a draft's 4 steps at strength 0.3
     run one step (fine), 0.2 none (rejected, naming strength)."""
