@@ -295,3 +295,20 @@ def test_ts_types_and_the_page_offer_both_fields():
     assert re.search(r'<input type="checkbox" name="draft"[^>]*> Draft</label>', page)
     app = (repo / "clients/mask-editor/page/app.js").read_text()
     assert 'job.speed = "draft"' in app and "job.scheduler = f.scheduler.value" in app
+
+
+def test_draft_with_reference_garment_and_pose_lock(handler, photos):
+    """A draft combines with the outfit-swap add-ons: the IP-Adapter (at guidance 1 its zero
+    embeddings take one row, no CFG batch) and the pose ControlNet sharing the LoRA'd UNet."""
+    from tests.test_conditioning import _job as outfit_job
+
+    astronaut = photos["astronaut"].read_bytes()
+    inp = outfit_job(astronaut, speed="draft", control="pose",
+                     garment_image=data_url(photos["bus"].read_bytes()))
+    out = handler({"id": "draft-outfit", "input": inp})
+    assert "error" not in out, out
+    assert out["sampling"]["lora"] == "lcm-lora-sd15" and out["conditioning"]["control"]
+    keys = [m["key"] for m in out["models"]]
+    assert {"ip-adapter-sd15", "controlnet-openpose-sd15", "lcm-lora-sd15"} <= set(keys)
+    plain = _run(handler, speed="draft")  # the draft LoRA is off again, the scheduler restored
+    assert plain["sampling"]["scheduler_class"] == "LCMScheduler"
