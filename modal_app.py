@@ -1,6 +1,6 @@
 """Modal entry point: one GPU class that runs jobs, one web app that queues and polls them.
 
-    modal deploy modal_app.py     # deploy (secrets and knobs: README, section "Modal")
+    modal deploy modal_app.py     # deploy (secrets and knobs: docs/modal.md)
     modal run modal_app.py        # one job on bus.jpg, printed as JSON
 
 Only Modal declarations live here; the logic is tested without a Modal account: deploy

@@ -284,9 +284,9 @@ def mode_jobs() -> dict:
     peak_after_flat = ins.peak_rss_mb()
     ids_mid = ins.model_ids(worker.models)
     # 1b. #16: peak RSS of each 12 MP job above this idle worker, and growth over those jobs
-    from bench import issue16
+    from bench import job_targets
 
-    rss12 = issue16.rss_12mp(runner, plan.get("rss_12MP_jobs", 50))
+    rss12 = job_targets.rss_12mp(runner, plan.get("rss_12MP_jobs", 50))
     # 2. the other sizes: one warm-up each (recorded apart), then the repeats
     sweeps = {}
     for label in ("0.5MP", "12MP"):
@@ -306,7 +306,7 @@ def mode_jobs() -> dict:
             pairs.append({"job": rec, "codec_ms": round(bare_codec_ms(inputs[label]["file"]), 2)})
         provided[label] = pairs
     # 2c. #16: PNG output at 2 MP (provided mask): encode + upload
-    png = issue16.png_jobs(runner, inputs, plan.get("reps_png", 5))
+    png = job_targets.png_jobs(runner, inputs, plan.get("reps_png", 5))
     # 3. profiles
     profiles = {}
     if plan.get("profile_reps", 0) > 0:
@@ -354,9 +354,9 @@ def mode_auto() -> dict:
     sweeps = {}
     # 2 MP (#16): each automatic-masking job paired with a provided-mask job on this worker;
     # the automatic ones are the 2 MP sweep
-    from bench import issue16
+    from bench import job_targets
 
-    avp = issue16.auto_vs_provided(runner, inputs, plan.get("auto_reps_2MP", 3))
+    avp = job_targets.auto_vs_provided(runner, inputs, plan.get("auto_reps_2MP", 3))
     sweeps["2MP"] = {"warmup": avp["warmup"], "jobs": [p["auto"] for p in avp["pairs"]]}
     n = plan.get("auto_reps_12MP", 3)
     if n > 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import issue16
+from bench import job_targets
 from bench.plots import plots  # noqa: F401  (python -m bench calls report.plots)
 from bench.summary import SIZE_ORDER, STAGES
 
@@ -127,7 +127,7 @@ def memory_table(r: dict) -> str:
              f"| growth job 5 -> {n} | {m['growth_pct']:+.2f}% (min {_f(m['rss_min_mb'])}, max {_f(m['rss_max_mb'])}) |",
              f"| peak RSS after the 2 MP jobs / after 0.5 + 12 MP | "
              f"{_f(m['peak_rss_mb']['after_2MP_flatness'])} / {_f(m['peak_rss_mb']['after_all_sizes'])} |"]
-    lines += issue16.memory_rows(r)
+    lines += job_targets.memory_rows(r)
     if m.get("cuda"):
         lines.append(f"| CUDA max allocated / reserved ({m['cuda']['device']}) | "
                      f"{_f(m['cuda']['max_allocated_mb'])} / {_f(m['cuda']['max_reserved_mb'])} |")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from bench import issue16
+from bench import job_targets
 from bench.common import summary
 
 STAGES = ("fetch", "decode", "mask", "inpaint", "encode", "upload")
@@ -200,7 +200,7 @@ def summarise(results: dict) -> dict:
                             if k in auto["sweeps"]}
         for label, pr in (auto.get("profiles") or {}).items():
             out.setdefault("profile", {})[f"{label} auto path"] = pr["analysis"]
-    out.update(issue16.summarise(results))
+    out.update(job_targets.summarise(results))
     out["targets"] = targets(out)
     return out
 
@@ -257,4 +257,4 @@ def targets(s: dict) -> list[dict]:
                   "measured": f"{m['growth_pct']:+.1f}% ({m['rss_after_job5_mb']:.0f} -> "
                               f"{m['rss_after_last_mb']:.0f} MiB)",
                   "pass": m["growth_pct"] <= TARGETS["memory_growth_pct"]})
-    return t + issue16.targets(s)  # #16: automatic masking, PNG output, 12 MP memory
+    return t + job_targets.targets(s)  # #16: automatic masking, PNG output, 12 MP memory

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncold start (model load) {cold:.1f} s, job {took:.1f} s on {worker.models.device}")
     if dev:
         print("NOTE: dev weights are random: the masked region comes out as noise. "
-              "Bake real weights for real edits (README, 'Real weights').")
+              "Bake real weights for real edits (docs/weights.md).")
     return 0
 
 

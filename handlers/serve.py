@@ -98,12 +98,19 @@ def local_app(worker: "Worker", *, public_url: str, token: str,
         webhook_policy: where webhooks may go (tests allow a loopback receiver here).
         static: URL path -> directory (default :data:`STATIC`); missing directories are skipped.
     """
+    from fastapi.responses import RedirectResponse
     from fastapi.staticfiles import StaticFiles
 
     dispatcher = ThreadDispatcher(local_runner(worker, public_url, webhook_policy))
     app = create_web_app(dispatcher, token=token, readiness=weights_readiness,
                          webhook_policy=webhook_policy)
     app.state.dispatcher = dispatcher
+
+    @app.get("/", include_in_schema=False)
+    def root():  # noqa: ANN202 (FastAPI would read a return annotation as a response model)
+        """The server's front door is the page (a JSON 404 here greeted people)."""
+        return RedirectResponse(PAGE_PATH)
+
     for path, directory in (STATIC if static is None else static).items():
         if directory.is_dir():
             app.mount(path, StaticFiles(directory=directory, html=True), name=path)

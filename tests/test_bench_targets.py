@@ -1,11 +1,11 @@
-"""The bench's #16 target rows (bench/issue16.py): verdicts and rendering from raw results, and
+"""The bench's per-job target rows (bench/job_targets.py): verdicts and rendering from raw results, and
 the per-job peak-RSS reader. No timings are asserted (speed lives in the bench itself)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench import instrument, issue16
+from bench import instrument, job_targets
 from bench.report import targets_table
 
 
@@ -25,7 +25,7 @@ def _raw(auto_total: float, png_store: float, peaks: list[float], after: list[fl
                              "mask.garments.forward": 20}, mask=200)
     png = [_job(500, {"inpaint.forward": 100}, encode=png_store - 10, upload=10)]
     mem = {"idle_rss_mb": 1000.0, "method": "VmHWM", "size": "12MP",
-           "frame_bytes": issue16.FRAME_BYTES,
+           "frame_bytes": job_targets.FRAME_BYTES,
            "jobs": [{"peak_rss_mb": p, "rss_after_mb": a, "cuda_peak_mb": None}
                     for p, a in zip(peaks, after)]}
     return {"auto_raw": {"auto_vs_provided": {"pairs": [{"auto": auto, "provided": provided}]}},
@@ -33,16 +33,16 @@ def _raw(auto_total: float, png_store: float, peaks: list[float], after: list[fl
 
 
 def _rows(raw: dict) -> dict[str, dict]:
-    rows = issue16.targets(issue16.summarise(raw))
+    rows = job_targets.targets(job_targets.summarise(raw))
     return {r["target"].split(",")[0]: r for r in rows}
 
 
 def test_frame_is_a_12mp_rgb_uint8_image():
-    assert issue16.FRAME_BYTES == 3000 * 4000 * 3
+    assert job_targets.FRAME_BYTES == 3000 * 4000 * 3
 
 
 def test_rows_pass_within_goals_and_fail_beyond():
-    frame = issue16.FRAME_BYTES / 2**20
+    frame = job_targets.FRAME_BYTES / 2**20
     ok = _rows(_raw(auto_total=550, png_store=150, peaks=[1000 + 4 * frame - 1] * 6,
                     after=[1100, 1100, 1100, 1100, 1100, 1150]))
     assert [r["pass"] for r in ok.values()] == [True, True, True, True]
@@ -61,7 +61,7 @@ def test_automatic_masking_row_says_when_the_auto_path_did_not_run():
 
 
 def test_targets_table_marks_failures():
-    rows = issue16.targets(issue16.summarise(
+    rows = job_targets.targets(job_targets.summarise(
         _raw(auto_total=900, png_store=100, peaks=[1010], after=[1100])))
     table = targets_table({"targets": rows}).splitlines()
     auto = next(line for line in table if line.startswith("| automatic masking"))
@@ -70,7 +70,7 @@ def test_targets_table_marks_failures():
 
 
 def test_nothing_measured_gives_no_rows():
-    assert issue16.targets(issue16.summarise({})) == []
+    assert job_targets.targets(job_targets.summarise({})) == []
 
 
 def test_peak_rss_sees_a_short_lived_allocation():

@@ -300,3 +300,105 @@ def test_reference_page_whole_loop_against_the_live_local_web_api(ts_dist, dev_w
     assert (result[mask] != photo[mask]).any(), "the painted region was repainted"
     if os.environ.get("MASKPAINT_WRITE_SCREENSHOT"):
         shutil.copyfile(shot, REPO / "docs" / "mask-editor.png")
+
+
+@pytest.fixture(scope="module")
+def page_run(ts_dist, tmp_path_factory) -> dict:
+    """``test/browser/page.mjs``: the reference page against canned APIs in Chromium."""
+    import pillow_heif
+
+    chromium = _chromium()
+    bus = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
+    out = tmp_path_factory.mktemp("page")
+    heic = out / "IMG_0001.HEIC"  # an iPhone-style HEIC of a real photo
+    pillow_heif.register_heif_opener()
+    with Image.open(bus) as im:
+        im.convert("RGB").resize((405, 540)).save(heic, format="HEIF", quality=80)
+    _run([_node(), "test/browser/page.mjs", "--photo", str(bus), "--heic", str(heic),
+          "--out", str(out), "--chromium", chromium], 240)
+    facts = json.loads((out / "facts.json").read_text())
+    assert facts["errors"] == [], facts["errors"]
+    return facts
+
+
+def test_page_never_sends_a_saved_key_to_a_linked_api(page_run):
+    """A crafted ``?api=`` link: the page asks; until then the saved API gets the photo; once
+    agreed, the linked origin gets requests with no Authorization at all (web API and RunPod)."""
+    f = page_run
+    assert "token" not in f["addressAfterToken"], "?token= is removed from the address bar"
+    assert list(f["savedAfterToken"]["tokens"].values()) == ["tok-own"]
+    assert f["askShown"] and "evil.test" in f["askText"]
+    assert f["beforeAgreeing"] and {r["origin"] for r in f["beforeAgreeing"]} != {"http://evil.test"}
+    assert all(r["origin"] != "http://evil.test" for r in f["beforeAgreeing"])
+    assert all(r["authorization"] == "Bearer tok-own" for r in f["beforeAgreeing"])
+    assert f["afterAgreeing"] and all(r["origin"] == "http://evil.test" for r in f["afterAgreeing"])
+    assert all(r["authorization"] is None for r in f["afterAgreeing"]), "no saved key went there"
+    assert "http://evil.test" not in f["savedAfterAgreeing"]["tokens"]
+    assert f["runpodAskShown"]
+    assert f["runpodRequests"] and all(r["origin"] == "http://evil.test" and r["authorization"] is None
+                                       for r in f["runpodRequests"]), "the RunPod key stayed home"
+    assert f["hostileUrls"] == [], "a javascript: URL or a text/html data: URL was rendered"
+
+
+def test_page_cancels_a_queued_then_running_job(page_run):
+    f = page_run
+    assert f["queuedText"].startswith("Repainting: queued, 2 ahead")
+    assert f["runningBar"]["value"] < f["runningBar"]["max"], "the bar is not full while it runs"
+    assert "step 8 / 8" in f["runningBar"]["text"]
+    assert f["cancelVisible"]
+    assert [r["method"] for r in f["cancelRequests"]] == ["POST", "DELETE"]
+    assert f["cancelRequests"][1]["path"] == "/jobs/job-1"
+    assert f["cancelRequests"][0]["idempotencyKey"], "submits carry an Idempotency-Key"
+    assert f["cancelledText"].startswith("Cancelled (job job-1: cancelled)")
+    assert f["buttonsAfterCancel"] == {"submit": False, "cancelHidden": True}
+
+
+def test_page_opens_a_heic_photo_through_the_worker(page_run):
+    f = page_run
+    assert f["heic"]["error"] is None and f["heic"]["toolbar"]
+    assert f["heic"]["decodedBy"] == "worker"
+    assert f["heic"]["size"] == {"width": 810, "height": 1080}, "the worker's preview is shown"
+    (req,) = f["heicRequests"]
+    assert req["task"] == "mask" and req["image"].startswith("data:image/heif;base64,AAAA")
+
+
+def test_page_fits_a_390_px_phone(page_run):
+    phone = page_run["phone"]
+    for stage in ("empty", "photo", "result"):
+        assert phone[stage]["scroll"] <= phone[stage]["inner"] == 390, (stage, phone[stage])
+        assert phone[stage]["auto"] <= 390, "Find the mask is on screen"
+    assert phone["empty"]["toolbar"] == "none", "no toolbar before a photo"
+    assert phone["toolbarRows"]["right"] <= 390 and phone["toolbarRows"]["height"] > 60, (
+        "the toolbar wraps onto several rows")
+
+
+def test_page_draws_the_no_paint_layer_and_takes_a_synthetic_pen(page_run):
+    p = page_run["protection"]
+    # face [112, 404, 162, 462] + 25 %, hand [236, 500, 284, 542] + 10 %: the worker's grow_box
+    assert p["boxes"] == [[99, 389, 175, 477], [231, 495, 289, 547]]
+    assert p["drawn"] != p["bare"], "the face region is drawn over the photo"
+    r, g, b, _ = p["drawn"]
+    assert g > r and g > b, "in the face colour (green, as on the worker's overlay)"
+    assert p["before"] == 255 and p["after"] == 255, "the pen stroke painted on both sides"
+    assert p["face"] == 0, "and stopped at the protected face"
+    assert page_run["corsError"].startswith("CorsError:") and "CORS" in page_run["corsError"]
+    assert page_run["resultInView"], "the result is scrolled into view"
+    assert page_run["downloads"] == ["job-3-image.jpg", "job-3-mask.png", "job-3-overlay.jpg"]
+
+
+def test_the_local_servers_root_redirects_to_the_page(settings_factory, model_set, dev_weights,
+                                                       monkeypatch):
+    """``make serve``'s ``/`` leads to the page (it answered a JSON 404)."""
+    from fastapi.testclient import TestClient
+
+    from core.pipeline import build_worker
+    from handlers.serve import PAGE_PATH, local_app
+
+    monkeypatch.setenv("MASKPAINT_WEIGHTS_DIR", str(dev_weights))
+    app = local_app(build_worker(model_set, settings_factory()), public_url="http://testserver",
+                    token="t" * 24)
+    with TestClient(app) as client:
+        r = client.get("/", follow_redirects=False)
+        assert r.status_code in (302, 307) and r.headers["location"] == PAGE_PATH
+        page = client.get("/")
+        assert page.status_code == 200 and "importmap" in page.text

@@ -1,4 +1,4 @@
-"""The README's TypeScript examples, built and run in their real runtimes (issue #17).
+"""The TypeScript examples of README.md and docs/, built and run in their real runtimes.
 
 - ``clients/ts/examples/nextjs-route.ts`` and ``worker.ts`` are the README's code blocks
   (``npm run examples:check`` fails on any difference; run here too).
@@ -11,6 +11,10 @@
   Worker is copied to ``e2e/worker/index.ts`` and served by ``wrangler dev`` (workerd).
 - Both talk to the runpod SDK's local server (``python runpod_handler.py --rp_serve_api``) with
   the dev weights and a moto S3 server: a real photo job, caller mistakes (4xx), a non-JSON body.
+- docs/typescript.md's Next.js pattern (``nextjs-submit-route.ts``, ``nextjs-poll-route.ts``,
+  ``nextjs-page.tsx`` with ``useMaskpaintJob`` from ``@maskpaint/client/react``) is built into
+  the same app and served against the local web API (``python -m handlers.serve``, dev
+  weights); ``e2e/hook.mjs`` opens the page in headless Chromium and runs a photo job through it.
 - The README's upload flow for large photos: a presigned PUT (boto3) into the input bucket, a
   job naming ``s3://bucket/key`` through the Next.js route, the bucket CORS rule a browser needs,
   and a bucket outside ``MASKPAINT_INPUT_BUCKETS`` (``blocked_url``).
@@ -22,6 +26,7 @@ set) then.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -151,16 +156,23 @@ def apps() -> dict:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(tar.extractfile(m).read())
 
-    # The installed package works with require() and import (package.json "exports").
+    # The installed package works with require() and import (package.json "exports"), and
+    # so does its React entry point.
     for code in ("const m = require('@maskpaint/client'); console.log(typeof m.httpStatusFor)",
-                 "import('@maskpaint/client').then(m => console.log(typeof m.httpStatusFor))"):
+                 "import('@maskpaint/client').then(m => console.log(typeof m.httpStatusFor))",
+                 "import('@maskpaint/client/react').then(m => console.log(typeof m.useMaskpaintJob))"):
         out = subprocess.run([node, "-e", code], cwd=E2E, capture_output=True, text=True,
                              timeout=60)
         assert out.stdout.strip() == "function", out.stderr[-2000:]
 
-    route = E2E / "app" / "api" / "edit" / "route.ts"
-    route.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(TS / "examples" / "nextjs-route.ts", route)
+    shutil.rmtree(E2E / "app", ignore_errors=True)
+    for src, dest in (("nextjs-route.ts", "api/edit/route.ts"),
+                      ("nextjs-submit-route.ts", "api/maskpaint/jobs/route.ts"),
+                      ("nextjs-poll-route.ts", "api/maskpaint/jobs/[id]/route.ts"),
+                      ("nextjs-page.tsx", "outfit/page.tsx")):
+        (E2E / "app" / dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(TS / "examples" / src, E2E / "app" / dest)
+    shutil.copyfile(E2E / "layout.tsx", E2E / "app" / "layout.tsx")
     shutil.copyfile(TS / "examples" / "worker.ts", E2E / "worker" / "index.ts")
 
     # next build with no endpoint variables: the client is built at module scope.
@@ -172,6 +184,7 @@ def apps() -> dict:
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, f"next build failed\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
     assert "/api/edit" in build.stdout
+    assert "/api/maskpaint/jobs/[id]" in build.stdout and "/outfit" in build.stdout, build.stdout[-3000:]
     return {"pack_and_npm_ci_s": round(t1 - t0, 1), "next_build_s": round(time.monotonic() - t2, 1)}
 
 
@@ -191,8 +204,12 @@ def stack(request, dev_weights, tmp_path_factory):
         procs.append(p)
         return p
 
+    web = contextlib.ExitStack()
     try:
         t0 = time.monotonic()
+        from tests.live_server import local_web
+
+        api = web.enter_context(local_web(dev_weights, logs / "web-out", logs / "web.log"))
         base_env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("MASKPAINT_", "RUNPOD_", "AWS_"))}
         base_env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -220,7 +237,8 @@ def stack(request, dev_weights, tmp_path_factory):
 
         timings = dict(request.getfixturevalue("apps"))  # overlaps the worker's cold start
         app_env = {k: v for k, v in base_env.items() if not k.startswith("AWS_")}
-        app_env.update(RUNPOD_BASE_URL=rp_url, NEXT_TELEMETRY_DISABLED="1")
+        app_env.update(RUNPOD_BASE_URL=rp_url, NEXT_TELEMETRY_DISABLED="1",
+                       MASKPAINT_API_URL=api["url"], MASKPAINT_API_TOKEN=api["token"])
         nxt = start("next", [node, "node_modules/next/dist/bin/next", "start",
                              "-H", "127.0.0.1", "-p", str(next_port)], E2E, app_env)
         node22 = E2E / "node_modules" / "node" / "bin" / "node"
@@ -239,10 +257,11 @@ def stack(request, dev_weights, tmp_path_factory):
         timings["stack_ready_s"] = round(time.monotonic() - t0, 1)
         print("ts examples timings:", json.dumps(timings))
         yield {"s3": s3, "s3_url": s3_url, "next": f"http://127.0.0.1:{next_port}",
-               "worker": f"http://127.0.0.1:{wk_port}", "procs": procs}
+               "worker": f"http://127.0.0.1:{wk_port}", "procs": procs, "api": api}
     finally:
         for p in reversed(procs):
             _stop(p)
+        web.close()
 
 
 def _logs(stack) -> str:
@@ -361,3 +380,58 @@ def test_output_bucket_cors_lets_a_canvas_read_outputs(stack, photo):
     status, headers, data = _request("GET", body["url"], headers={"Origin": ORIGIN})
     assert status == 200 and data[:3] == b"\xff\xd8\xff"  # JPEG in, JPEG out (auto)
     assert headers.get("access-control-allow-origin") == ORIGIN, headers
+
+
+def test_nextjs_hook_runs_a_job_through_the_submit_and_poll_routes(stack, photo, tmp_path):
+    """docs/typescript.md's pattern in a browser: the page's ``useMaskpaintJob`` submits
+    through ``POST /api/maskpaint/jobs`` (202 at once, no wait in the route), polls
+    ``GET /api/maskpaint/jobs/{id}``, shows the job queued (then running) and the result; then
+    Cancel on a job held in the queue sends ``DELETE`` and shows it cancelled."""
+    from tests.test_mask_editor import _chromium
+
+    chromium = _chromium()
+    jpg = tmp_path / "photo.jpg"
+    jpg.write_bytes(photo)
+    out = subprocess.run([_node(), "hook.mjs", "--url", stack["next"] + "/outfit", "--photo",
+                          str(jpg), "--chromium", chromium], cwd=E2E, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}\n{_logs(stack)}"
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["errors"] == [] and report["alert"] is None, (report, _logs(stack))
+    assert report["requests"][0] == "POST /api/maskpaint/jobs"
+    assert any(r.startswith("GET /api/maskpaint/jobs/") for r in report["requests"])
+    assert any(s.startswith("queued") for s in report["seen"]), report["seen"]
+    assert report["final"].startswith("done"), report
+    assert report["result"]["src"].startswith(stack["api"]["url"] + "/outputs/")
+    assert (report["result"]["width"], report["result"]["height"]) == (192, 256)
+    # Cancel on a job held in the queue: the hook sends DELETE and shows it cancelled
+    assert report["heldStatus"].startswith("queued (1 ahead)"), report
+    assert "DELETE /api/maskpaint/jobs/held-1" in report["held"], report["held"]
+    assert report["cancelled"].startswith("cancelled"), report
+
+
+def test_nextjs_submit_and_poll_routes_answer_the_web_api_shapes(stack, photo):
+    """The routes alone: 400 with the error body for a missing image, 202 + id, a poll, a
+    DELETE of a finished job (its final status), a 404 with ``field`` for an unknown id."""
+    base = stack["next"] + "/api/maskpaint/jobs"
+    status, body = _post_json(base, {"prompt": "x"})
+    assert (status, body["error"]["code"], body["error"]["field"]) == (400, "invalid_input", "image")
+    status, body = _post_json(base, {"image": _data_url(photo), "prompt": "a red coat"})
+    assert status == 202 and body["id"] and body["status"] in ("queued", "running", "pending"), body
+    job_id = body["id"]
+    for _ in range(600):
+        status, _, data = _request("GET", f"{base}/{job_id}")
+        st = json.loads(data)
+        if st["status"] not in ("queued", "running", "pending"):
+            break
+        time.sleep(0.2)
+    assert status == 200 and st["status"] == "done", (st, _logs(stack))
+    assert st["output"]["image"]["url"].startswith(stack["api"]["url"] + "/outputs/")
+    api = stack["api"]
+    direct, _, _ = _request("DELETE", f"{api['url']}/jobs/{job_id}",
+                            headers={"authorization": f"Bearer {api['token']}"})
+    if direct != 405:  # a web API with DELETE /jobs/{id}: the route relays it
+        status, _, data = _request("DELETE", f"{base}/{job_id}")
+        assert status == 200 and json.loads(data)["status"] == "done", data
+    status, _, data = _request("GET", f"{base}/no-such-job")
+    assert status == 404 and json.loads(data)["error"]["code"] == "not_found"

@@ -3,66 +3,102 @@
 // on Modal; RunpodClient for a RunPod endpoint); there is no hand-written fetch to the API.
 import { ModalClient, RunpodClient, isMaskpaintError } from "@maskpaint/client";
 import { MaskEditor } from "@maskpaint/mask-editor";
+import { apiOrigin, linkChoice, readSaved, safeHttpUrl, stripTokenFromAddress, tokenFor, writeSaved } from "./settings.js";
 
 const $ = (sel) => document.querySelector(sel);
 const JOB_TIMEOUT_MS = 15 * 60 * 1000;
-const SETTINGS_KEY = "maskpaint.page.settings";
+// the worker's defaults (core/contract.py face_margin, hand_margin): the protected boxes grow
+// by this fraction of their width/height on every side
+const FACE_MARGIN = 0.25;
+const HAND_MARGIN = 0.1;
 
 // ------------------------------------------------------------------------------ settings
+// A saved token is bound to the API origin it was saved for (settings.js): a link's ?api= to
+// another origin is only used once the person agrees, and never gets a key saved for another.
 
-function loadSettings() {
-  const q = new URLSearchParams(location.search);
-  let saved = {};
-  try { saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? "{}"); } catch { /* private mode */ }
-  const provider = q.get("provider") ?? saved.provider ?? "web";
-  return {
-    provider,
-    api: q.get("api") ?? saved.api ?? (provider === "web" && location.protocol.startsWith("http") ? location.origin : ""),
-    endpoint: q.get("endpoint") ?? saved.endpoint ?? "",
-    token: q.get("token") ?? saved.token ?? "",
-  };
+const linkToken = stripTokenFromAddress(); // ?token= leaves the address bar and history at once
+let saved = readSaved();
+const choice = linkChoice(saved, new URLSearchParams(location.search), linkToken, location);
+let settings = choice.settings;
+if (choice.accepted && linkToken) saveToken(apiOrigin(settings), linkToken);
+let pendingLink = choice.pending; // {settings, token} waiting for the person's answer
+
+function saveToken(origin, token) {
+  if (!origin) return;
+  saved = { ...saved, tokens: { ...saved.tokens, [origin]: token } };
+  writeSaved(saved);
 }
 
-let settings = loadSettings();
-
 function makeClient() {
+  const token = tokenFor(saved, settings) || undefined;
   if (settings.provider === "runpod") {
-    return new RunpodClient({
-      endpointId: settings.endpoint || undefined,
-      baseUrl: settings.api || undefined,
-      apiKey: settings.token || undefined,
-    });
+    return new RunpodClient({ endpointId: settings.endpoint || undefined, baseUrl: settings.api || undefined, apiKey: token });
   }
-  return new ModalClient({ baseUrl: settings.api || location.origin, token: settings.token || undefined });
+  return new ModalClient({ baseUrl: settings.api || location.origin, token });
 }
 
 function showSettings() {
   const f = $("#settings");
-  for (const k of ["provider", "api", "endpoint", "token"]) f.elements[k].value = settings[k];
+  for (const k of ["provider", "api", "endpoint"]) f.elements[k].value = settings[k];
+  f.elements.token.value = tokenFor(saved, settings);
   $("#connection").dataset.provider = settings.provider;
   $("#api-label").textContent = settings.provider === "runpod"
     ? `RunPod ${settings.endpoint || settings.api || "(not set)"}`
     : settings.api || "(not set)";
 }
 
-$("#settings").addEventListener("change", (e) => {
-  if (e.target.name === "provider") $("#connection").dataset.provider = e.target.value;
+function formSettings() {
+  const f = $("#settings").elements;
+  return { provider: f.provider.value, api: f.api.value.trim(), endpoint: f.endpoint.value.trim() };
+}
+
+$("#settings").addEventListener("input", (e) => {
+  if (e.target.name === "token") return;
+  const next = formSettings();
+  $("#connection").dataset.provider = next.provider;
+  // the key field always shows the key saved for the origin now in the form, never another's
+  e.currentTarget.elements.token.value = tokenFor(saved, next);
 });
 $("#settings").addEventListener("submit", (e) => {
   e.preventDefault();
-  const f = e.target.elements;
-  settings = { provider: f.provider.value, api: f.api.value.trim(), endpoint: f.endpoint.value.trim(), token: f.token.value };
-  try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings)); } catch { /* private mode */ }
+  settings = formSettings();
+  const origin = apiOrigin(settings);
+  saved = { ...saved, ...settings };
+  if (origin) saved.tokens = { ...saved.tokens, [origin]: e.target.elements.token.value };
+  writeSaved(saved);
   showSettings();
   $("#connection").open = false;
 });
 showSettings();
 
+function askAboutLink() {
+  const box = $("#link-api");
+  if (!pendingLink) { box.hidden = true; return; }
+  $("#link-api-origin").textContent = apiOrigin(pendingLink.settings) ?? pendingLink.settings.api;
+  $("#link-api-current").textContent = apiOrigin(settings) ?? "(none)";
+  box.hidden = false;
+}
+$("#link-api-use").addEventListener("click", () => {
+  settings = pendingLink.settings;
+  if (pendingLink.token) saveToken(apiOrigin(settings), pendingLink.token);
+  pendingLink = null;
+  askAboutLink();
+  showSettings();
+});
+$("#link-api-ignore").addEventListener("click", () => {
+  pendingLink = null;
+  const q = new URLSearchParams(location.search);
+  for (const k of ["api", "provider", "endpoint"]) q.delete(k);
+  history.replaceState(history.state, "", `${location.pathname}${q.size ? `?${q}` : ""}${location.hash}`);
+  askAboutLink();
+});
+askAboutLink();
+
 // ------------------------------------------------------------------------------ editor
 
 const editor = new MaskEditor($("#canvas"), { brushSize: 40 });
-let photo = null; // {dataUrl, objectUrl, name, width, height}
-let busy = false;
+let photo = null; // {dataUrl, objectUrl, name, width, height, decodedBy}
+let busy = null; // {ctrl, client, jobId} of the job running now
 
 editor.addEventListener("change", (e) => {
   $("#undo").disabled = !e.detail.canUndo;
@@ -103,23 +139,69 @@ function readDataUrl(file) {
   });
 }
 
+/** Whether the file is HEIF (HEIC, AVIF...): an ISO BMFF `ftyp` box with a HEIF brand. */
+async function isHeif(file) {
+  const head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
+  const text = String.fromCharCode(...head);
+  if (text.slice(4, 8) !== "ftyp") return false;
+  return /heic|heix|hevc|hevx|heim|heis|mif1|msf1|avif|avis/.test(text.slice(8, 64));
+}
+
 async function openPhoto(file) {
   if (!file) return;
   hideError();
+  let size;
   try {
-    const size = await editor.setPhoto(file);
-    if (photo?.objectUrl) URL.revokeObjectURL(photo.objectUrl);
-    photo = { dataUrl: await readDataUrl(file), objectUrl: URL.createObjectURL(file), name: file.name, ...size };
+    size = await editor.setPhoto(file);
   } catch {
+    if (await isHeif(file).catch(() => false)) return openViaWorker(file);
     showError({ code: "invalid_image", message: "this file could not be decoded as an image", field: "image" });
     return;
   }
+  if (photo?.objectUrl) URL.revokeObjectURL(photo.objectUrl);
+  photo = { dataUrl: await readDataUrl(file), objectUrl: URL.createObjectURL(file), name: file.name, ...size, decodedBy: "browser" };
+  photoShown(`${photo.name}: ${photo.width} x ${photo.height} px. Paint the region to repaint, or find it automatically.`);
+}
+
+/**
+ * A photo this browser cannot decode (HEIC from an iPhone in Chromium or Firefox): the worker
+ * decodes it (pillow-heif, EXIF orientation and colour profile applied, exactly as it will
+ * for the repaint) in a `task: "mask"` job, and its preview overlay becomes the picture to
+ * paint on, with the automatic mask as the editable layer. Chosen over a WASM HEIF decoder in
+ * the page: no multi-megabyte (LGPL) bundle for a build-free page, and the picture is the
+ * worker's own decode, so the mask lines up with what it repaints. The mask is painted at the
+ * preview's size (at most 2 MP); the worker scales a mask of the same aspect ratio to the photo.
+ */
+async function openViaWorker(file) {
+  // the browser may not know the type (".HEIC" gives application/octet-stream); the worker
+  // goes by the content anyway, the type is for people reading the request
+  const dataUrl = (await readDataUrl(file)).replace(/^data:(?!image\/)[^;,]*;base64,/, "data:image/heif;base64,");
+  const { input } = formValues();
+  let result;
+  try {
+    result = await runJob({ ...input, image: dataUrl, task: "mask", output: { return_base64: true } },
+      `${file.name}: this browser cannot show HEIC, the worker decodes it`);
+  } catch (err) {
+    failed(err);
+    return;
+  }
+  const preview = artifactSrc(result.overlay);
+  if (!preview) { showError({ code: "bad_response", message: "the worker sent no preview of the photo", field: "image" }); return; }
+  const size = await editor.setPhoto(preview);
+  if (photo?.objectUrl) URL.revokeObjectURL(photo.objectUrl);
+  photo = { dataUrl, objectUrl: preview, name: file.name, ...size, decodedBy: "worker" };
+  photoShown("");
+  await showAutoMask(result);
+  setStatus(`${file.name} decoded by the worker (${result.size?.[0]} x ${result.size?.[1]} px), shown with its first mask: edit it, then repaint.`);
+}
+
+function photoShown(facts) {
   $("#drop").hidden = true;
   $("#stage").hidden = false;
   $("#toolbar").hidden = false;
-  $("#auto").disabled = busy;
-  $("#submit").disabled = busy;
-  $("#mask-facts").textContent = `${photo.name}: ${photo.width} x ${photo.height} px. Paint the region to repaint, or find it automatically.`;
+  $("#auto").disabled = Boolean(busy);
+  $("#submit").disabled = Boolean(busy);
+  if (facts) $("#mask-facts").textContent = facts;
 }
 
 $("#file").addEventListener("change", (e) => { openPhoto(e.target.files?.[0]); e.target.value = ""; });
@@ -136,7 +218,7 @@ function formValues() {
   const f = $("#job").elements;
   const targets = [...document.querySelectorAll("input[name=targets]:checked")].map((c) => c.value);
   const input = {
-    image: photo.dataUrl,
+    image: photo?.dataUrl,
     targets,
     protect_face: f.protect_face.checked,
     protect_hands: f.protect_hands.checked,
@@ -144,30 +226,82 @@ function formValues() {
   return { input, f };
 }
 
-/** A URL an <img> can show for an artefact: its inline base64 when sent, else its URL. */
+/**
+ * A URL an <img> or a link may use for an artefact: its inline base64 as a data: URL (an
+ * image type only), else its URL when it is http(s); null otherwise (a `javascript:` URL
+ * from a hostile server never reaches the page).
+ */
 function artifactSrc(a) {
-  return a?.base64 ? `data:${a.content_type};base64,${a.base64}` : a?.url;
+  if (a?.base64 && /^image\/[\w.+-]+$/.test(a.content_type ?? "") && /^[A-Za-z0-9+/=_-]+$/.test(a.base64)) {
+    return `data:${a.content_type};base64,${a.base64}`;
+  }
+  return safeHttpUrl(a?.url);
 }
 
+function describeState(u) {
+  if (u.status === "queued" || u.status === "IN_QUEUE") {
+    return u.position != null ? `queued, ${u.position === 0 ? "next" : `${u.position} ahead`}` : "queued";
+  }
+  if (u.status === "running" || u.status === "IN_PROGRESS" || u.status === "pending") return "running";
+  return u.status;
+}
+
+/** Submit, then wait with progress; the Cancel button cancels the job on the server too. */
 async function runJob(input, label) {
-  busy = true;
+  const client = makeClient();
+  const job = { ctrl: new AbortController(), client, jobId: null, cancelled: false };
+  busy = job;
   hideError();
   $("#auto").disabled = $("#submit").disabled = true;
+  $("#cancel").hidden = false;
+  $("#cancel").disabled = false;
   const started = performance.now();
   let last = [`${label}: submitting…`, undefined, started];
   setStatus(...last);
   const tick = setInterval(() => setStatus(...last), 1000); // the elapsed time keeps moving
+  const onProgress = (u) => { last = [`${label}: ${describeState(u)}`, u.progress, started]; setStatus(...last); };
   try {
-    return await makeClient().run(input, {
-      timeoutMs: JOB_TIMEOUT_MS,
-      onProgress: (u) => { last = [`${label}: ${u.status}`, u.progress, started]; setStatus(...last); },
-    });
+    const opts = { timeoutMs: JOB_TIMEOUT_MS, signal: job.ctrl.signal };
+    const sub = await client.submit(input, opts);
+    job.jobId = sub.id;
+    if (job.cancelled) { // Cancel was pressed while the submit was in flight: cancel it now
+      await cancelOnServer(job);
+      throw new Error("cancelled");
+    }
+    onProgress({ status: sub.status, position: sub.position ?? undefined });
+    return await client.wait(sub.id, { ...opts, onProgress });
+  } catch (err) {
+    if (job.cancelled) throw Object.assign(new Error("cancelled"), { cancelledJob: job });
+    throw err;
   } finally {
     clearInterval(tick);
-    busy = false;
+    busy = null;
+    $("#cancel").hidden = true;
     $("#auto").disabled = $("#submit").disabled = !photo;
   }
 }
+
+async function cancelOnServer(job) {
+  if (!job.jobId || job.serverReply) return;
+  try {
+    const reply = await job.client.cancel(job.jobId, { timeoutMs: 15_000 });
+    job.serverReply = String(reply.status).toLowerCase();
+  } catch (err) {
+    job.serverReply = `not cancelled on the server (${isMaskpaintError(err) ? `${err.code}: ${err.message}` : err})`;
+  }
+}
+
+$("#cancel").addEventListener("click", async () => {
+  const job = busy;
+  if (!job || job.cancelled) return;
+  job.cancelled = true;
+  $("#cancel").disabled = true;
+  // no id yet: the submit is in flight; runJob cancels the job as soon as its id arrives
+  // (aborting the submit could leave a queued job nobody can cancel)
+  if (!job.jobId) return;
+  await cancelOnServer(job); // before the local abort, so the reply can be shown
+  job.ctrl.abort(new Error("cancelled by the user"));
+});
 
 $("#auto").addEventListener("click", async () => {
   if (!photo) return;
@@ -182,18 +316,32 @@ $("#auto").addEventListener("click", async () => {
   }
 });
 
-/** Put a `task: "mask"` result into the editor: the mask as the editable layer, faces/hands as outlines. */
+/** Grow a detector box by `margin` of its size on every side, outward to whole px (core/masking/post.py grow_box). */
+function grow([x0, y0, x1, y1], margin) {
+  const mx = (x1 - x0) * margin, my = (y1 - y0) * margin;
+  return [Math.floor(x0 - mx), Math.floor(y0 - my), Math.ceil(x1 + mx), Math.ceil(y1 + my)];
+}
+
+/**
+ * Put a `task: "mask"` result into the editor: the mask as the editable layer, and the faces
+ * and hands the worker protects (margins included) as the no-paint layer.
+ */
 async function showAutoMask(result) {
   await editor.setMask(artifactSrc(result.mask));
   const info = result.mask_info ?? {};
-  const guides = [
-    ...(info.faces ?? []).map((f) => ({ box: f.box, kind: "face", label: `face ${f.score.toFixed(2)}` })),
-    ...(info.hands ?? []).map((h) => ({ box: h.box, kind: "hand", label: `hand ${h.score.toFixed(2)}` })),
+  const { input } = formValues();
+  // mask_info boxes are in the photo's px; the editor may show a smaller preview (HEIC)
+  const [pw, ph] = result.size ?? [photo.width, photo.height];
+  const sx = photo.width / pw, sy = photo.height / ph;
+  const scale = ([x0, y0, x1, y1]) => [x0 * sx, y0 * sy, x1 * sx, y1 * sy];
+  const regions = [
+    ...(input.protect_face ? info.faces ?? [] : []).map((f) => ({ box: scale(grow(f.box, FACE_MARGIN)), kind: "face", label: `face ${f.score.toFixed(2)}` })),
+    ...(input.protect_hands ? info.hands ?? [] : []).map((h) => ({ box: scale(grow(h.box, HAND_MARGIN)), kind: "hand", label: `hand ${h.score.toFixed(2)}` })),
   ];
-  editor.setGuides(guides);
+  editor.setProtected(regions);
   const why = info.reason ? ` (${info.reason})` : "";
   $("#mask-facts").textContent = `Mask: ${info.source}${why}, ${(100 * (info.coverage ?? 0)).toFixed(1)} % of the photo; `
-    + `${(info.detections ?? []).length} garment(s), ${(info.faces ?? []).length} face(s) and ${(info.hands ?? []).length} hand(s) protected (outlined).`;
+    + `${(info.detections ?? []).length} garment(s), ${(info.faces ?? []).length} face(s) and ${(info.hands ?? []).length} hand(s) protected (hatched: the brush does not paint there).`;
 }
 
 $("#job").addEventListener("submit", async (e) => {
@@ -219,8 +367,9 @@ $("#job").addEventListener("submit", async (e) => {
   if (!editor.isEmpty()) job.mask = editor.toDataURL();
   try {
     const result = await runJob(job, "Repainting");
-    addResult(result, job);
+    const card = addResult(result, job);
     setStatus(`Done in ${seconds(result.timings_ms)} (seed ${result.seed}).`);
+    card.scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (err) {
     failed(err);
   }
@@ -236,24 +385,27 @@ function seconds(timings) {
 function setStatus(text, progress, started) {
   const el = $("#status");
   el.hidden = false;
-  el.replaceChildren();
   const line = document.createElement("div");
   const elapsed = started ? ` · ${((performance.now() - started) / 1000).toFixed(0)} s` : "";
   line.textContent = text + elapsed;
-  el.append(line);
+  const parts = [line];
   if (progress) {
     const p = document.createElement("div");
-    const steps = progress.steps ? ` step ${progress.step ?? 0} / ${progress.steps}` : "";
-    p.textContent = `stage: ${progress.stage}${steps}`;
+    const steps = Number(progress.steps) || 0;
+    const step = Math.min(Number(progress.step) || 0, steps);
+    p.textContent = `stage: ${progress.stage}${steps ? ` step ${step} / ${steps}` : ""}`;
     p.className = "progress-line";
-    el.append(p);
-    if (progress.steps) {
+    parts.push(p);
+    if (steps) {
+      // one unit more than the steps: decoding and upload follow the last step, so the bar is
+      // full only when the job is done, never while it still runs
       const bar = document.createElement("progress");
-      bar.max = progress.steps;
-      bar.value = progress.step ?? 0;
-      el.append(bar);
+      bar.max = steps + 1;
+      bar.value = step;
+      parts.push(bar);
     }
   }
+  el.querySelector(".status-body").replaceChildren(...parts);
 }
 
 function hideError() {
@@ -283,12 +435,23 @@ function showError({ code, message, field, retryable }) {
 }
 
 function failed(err) {
+  if (err?.cancelledJob) {
+    const job = err.cancelledJob;
+    setStatus(job.jobId ? `Cancelled (job ${job.jobId}: ${job.serverReply ?? "cancelled"}).` : "Cancelled before the job was queued.");
+    return;
+  }
   $("#status").hidden = true;
   if (isMaskpaintError(err)) showError(err);
   else showError({ code: "internal", message: String(err?.message ?? err), field: null });
 }
 
 // ------------------------------------------------------------------------------ gallery
+
+const ARTEFACTS = [["image", "result"], ["mask", "mask"], ["overlay", "overlay"]];
+
+function extOf(a) {
+  return (a.content_type ?? "image/png").split("/")[1].replace("jpeg", "jpg").replace(/[^\w]/g, "");
+}
 
 function addResult(result, job) {
   $("#gallery-wrap").hidden = false;
@@ -297,7 +460,9 @@ function addResult(result, job) {
   const cmp = document.createElement("div");
   cmp.className = "compare";
   const before = Object.assign(document.createElement("img"), { src: photo.objectUrl, alt: "before" });
-  const after = Object.assign(document.createElement("img"), { src: artifactSrc(result.image), alt: "after", className: "after" });
+  const after = Object.assign(document.createElement("img"), { alt: "after", className: "after" });
+  const afterSrc = artifactSrc(result.image);
+  if (afterSrc) after.src = afterSrc;
   const bar = Object.assign(document.createElement("div"), { className: "bar" });
   const slider = Object.assign(document.createElement("input"), { type: "range", min: 0, max: 100, value: 50 });
   slider.setAttribute("aria-label", "before / after");
@@ -311,18 +476,55 @@ function addResult(result, job) {
   meta.textContent = `“${job.prompt}” · seed ${result.seed} · ${result.model ?? ""} · ${seconds(result.timings_ms)} · ${result.job_id}`;
   const links = document.createElement("div");
   links.className = "links";
-  for (const [kind, label] of [["image", "result"], ["mask", "mask"], ["overlay", "overlay"]]) {
+  for (const [kind, label] of ARTEFACTS) {
     const a = result[kind];
-    if (!a) continue;
-    const ext = (a.content_type ?? "image/png").split("/")[1].replace("jpeg", "jpg");
+    const href = a && artifactSrc(a);
+    if (!href) continue;
     links.append(Object.assign(document.createElement("a"), {
-      href: artifactSrc(a), download: `${result.job_id}-${kind}.${ext}`, target: "_blank", rel: "noopener",
+      href, download: `${result.job_id}-${kind}.${extOf(a)}`, target: "_blank", rel: "noopener",
       textContent: `${label} (${a.width}x${a.height})`,
     }));
   }
-  card.append(cmp, meta, links);
+  const all = Object.assign(document.createElement("button"), { type: "button", className: "download-all", textContent: "Download all" });
+  all.addEventListener("click", () => downloadAll(result, all));
+  card.append(cmp, meta, links, all);
   $("#gallery").prepend(card);
+  return card;
+}
+
+/**
+ * Save every artefact of a result. Its URLs are presigned for `url_ttl_s` (1 h by default):
+ * on the web API a poll of a finished job answers them signed afresh, so an old card still
+ * downloads; each file is fetched and saved under the job's name (a cross-origin link's
+ * `download` name would be ignored; the bucket's CORS rule allows the fetch).
+ */
+async function downloadAll(result, button) {
+  button.disabled = true;
+  let output = result;
+  try {
+    if (settings.provider !== "runpod") {
+      const st = await makeClient().status(result.job_id, { timeoutMs: 30_000 }).catch(() => null);
+      if (st?.status === "done" && st.output) output = st.output;
+    }
+    for (const [kind] of ARTEFACTS) {
+      const a = output[kind];
+      const src = a && artifactSrc(a);
+      if (!src) continue;
+      const name = `${result.job_id}-${kind}.${extOf(a)}`;
+      let href = src;
+      try {
+        href = URL.createObjectURL(await (await fetch(src)).blob());
+      } catch { /* no CORS on the bucket: the browser opens the URL instead */ }
+      const link = Object.assign(document.createElement("a"), { href, download: name, rel: "noopener" });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      if (href.startsWith("blob:")) setTimeout(() => URL.revokeObjectURL(href), 60_000);
+    }
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // for scripts and the screenshot (docs/mask-editor.png)
-window.maskpaintPage = { editor, openPhoto, showAutoMask, addResult, showError, get photo() { return photo; } };
+window.maskpaintPage = { editor, openPhoto, showAutoMask, addResult, showError, get photo() { return photo; }, get settings() { return settings; } };

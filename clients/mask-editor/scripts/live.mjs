@@ -65,7 +65,7 @@ async function main() {
     // repaint, 2 steps; record every status line shown while it runs
     await page.evaluate(() => {
       window.__statuses = [];
-      new MutationObserver(() => window.__statuses.push(document.querySelector("#status").textContent))
+      new MutationObserver(() => window.__statuses.push(document.querySelector("#status .status-body").textContent))
         .observe(document.querySelector("#status"), { childList: true, subtree: true, characterData: true });
     });
     await page.fill("textarea[name=prompt]", "a red leather jacket");
@@ -77,7 +77,7 @@ async function main() {
     assert(!facts.repaintError, `repaint failed: ${facts.repaintError}`);
     await page.evaluate(() => Promise.all([...document.images].map((i) => i.decode().catch(() => {}))));
     facts.statuses = await page.evaluate(() => window.__statuses);
-    facts.status = await page.textContent("#status");
+    facts.status = await page.textContent("#status .status-body");
     facts.after = await page.evaluate(() => {
       const img = document.querySelector(".card img.after");
       return { src: img.src, width: img.naturalWidth, height: img.naturalHeight };

@@ -1,7 +1,7 @@
 // The reference page's whole loop in headless Chromium against a canned web API, then a
 // screenshot (docs/mask-editor.png). The page runs unchanged with the real ModalClient;
-// Playwright answers its `POST /jobs` and `GET /jobs/{id}` as the web API would (README "Web
-// API"), with a canned mask (two garment ellipses, faces cut out) and a canned result (the
+// Playwright answers its `POST /jobs` and `GET /jobs/{id}` as the web API would (docs/web-api.md),
+// with a canned mask (two garment ellipses, faces cut out) and a canned result (the
 // photo with those regions recoloured): no worker, no models. It also checks what the page
 // sends: a `task: "mask"` job, an error shown with its code and field, then an inpaint job whose
 // `mask` is the edited mask at the photo's size. Throws on any mismatch.
@@ -151,7 +151,7 @@ async function main() {
     await page.evaluate(() => window.scrollTo(0, 0));
     const b = await canvas.boundingBox();
     await page.mouse.move(b.x + b.width * 0.75, b.y + b.height * 0.3); // the brush outline
-    facts.status = await page.textContent("#status");
+    facts.status = await page.textContent("#status .status-body");
     facts.links = await page.$$eval(".card .links a", (as) => as.map((a) => a.textContent));
     facts.errors = errors;
     assert(errors.length === 0, `page errors: ${errors}`);
@@ -171,10 +171,10 @@ async function main() {
     await page.waitForSelector("#toolbar:not([hidden])");
     await page.fill("textarea[name=prompt]", "a red leather jacket");
     await page.click("#submit");
-    await page.waitForFunction(() => document.querySelector("#status").textContent.includes("stage: inpaint step 12 / 30"));
-    facts.runpodProgress = await page.evaluate(() => ({ text: document.querySelector("#status").textContent, bar: document.querySelector("#status progress")?.value }));
+    await page.waitForFunction(() => document.querySelector("#status .status-body").textContent.includes("stage: inpaint step 12 / 30"));
+    facts.runpodProgress = await page.evaluate(() => ({ text: document.querySelector("#status .status-body").textContent, bar: document.querySelector("#status progress")?.value }));
     await page.waitForSelector(".gallery .card");
-    facts.runpodStatus = await page.textContent("#status");
+    facts.runpodStatus = await page.textContent("#status .status-body");
   } finally {
     await browser.close();
     await server.close();

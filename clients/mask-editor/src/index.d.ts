@@ -38,8 +38,14 @@ export declare class MaskModel {
   redo(): Rect | null;
   /** H x W x 4 RGBA at the photo's size in the given convention (default "white-on-black"). */
   toRGBA(convention?: MaskConvention): Uint8ClampedArray;
+  /** Rectangles the brush never paints ([x0, y0, x1, y1] px, x1/y1 exclusive); the eraser still clears them. */
+  setProtected(boxes: number[][]): void;
+  readonly protectedBoxes: number[][];
+  isProtected(x: number, y: number): boolean;
 }
 
+/** Where the buckets' CORS rule is documented (named in setMask's CorsError). */
+export declare const CORS_HELP: string;
 export type ImageSource = Blob | string | HTMLImageElement | ImageBitmap | HTMLCanvasElement;
 export interface Guide { box: [number, number, number, number] | number[]; label?: string; kind?: "face" | "hand" | string }
 export interface MaskEditorOptions {
@@ -67,6 +73,8 @@ export declare class MaskEditor extends EventTarget {
   setMask(source: ImageSource): Promise<void>;
   setMaskValues(values: Uint8Array | Uint8ClampedArray): void;
   setGuides(guides: Guide[]): void;
+  /** The no-paint layer (faces, hands, margins included): drawn hatched; the brush skips it. */
+  setProtected(regions: Guide[]): void;
   undo(): boolean;
   redo(): boolean;
   clear(): boolean;

@@ -10,8 +10,16 @@ const DEFAULTS = {
   maskVisible: true,
   maskColor: [255, 0, 96],
   maskOpacity: 0.55,
-  guideColors: { face: "#22d3ee", hand: "#facc15", other: "#a3e635" },
+  // the worker's overlay colours (core/overlay.py FACE_COLOUR, HAND_COLOUR, DET_COLOUR), so a
+  // face is the same colour in the editor and in the server's preview
+  guideColors: { face: "#00dc50", hand: "#00aaff", other: "#ffc800" },
 };
+
+/**
+ * Where the buckets' CORS rule is documented (a canvas can read another origin's image only
+ * when its server allows it): maskpaint's docs/typescript.md, section "Bucket CORS".
+ */
+export const CORS_HELP = "docs/typescript.md#bucket-cors";
 
 /**
  * Photo + mask editor on a `<canvas>`: brush and eraser (mouse, pen, touch through pointer
@@ -47,6 +55,7 @@ export class MaskEditor extends EventTarget {
     this.photo = null; // ImageBitmap | HTMLImageElement | HTMLCanvasElement
     this.model = null;
     this._guides = [];
+    this._protectedGuides = [];
     this._overlay = null; // photo-size canvas holding the tinted mask
     this._pointer = null; // {id} of the pointer drawing now
     this._hover = null; // {x, y} photo px, for the brush outline
@@ -121,6 +130,7 @@ export class MaskEditor extends EventTarget {
     this._overlay.width = width;
     this._overlay.height = height;
     this._guides = [];
+    this._protectedGuides = [];
     this._render();
     this.dispatchEvent(new CustomEvent("photo", { detail: { width, height } }));
     this._changed();
@@ -133,11 +143,17 @@ export class MaskEditor extends EventTarget {
    * another size is scaled to the photo's (nearest neighbour). One undo step.
    *
    * @param {Blob|string|HTMLImageElement|ImageBitmap|HTMLCanvasElement} source
-   * @throws {Error} before `setPhoto`
+   * @throws {Error} before `setPhoto`; `name: "CorsError"` when `source` is a URL of another
+   *   origin that does not allow this page (its bucket needs a CORS rule, see CORS_HELP)
    */
   async setMask(source) {
     this._needPhoto();
-    const img = await decodeImage(source);
+    let img;
+    try {
+      img = await decodeImage(source);
+    } catch (err) {
+      throw corsError(source, err) ?? err;
+    }
     const { width, height } = this.model;
     const c = document.createElement("canvas");
     c.width = width;
@@ -145,7 +161,13 @@ export class MaskEditor extends EventTarget {
     const g = c.getContext("2d", { willReadFrequently: true });
     g.imageSmoothingEnabled = false;
     g.drawImage(img, 0, 0, width, height);
-    this.setMaskValues(readMaskRGBA(g.getImageData(0, 0, width, height).data, width, height));
+    let pixels;
+    try {
+      pixels = g.getImageData(0, 0, width, height).data;
+    } catch (err) { // a tainted canvas: the image came without CORS
+      throw corsError(source, err) ?? err;
+    }
+    this.setMaskValues(readMaskRGBA(pixels, width, height));
   }
 
   /** Replace the mask with H x W values 0-255 (255 = repaint). One undo step. */
@@ -163,6 +185,22 @@ export class MaskEditor extends EventTarget {
    */
   setGuides(guides) {
     this._guides = (guides ?? []).filter((g) => Array.isArray(g?.box) && g.box.length === 4);
+    this._schedule();
+  }
+
+  /**
+   * The no-paint layer: regions the worker removes from any mask (faces and hands, their
+   * margins included). They are drawn hatched over the photo, and the brush does not paint
+   * inside them (the eraser still can), so what is painted is what the worker will repaint.
+   *
+   * @param {Array<{box:number[], label?:string, kind?:"face"|"hand"|string}>} regions
+   *   box = [x0, y0, x1, y1] photo px, margins included (x1/y1 exclusive)
+   * @throws {Error} before `setPhoto`
+   */
+  setProtected(regions) {
+    this._needPhoto();
+    this._protectedGuides = (regions ?? []).filter((g) => Array.isArray(g?.box) && g.box.length === 4);
+    this.model.setProtected(this._protectedGuides.map((g) => g.box));
     this._schedule();
   }
 
@@ -219,7 +257,9 @@ export class MaskEditor extends EventTarget {
     if (!this.model || this._pointer) return;
     if (e.pointerType === "mouse" && e.button !== 0) return;
     e.preventDefault();
-    this.canvas.setPointerCapture?.(e.pointerId);
+    // a synthetic event (a test, a stylus bridge) has no active pointer to capture: capture is
+    // a convenience (strokes that leave the canvas), so go on without it
+    try { this.canvas.setPointerCapture?.(e.pointerId); } catch { /* NotFoundError */ }
     this._pointer = { id: e.pointerId };
     const p = this._toPhoto(e);
     this._hover = p;
@@ -244,7 +284,7 @@ export class MaskEditor extends EventTarget {
   _up(e) {
     if (!this._pointer || e.pointerId !== this._pointer.id) return;
     this._pointer = null;
-    this.canvas.releasePointerCapture?.(e.pointerId);
+    try { this.canvas.releasePointerCapture?.(e.pointerId); } catch { /* never captured */ }
     this.model.endStroke();
     if (e.pointerType !== "mouse") this._hover = null;
     this._changed();
@@ -296,7 +336,39 @@ export class MaskEditor extends EventTarget {
     this._frame = requestAnimationFrame(() => { this._frame = 0; this._render(); });
   }
 
-  /** Redraw now: photo, tinted mask (when visible), guides, brush outline. */
+  /** A protected region: a translucent hatch in its kind's colour, a solid edge, a label. */
+  _drawNoPaint(g, gd, px) {
+    const [x0, y0, x1, y1] = gd.box;
+    const color = this.opts.guideColors[gd.kind] ?? this.opts.guideColors.other;
+    g.save();
+    g.beginPath();
+    g.rect(x0, y0, x1 - x0, y1 - y0);
+    g.clip();
+    g.globalAlpha = 0.22;
+    g.fillStyle = color;
+    g.fillRect(x0, y0, x1 - x0, y1 - y0);
+    g.globalAlpha = 0.8;
+    g.strokeStyle = color;
+    g.lineWidth = 2 * px;
+    const step = 10 * px;
+    for (let d = -(y1 - y0); d < x1 - x0; d += step) {
+      g.beginPath();
+      g.moveTo(x0 + d, y1);
+      g.lineTo(x0 + d + (y1 - y0), y0);
+      g.stroke();
+    }
+    g.restore();
+    g.strokeStyle = color;
+    g.lineWidth = 2 * px;
+    g.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    if (gd.label) {
+      g.font = `${Math.round(12 * px)}px system-ui, sans-serif`;
+      g.fillStyle = color;
+      g.fillText(gd.label, x0 + 3 * px, Math.max(12 * px, y0 - 4 * px));
+    }
+  }
+
+  /** Redraw now: photo, tinted mask (when visible), no-paint regions, guides, brush outline. */
   render() { this._render(); }
 
   _render() {
@@ -308,6 +380,7 @@ export class MaskEditor extends EventTarget {
     if (this._maskVisible && this._overlay) g.drawImage(this._overlay, 0, 0);
     const cssW = this.canvas.getBoundingClientRect().width || width;
     const px = width / cssW; // photo px per CSS px
+    for (const gd of this._protectedGuides) this._drawNoPaint(g, gd, px);
     for (const gd of this._guides) {
       const [x0, y0, x1, y1] = gd.box;
       const color = this.opts.guideColors[gd.kind] ?? this.opts.guideColors.other;
@@ -332,10 +405,30 @@ export class MaskEditor extends EventTarget {
   }
 }
 
+/**
+ * A clear error for an image of another origin that this page may not read (no CORS rule on
+ * its bucket), or null when `source` is not such a URL. Chromium reports it only as
+ * "EncodingError: The source image cannot be decoded" or a SecurityError.
+ */
+function corsError(source, cause) {
+  if (typeof source !== "string" || typeof location === "undefined") return null;
+  let url;
+  try { url = new URL(source, location.href); } catch { return null; }
+  if (!/^https?:$/.test(url.protocol) || url.origin === location.origin) return null;
+  const err = new Error(
+    `the mask at ${url.origin} could not be read by this page (${location.origin}): its server must allow it with CORS `
+    + `(Access-Control-Allow-Origin; for an S3/R2 bucket, the CORS rule in ${CORS_HELP}), `
+    + "or ask the job for output.return_base64 and pass the data: URL",
+    { cause },
+  );
+  err.name = "CorsError";
+  return err;
+}
+
 /** Decode a Blob, URL or image into something drawImage takes, with its pixel size. */
 async function decodeImage(source) {
   if (typeof Blob !== "undefined" && source instanceof Blob) {
-    // EXIF orientation applied, like the worker (README "A job": "EXIF orientation is applied first")
+    // EXIF orientation applied, like the worker (docs/contract.md: "EXIF orientation is applied first")
     return createImageBitmap(source, { imageOrientation: "from-image" });
   }
   if (typeof source === "string") {

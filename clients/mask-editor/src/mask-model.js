@@ -19,7 +19,7 @@ const DEFAULT_HISTORY_BYTES = 256 * 1024 * 1024;
 const DEFAULT_HISTORY_STEPS = 100;
 
 /**
- * Read a decoded mask image the way the worker does (README "A job", `core/imageio.py`
+ * Read a decoded mask image the way the worker does (docs/contract.md, `core/imageio.py`
  * `decode_mask`): a mask with any transparent pixel is its alpha channel; an opaque one is its
  * brightest R, G, B channel.
  *
@@ -76,6 +76,32 @@ export class MaskModel {
     this._undo = [];
     this._redo = [];
     this._stroke = null;
+    this._protected = [];
+  }
+
+  /**
+   * Rectangles the brush never paints (the eraser still clears them): the faces and hands the
+   * worker removes from any mask, so a stroke across a face stops at its edge here, as it will
+   * on the worker, instead of looking painted and being cut there silently.
+   *
+   * @param {Array<number[]>} boxes [x0, y0, x1, y1] photo px, x1/y1 exclusive (the worker's
+   *   `core/masking/post.py` `grow_box` output: margins already added, rounded outward)
+   */
+  setProtected(boxes) {
+    this._protected = (boxes ?? [])
+      .filter((b) => Array.isArray(b) && b.length === 4 && b.every(Number.isFinite))
+      .map(([x0, y0, x1, y1]) => [Math.max(0, Math.floor(x0)), Math.max(0, Math.floor(y0)),
+        Math.min(this.width, Math.ceil(x1)), Math.min(this.height, Math.ceil(y1))])
+      .filter(([x0, y0, x1, y1]) => x1 > x0 && y1 > y0);
+  }
+
+  /** The protected rectangles (photo px, x1/y1 exclusive). */
+  get protectedBoxes() { return this._protected.map((b) => [...b]); }
+
+  /** Whether photo pixel (x, y) is inside a protected rectangle. */
+  isProtected(x, y) {
+    for (const [x0, y0, x1, y1] of this._protected) if (x >= x0 && x < x1 && y >= y0 && y < y1) return true;
+    return false;
   }
 
   get canUndo() { return this._undo.length > 0 && !this._stroke; }
@@ -156,6 +182,7 @@ export class MaskModel {
     const len2 = dx * dx + dy * dy;
     const r2 = r * r;
     const v = s.value;
+    const guard = v > 0 && this._protected.length > 0; // the eraser may clear protected pixels
     for (let y = y0; y <= y1; y++) {
       const py = y + 0.5;
       const row = y * this.width;
@@ -164,7 +191,7 @@ export class MaskModel {
         let t = len2 > 0 ? ((px - ax) * dx + (py - ay) * dy) / len2 : 0;
         t = t < 0 ? 0 : t > 1 ? 1 : t;
         const ex = px - (ax + t * dx), ey = py - (ay + t * dy);
-        if (ex * ex + ey * ey <= r2) this.data[row + x] = v;
+        if (ex * ex + ey * ey <= r2 && !(guard && this.isProtected(x, y))) this.data[row + x] = v;
       }
     }
     s.x0 = Math.min(s.x0, x0); s.y0 = Math.min(s.y0, y0);

@@ -177,3 +177,23 @@ test("importing the package touches no window or document (server-side rendering
   assert.equal(typeof mod.MaskEditor, "function");
   assert.throws(() => new mod.MaskEditor(undefined), TypeError);
 });
+
+test("protected boxes: the brush stops at their edge, the eraser still clears them", () => {
+  const m = new MaskModel(40, 20);
+  m.setProtected([[10, 0, 20, 20]]); // x 10-19, every row
+  m.beginStroke(0, 10, 3, "brush");
+  m.strokeTo(39, 10);
+  m.endStroke();
+  assert.equal(m.data[10 * 40 + 5], 255, "painted left of the box");
+  assert.equal(m.data[10 * 40 + 30], 255, "painted right of the box");
+  for (let x = 10; x < 20; x++) assert.equal(m.data[10 * 40 + x], 0, `x ${x} inside the box stays unpainted`);
+  assert.ok(m.isProtected(10, 0) && !m.isProtected(20, 0) && !m.isProtected(9, 19));
+  // a loaded mask may cover a box (the worker's own auto mask never does); the eraser clears it
+  m.load(new Uint8Array(40 * 20).fill(255));
+  m.beginStroke(15, 10, 2, "eraser");
+  m.endStroke();
+  assert.equal(m.data[10 * 40 + 15], 0);
+  // boxes are clipped to the photo and rounded outward; junk is ignored
+  m.setProtected([[-5.5, 18.2, 3.2, 99], "nope", [1, 2, 3]]);
+  assert.deepEqual(m.protectedBoxes, [[0, 18, 4, 20]]);
+});

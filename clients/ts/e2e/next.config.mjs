@@ -1,4 +1,4 @@
-// The README's Next.js route (copied to app/api/edit/route.ts by tests/test_ts_examples.py).
+// The Next.js route of docs/typescript.md (copied to app/api/edit/route.ts by tests/test_ts_examples.py).
 // This folder is the app's root (its own lock file); say so, beside clients/ts's lock file.
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -33,8 +33,21 @@ function normalise(node) {
   return node;
 }
 
+/**
+ * `targets` as an array of the known groups or any string: a form's checkboxes give a
+ * `string[]`, and a non-empty tuple of a literal union would make every caller cast. The
+ * server still checks each value (invalid_input, field `targets[i]`).
+ */
+function looseTargets(schema) {
+  const t = schema.$defs?.JobRequest?.properties?.targets;
+  if (!t || !Array.isArray(t.items?.enum)) throw new Error(`${schemaPath}: JobRequest.targets with an enum expected`);
+  const known = t.items.enum.map((v) => JSON.stringify(v)).join(" | ");
+  t.tsType = `(${known} | (string & {}))[]`;
+  return schema;
+}
+
 async function render() {
-  const schema = JSON.parse(readFileSync(schemaPath, "utf8"));
+  const schema = looseTargets(JSON.parse(readFileSync(schemaPath, "utf8")));
   const codes = schema.$defs?.ErrorCode;
   if (!codes || !Array.isArray(codes.enum) || !Array.isArray(codes["x-retryable"])) {
     throw new Error(`${schemaPath}: $defs.ErrorCode with enum and x-retryable expected`);

@@ -9,19 +9,27 @@ import type { ErrorCode } from "./types.generated.js";
  * | ---------------- | ------------------------------------------------------------ | --------- |
  * | `network_error`  | `fetch` threw (DNS, refused, reset, TLS)                     | yes       |
  * | `unauthorized`   | HTTP 401 / 403 (API key or bearer token)                     | no        |
- * | `not_found`      | HTTP 404 / 410, or the job id is unknown / expired           | no        |
+ * | `not_found`      | HTTP 404, or the job id is unknown                           | no        |
+ * | `expired`        | HTTP 410: the job's record is gone (submit the job again)    | yes       |
  * | `rate_limited`   | HTTP 429                                                     | yes       |
  * | `http_error`     | any other non-2xx (5xx and 408: retryable; else not)         | depends   |
  * | `bad_response`   | a 2xx whose body is not the JSON the contract promises       | no        |
- * | `cancelled`      | RunPod reports the job CANCELLED                             | no        |
+ * | `cancelled`      | the job was cancelled (`cancel()`, RunPod CANCELLED)         | no        |
  * | `aborted`        | the caller's `AbortSignal` fired                             | no        |
  * | `client_timeout` | the call's `timeoutMs` passed (the job may still be running; | yes       |
  * |                  | `error.jobId` lets you resume with `wait(jobId)`)            |           |
  * | `payload_too_large` | the JSON body is over the provider's cap (RunPod: 10 MB   | no        |
  * |                  | `/run`, 20 MB `/runsync`); refused before sending: upload    |           |
  * |                  | the photo and send its `s3://` or `https://` URL instead     |           |
- * | `invalid_config` | the client's options are unusable (no endpoint id / URL);    | no        |
- * |                  | raised by the first call, never by the constructor           |           |
+ * | `invalid_config` | the client's options are unusable (no endpoint id / URL, a   | no        |
+ * |                  | `timeoutMs` that is not a number); raised by the first call, |           |
+ * |                  | never by the constructor                                     |           |
+ * | `callback_error` | your `onProgress` threw; the job goes on (`error.jobId` lets | no        |
+ * |                  | you resume with `wait(jobId)`), `error.cause` is what threw  |           |
+ *
+ * A code the server sent that this version of the client does not know (a newer server) is
+ * kept as sent, with the server's message, `field` and `retryable` (default false): `code` is
+ * then a plain string, which {@link isErrorCode} tells apart.
  *
  * HTTP 400 / 422 without a contract error body map to the server code `invalid_input`, 413 to
  * `image_too_large`, and RunPod's TIMED_OUT status to `timeout`.
@@ -37,10 +45,16 @@ export type ClientErrorCode =
   | "aborted"
   | "client_timeout"
   | "payload_too_large"
-  | "invalid_config";
+  | "invalid_config"
+  | "expired"
+  | "callback_error";
 
-/** Every code a {@link MaskpaintError} can carry: the server's `ErrorCode` or a client code. */
-export type MaskpaintErrorCode = ErrorCode | ClientErrorCode;
+/**
+ * Every code a {@link MaskpaintError} can carry: the server's `ErrorCode`, a client code, or a
+ * code from a newer server that this client does not know yet (`string & {}` keeps the
+ * editor's completion of the known ones).
+ */
+export type MaskpaintErrorCode = ErrorCode | ClientErrorCode | (string & {});
 
 export type Provider = "runpod" | "modal";
 
@@ -59,6 +73,7 @@ const CLIENT_RETRYABLE: ReadonlySet<string> = new Set([
   "network_error",
   "rate_limited",
   "client_timeout",
+  "expired",
 ]);
 
 /** Whether `value` is one of the server's error codes. */
@@ -66,7 +81,7 @@ export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === "string" && (ERROR_CODES as readonly string[]).includes(value);
 }
 
-/** The default `retryable` for a code (the server's table for server codes). */
+/** The default `retryable` for a code (the server's table for server codes; false for unknown ones). */
 export function defaultRetryable(code: MaskpaintErrorCode): boolean {
   return (RETRYABLE_ERROR_CODES as readonly string[]).includes(code) || CLIENT_RETRYABLE.has(code);
 }
@@ -151,11 +166,12 @@ export function isClientError(err: unknown): boolean {
  * | ------ | ------------------------------------------------------------------------------ |
  * | 400    | `invalid_input`, `invalid_image`, `blocked_url`, `input_not_found`, `empty_mask` |
  * | 413    | `image_too_large`, `payload_too_large`                                         |
- * | 404    | `not_found` (an unknown or expired job id)                                     |
+ * | 404    | `not_found` (an unknown job id)                                                |
+ * | 410    | `expired` (the job's record is gone: submit it again)                          |
  * | 499    | `aborted` (the caller went away; nobody reads the answer)                      |
  * | 504    | `client_timeout` (the job may still finish: poll again with its `jobId`)       |
  * | 503    | any other retryable error (`gpu_oom`, `timeout`, `storage_error`, `network_error`, `rate_limited`, 5xx) |
- * | 500    | `unauthorized`, `invalid_config` (our key or configuration is wrong)           |
+ * | 500    | `unauthorized`, `invalid_config`, `callback_error` (our key, configuration or code is wrong) |
  * | 502    | everything else (the worker failed: `internal`, `model_not_found`, `bad_response`, ...) |
  *
  * Anything that is not a {@link MaskpaintError} (a bug in the route) is 500.
@@ -168,12 +184,15 @@ export function httpStatusFor(err: unknown): number {
       return 413;
     case "not_found":
       return 404;
+    case "expired":
+      return 410;
     case "aborted":
       return 499;
     case "client_timeout":
       return 504;
     case "unauthorized":
     case "invalid_config":
+    case "callback_error":
       return 500;
   }
   if (CALLER_CODES.has(err.code)) return 400;

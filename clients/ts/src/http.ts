@@ -10,7 +10,7 @@ export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
 
 /** Backoff between status polls: `min(maxDelayMs, initialDelayMs * multiplier^n)`, then +/- jitter. */
 export interface PollOptions {
-  /** First wait after submitting, ms. Default 500. */
+  /** First wait after submitting, ms. Default 500; at least {@link MIN_POLL_DELAY_MS}. */
   initialDelayMs?: number;
   /** Cap on any single wait (jitter included), ms. Default 8000. */
   maxDelayMs?: number;
@@ -18,9 +18,31 @@ export interface PollOptions {
   multiplier?: number;
   /** Random spread as a fraction of the wait (0.25 = +/-25%). Default 0.25. */
   jitter?: number;
-  /** Transient poll failures (network, 429, 5xx) tolerated in a row before giving up. Default 5. */
+  /**
+   * Transient failures (network, 429, 5xx) tolerated in a row before giving up. Default 5.
+   * Also the number of tries of a submit that carries an idempotency key.
+   */
   maxConsecutiveErrors?: number;
 }
+
+/**
+ * The shortest wait between two requests of one poll loop, ms: `initialDelayMs: 0` would
+ * otherwise poll hundreds of times a second (each poll is a billed request on RunPod).
+ */
+export const MIN_POLL_DELAY_MS = 200;
+
+/**
+ * Default cap on a 2xx response body, bytes (128 MiB: a JobResult with `return_base64` of a
+ * 12 MP PNG and its overlay is well under it). A larger body is refused (`bad_response`)
+ * without being read in full.
+ */
+export const DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Cap on a non-2xx response body, bytes: an error body is a few hundred bytes; a proxy's
+ * 200 MB error page is read no further than this, then mapped by its HTTP status alone.
+ */
+export const MAX_ERROR_BODY_BYTES = 64 * 1024;
 
 export const DEFAULT_POLL: Required<PollOptions> = {
   initialDelayMs: 500,
@@ -37,8 +59,13 @@ export const DEFAULT_TIMEOUT_MS = 15 * 60 * 1000;
 export interface CommonClientOptions {
   /** `fetch` to use (default: the global one, looked up at call time). */
   fetch?: FetchLike;
-  /** Default overall limit per call, ms (default 15 min; `Infinity` for none). */
+  /**
+   * Default overall limit per call, ms (default 15 min; `Infinity` for none). A value that is
+   * not a number >= 0 (`"60000"`, NaN) fails the first call with `invalid_config`.
+   */
   timeoutMs?: number;
+  /** Cap on a 2xx response body, bytes (default {@link DEFAULT_MAX_RESPONSE_BYTES}). */
+  maxResponseBytes?: number;
   /** Backoff between status polls. */
   poll?: PollOptions;
   /** Extra headers on every request. */
@@ -64,7 +91,15 @@ export function backoffDelay(
 ): number {
   const base = Math.min(poll.maxDelayMs, poll.initialDelayMs * poll.multiplier ** attempt);
   const spread = base * poll.jitter * (2 * random() - 1);
-  return Math.max(0, Math.min(poll.maxDelayMs, Math.round(base + spread)));
+  return Math.max(MIN_POLL_DELAY_MS, Math.min(poll.maxDelayMs, Math.round(base + spread)));
+}
+
+/** Why `timeoutMs` is unusable, or null: it must be a number >= 0 (`Infinity` = no limit). */
+export function timeoutProblem(timeoutMs: unknown): string | null {
+  if (typeof timeoutMs !== "number" || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    return `timeoutMs must be a number of ms >= 0 (or Infinity), got ${JSON.stringify(timeoutMs) ?? String(timeoutMs)}`;
+  }
+  return null;
 }
 
 export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -96,11 +131,14 @@ export class Deadline {
   private timedOut = false;
   jobId: string | undefined;
 
+  /** @throws MaskpaintError `invalid_config` when `timeoutMs` is not a number >= 0 */
   constructor(
     readonly provider: Provider,
     timeoutMs: number,
     outer?: AbortSignal,
   ) {
+    const problem = timeoutProblem(timeoutMs);
+    if (problem) throw new MaskpaintError({ code: "invalid_config", message: problem, provider });
     this.signal = this.ctrl.signal;
     this.outer = outer;
     this.onOuterAbort = () => this.ctrl.abort(outer?.reason);
@@ -161,6 +199,8 @@ export interface Transport {
   provider: Provider;
   fetch: FetchLike | undefined;
   headers: Record<string, string>;
+  /** Cap on a 2xx body, bytes (default {@link DEFAULT_MAX_RESPONSE_BYTES}). */
+  maxResponseBytes?: number;
 }
 
 /** fetch + JSON parse; throws MaskpaintError on network failure or abort, never on HTTP status. */
@@ -171,9 +211,10 @@ export async function requestJson(
   url: string,
   body?: unknown,
   maxBodyBytes?: number,
+  extraHeaders?: Record<string, string>,
 ): Promise<HttpReply> {
   dl.throwIfDone();
-  const headers: Record<string, string> = { accept: "application/json", ...t.headers };
+  const headers: Record<string, string> = { accept: "application/json", ...t.headers, ...extraHeaders };
   const init: RequestInit = { method, headers, signal: dl.signal };
   if (body !== undefined) {
     headers["content-type"] = "application/json";
@@ -183,11 +224,22 @@ export async function requestJson(
   }
   const doFetch: FetchLike = t.fetch ?? ((input, i) => globalThis.fetch(input, i));
   let res: Response;
-  let text: string;
+  let text: string | null;
   try {
     res = await doFetch(url, init);
-    text = await res.text();
+    const ok = res.status >= 200 && res.status < 300;
+    text = await readCapped(res, ok ? (t.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES) : MAX_ERROR_BODY_BYTES);
+    if (text === null && ok) {
+      throw new MaskpaintError({
+        code: "bad_response",
+        message: `${method} ${pathOf(url)} answered a body over ${t.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES} bytes (maxResponseBytes)`,
+        retryable: false,
+        jobId: dl.jobId,
+        provider: t.provider,
+      });
+    }
   } catch (err) {
+    if (err instanceof MaskpaintError) throw err;
     if (dl.signal.aborted) throw dl.error();
     throw new MaskpaintError({
       code: "network_error",
@@ -198,7 +250,7 @@ export async function requestJson(
     });
   }
   let parsed: unknown = undefined;
-  if (text.length > 0) {
+  if (text !== null && text.length > 0) {
     try {
       parsed = JSON.parse(text);
     } catch {
@@ -206,6 +258,39 @@ export async function requestJson(
     }
   }
   return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/**
+ * A response body as text, or null when it is over `maxBytes` (then no more of it is read and
+ * the stream is cancelled): `Response.text()` would buffer a body of any size.
+ */
+async function readCapped(res: Response, maxBytes: number): Promise<string | null> {
+  const declared = Number(res.headers.get("content-length"));
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await res.body?.cancel().catch(() => {});
+    return null;
+  }
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
 }
 
 /**
@@ -243,14 +328,21 @@ export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** A contract error body (`{code, message, field, retryable}`) -> MaskpaintError, or null. */
+/** What an error code looks like (a code from a newer server is kept as sent). */
+const CODE_SHAPE = /^[a-z][a-z0-9_]{0,63}$/;
+
+/**
+ * A contract error body (`{code, message, field, retryable}`) -> MaskpaintError, or null.
+ * Codes this client does not know (a newer server's, or the web API's `not_found`, `expired`,
+ * `unauthorized`) are kept as sent with their message, field and retryable.
+ */
 export function fromErrorBody(
   body: unknown,
   provider: Provider,
   extra: { httpStatus?: number; jobId?: string },
 ): MaskpaintError | null {
-  if (!isObject(body) || !isErrorCode(body.code)) return null;
-  const b = body as unknown as JobErrorBody;
+  if (!isObject(body) || typeof body.code !== "string" || !CODE_SHAPE.test(body.code)) return null;
+  const b = body as unknown as Omit<JobErrorBody, "code"> & { code: string };
   return new MaskpaintError({
     code: b.code,
     message: typeof b.message === "string" ? b.message : b.code,
@@ -296,7 +388,9 @@ export function httpError(
     return new MaskpaintError({ code: "unauthorized", message: `${msg} (check the API key / token)`, ...base });
   }
   if (status === 404) return new MaskpaintError({ code: "not_found", message: `${msg} (not found)`, ...base });
-  if (status === 410) return new MaskpaintError({ code: "not_found", message: `${msg} (the job's result expired)`, ...base });
+  if (status === 410) {
+    return new MaskpaintError({ code: "expired", message: `${msg} (the job's record expired: submit it again)`, ...base });
+  }
   if (status === 413) {
     return new MaskpaintError({
       code: "image_too_large",
@@ -332,14 +426,15 @@ export function parseCodedMessage(
   return { code: m[1], message: m[2] || m[1] };
 }
 
-/** Transient failures a poll loop should ride out. */
+/**
+ * Transient failures a poll loop (or a keyed submit) should ride out: no answer, 429, or a
+ * 5xx / 408 the server did not mark as final (`retryable: false` in its error body).
+ */
 export function isTransient(err: unknown): boolean {
-  return (
-    err instanceof MaskpaintError &&
-    (err.code === "network_error" ||
-      err.code === "rate_limited" ||
-      (err.code === "http_error" && err.retryable))
-  );
+  if (!(err instanceof MaskpaintError)) return false;
+  if (err.code === "network_error" || err.code === "rate_limited") return true;
+  const s = err.httpStatus;
+  return s !== undefined && (s >= 500 || s === 408) && err.retryable;
 }
 
 export interface PollStep<T> {
@@ -351,6 +446,8 @@ export interface Poller {
   poll: Required<PollOptions>;
   sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   random: () => number;
+  /** Why the options are unusable (checked by each call, never by a constructor), or null. */
+  problem: string | null;
 }
 
 /** Wait (backoff + jitter, capped, never past the deadline), then `once()`, until done. */
@@ -382,11 +479,55 @@ export async function pollLoop<T>(
 }
 
 export function makePoller(opts: CommonClientOptions): Poller {
-  return {
-    poll: { ...DEFAULT_POLL, ...(opts.poll ?? {}) },
-    sleep: opts.sleep ?? abortableSleep,
-    random: opts.random ?? Math.random,
-  };
+  const poll = { ...DEFAULT_POLL, ...(opts.poll ?? {}) };
+  let problem: string | null = null;
+  for (const [k, v] of Object.entries(poll)) {
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) problem = `poll.${k} must be a finite number >= 0, got ${JSON.stringify(v)}`;
+  }
+  if (!problem && poll.maxConsecutiveErrors < 1) problem = "poll.maxConsecutiveErrors must be >= 1";
+  if (!problem && opts.maxResponseBytes !== undefined && !(opts.maxResponseBytes > 0)) {
+    problem = `maxResponseBytes must be a number > 0, got ${JSON.stringify(opts.maxResponseBytes)}`;
+  }
+  if (!problem && opts.timeoutMs != null) problem = timeoutProblem(opts.timeoutMs);
+  poll.initialDelayMs = Math.max(MIN_POLL_DELAY_MS, poll.initialDelayMs);
+  poll.maxDelayMs = Math.max(poll.initialDelayMs, poll.maxDelayMs);
+  return { poll, sleep: opts.sleep ?? abortableSleep, random: opts.random ?? Math.random, problem };
+}
+
+/**
+ * Run `send` (one submit) again after a transient failure (network, 429, 5xx), with the poll
+ * backoff, up to `poll.maxConsecutiveErrors` tries. Only for a request the server
+ * de-duplicates (an `Idempotency-Key`): otherwise a lost reply would queue a second job.
+ */
+export async function retryTransient<T>(p: Poller, dl: Deadline, send: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await send();
+    } catch (err) {
+      if (!isTransient(err) || attempt + 1 >= p.poll.maxConsecutiveErrors) throw err;
+    }
+    const wait = Math.min(backoffDelay(attempt, p.poll, p.random), Math.max(0, dl.remainingMs()));
+    try {
+      await p.sleep(wait, dl.signal);
+    } catch {
+      throw dl.signal.aborted ? dl.error() : new Error("sleep failed");
+    }
+    dl.throwIfDone();
+  }
+}
+
+/**
+ * A fresh idempotency key (a random UUID v4). `crypto.randomUUID` exists only in secure
+ * contexts (https, localhost); `getRandomValues` exists everywhere fetch does.
+ */
+export function newIdempotencyKey(): string {
+  const c = globalThis.crypto;
+  if (typeof c?.randomUUID === "function") return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 export function trimBase(url: string): string {

@@ -6,14 +6,45 @@ import {
   httpError,
   isObject,
   makePoller,
+  newIdempotencyKey,
   pollLoop,
   requestJson,
+  retryTransient,
   trimBase,
 } from "./http.js";
 import type { CallOptions, CommonClientOptions, Poller, PollStep, Transport } from "./http.js";
 import { checkResult, ProgressTracker } from "./progress.js";
 import type { ProgressOptions } from "./progress.js";
-import type { JobRequest, JobResult, ModalJobStatus, ModalSubmitResponse } from "./types.generated.js";
+import type { JobErrorBody, JobProgress, JobRequest, JobResult } from "./types.generated.js";
+
+/**
+ * A job's state on the web API: `queued` (waiting for a worker; `position` when known),
+ * `running`, then `done` / `failed` / `cancelled`. `pending` is what servers before `queued`
+ * / `running` answered for both.
+ */
+export type WebJobState = "queued" | "running" | "pending" | "done" | "failed" | "cancelled";
+
+/** `POST /jobs` -> 202 (a new job) or 200 (the same `Idempotency-Key` seen before: the same job). */
+export interface WebSubmitResponse {
+  id: string;
+  status: WebJobState;
+  /** Place in the queue (0 = next), where the dispatcher knows it. */
+  position?: number | null;
+}
+
+/** `GET /jobs/{id}` and `DELETE /jobs/{id}`. */
+export interface WebJobStatus {
+  id?: string;
+  status: WebJobState;
+  position?: number | null;
+  progress?: JobProgress | null;
+  /** `done`: the JobResult, its URLs signed afresh at each poll. */
+  output?: JobResult;
+  /** `failed`: the contract's error body. */
+  error?: JobErrorBody;
+}
+
+const STATES: readonly string[] = ["queued", "running", "pending", "done", "failed", "cancelled"];
 
 export interface ModalClientOptions extends CommonClientOptions {
   /**
@@ -33,14 +64,23 @@ export interface ModalSubmitOptions extends CallOptions {
    * `MASKPAINT_WEBHOOK_SECRET`; the URL must be public https (the input URLs' SSRF rules).
    */
   webhook?: string;
+  /**
+   * Sent as `Idempotency-Key`: the same key within the server's TTL answers the same job id
+   * instead of queueing a second job. Default: a fresh random key per `submit` / `run`, so a
+   * submit that failed in transit (network error, 429, 5xx) is sent again safely (up to
+   * `poll.maxConsecutiveErrors` tries). `null`: no key, and then no retry.
+   */
+  idempotencyKey?: string | null;
 }
 
 export type ModalRunOptions = ModalSubmitOptions & ProgressOptions;
 
 /**
- * Client of the maskpaint Modal web endpoints:
- * `POST /jobs` -> 202 `{id, status: "queued"}`; `GET /jobs/{id}` -> `{status: "pending", progress?}` |
- * `{status: "done", output}` | `{status: "failed", error}` | 404; `GET /health`.
+ * Client of the maskpaint web API (Modal, or `make serve` locally):
+ * `POST /jobs` -> 202 `{id, status: "queued", position?}`; `GET /jobs/{id}` ->
+ * `{status: "queued" | "running", position?, progress?}` | `{status: "done", output}` |
+ * `{status: "failed", error}` | `{status: "cancelled"}` | 404 / 410; `DELETE /jobs/{id}`;
+ * `GET /health`.
  */
 export class ModalClient {
   private readonly rawBase: string | undefined;
@@ -53,7 +93,7 @@ export class ModalClient {
     this.rawBase = opts.baseUrl;
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-    this.transport = { provider: "modal", fetch: opts.fetch, headers };
+    this.transport = { provider: "modal", fetch: opts.fetch, headers, maxResponseBytes: opts.maxResponseBytes };
     this.poller = makePoller(opts);
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
@@ -70,13 +110,13 @@ export class ModalClient {
     return trimBase(this.rawBase);
   }
 
-  /** `POST /jobs`: queue a job; returns `{id, status: "queued"}`. */
-  async submit(input: JobRequest, opts: ModalSubmitOptions = {}): Promise<ModalSubmitResponse> {
-    return this.withDeadline(opts, (dl) => this.submitIn(dl, input, opts.webhook));
+  /** `POST /jobs`: queue a job; returns `{id, status: "queued", position?}`. */
+  async submit(input: JobRequest, opts: ModalSubmitOptions = {}): Promise<WebSubmitResponse> {
+    return this.withDeadline(opts, (dl) => this.submitIn(dl, input, opts));
   }
 
-  /** One `GET /jobs/{id}`; returns the reply as is (`failed` is not thrown here; 404 is). */
-  async status(jobId: string, opts: CallOptions = {}): Promise<ModalJobStatus> {
+  /** One `GET /jobs/{id}`; returns the reply as is (`failed` / `cancelled` are not thrown here; 404 is). */
+  async status(jobId: string, opts: CallOptions = {}): Promise<WebJobStatus> {
     return this.withDeadline(opts, (dl) => {
       dl.jobId = jobId;
       return this.statusIn(dl, jobId);
@@ -95,9 +135,23 @@ export class ModalClient {
   async run(input: JobRequest, opts: ModalRunOptions = {}): Promise<JobResult> {
     return this.withDeadline(opts, async (dl) => {
       const progress = new ProgressTracker("modal", opts.onProgress);
-      const sub = await this.submitIn(dl, input, opts.webhook);
-      progress.report(sub.id, sub.status);
+      const sub = await this.submitIn(dl, input, opts);
+      progress.report(sub.id, sub.status, undefined, sub.position);
       return this.waitIn(dl, sub.id, progress);
+    });
+  }
+
+  /**
+   * `DELETE /jobs/{id}`: cancel a queued or running job. Returns `{id, status: "cancelled"}`,
+   * or the final status when the job had already ended (`done` / `failed`). A `wait` or `run`
+   * on the job then rejects with MaskpaintError `cancelled`.
+   */
+  async cancel(jobId: string, opts: CallOptions = {}): Promise<WebJobStatus> {
+    return this.withDeadline(opts, async (dl) => {
+      dl.jobId = jobId;
+      const reply = await requestJson(this.transport, dl, "DELETE", `${this.baseUrl}/jobs/${encodeURIComponent(jobId)}`);
+      if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "cancel", jobId);
+      return this.checkStatus(reply.body, jobId, "DELETE /jobs/{id}");
     });
   }
 
@@ -112,6 +166,7 @@ export class ModalClient {
 
   // ------------------------------------------------------------------------------ internals
   private async withDeadline<T>(opts: CallOptions, fn: (dl: Deadline) => Promise<T>): Promise<T> {
+    if (this.poller.problem) throw new MaskpaintError({ code: "invalid_config", message: this.poller.problem, provider: "modal" });
     const dl = new Deadline("modal", opts.timeoutMs ?? this.timeoutMs, opts.signal);
     try {
       dl.throwIfDone();
@@ -121,32 +176,45 @@ export class ModalClient {
     }
   }
 
-  private async submitIn(dl: Deadline, input: JobRequest, webhook?: string): Promise<ModalSubmitResponse> {
+  private async submitIn(dl: Deadline, input: JobRequest, opts: ModalSubmitOptions): Promise<WebSubmitResponse> {
     // with a webhook the input goes in the `{input, webhook}` envelope; otherwise bare
-    const sent = webhook ? { input, webhook } : input;
-    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}/jobs`, sent);
-    if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "submit");
-    const body = reply.body;
-    if (!isObject(body) || typeof body.id !== "string" || !body.id) {
-      throw new MaskpaintError({ code: "bad_response", message: "POST /jobs replied without a job id", provider: "modal" });
-    }
-    dl.jobId = body.id;
-    return { id: body.id, status: "queued" };
+    const sent = opts.webhook ? { input, webhook: opts.webhook } : input;
+    const key = opts.idempotencyKey === undefined ? newIdempotencyKey() : opts.idempotencyKey;
+    const send = async (): Promise<WebSubmitResponse> => {
+      const extra = key ? { "idempotency-key": key } : undefined;
+      const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}/jobs`, sent, undefined, extra);
+      if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "submit");
+      const body = reply.body;
+      if (!isObject(body) || typeof body.id !== "string" || !body.id) {
+        throw new MaskpaintError({ code: "bad_response", message: "POST /jobs replied without a job id", provider: "modal" });
+      }
+      const status = STATES.includes(body.status as string) ? (body.status as WebJobState) : "queued";
+      const sub: WebSubmitResponse = { id: body.id, status };
+      if (typeof body.position === "number") sub.position = body.position;
+      return sub;
+    };
+    // without a key a resend could queue the job twice: one try only
+    const sub = key ? await retryTransient(this.poller, dl, send) : await send();
+    dl.jobId = sub.id;
+    return sub;
   }
 
-  private async statusIn(dl: Deadline, jobId: string): Promise<ModalJobStatus> {
+  private async statusIn(dl: Deadline, jobId: string): Promise<WebJobStatus> {
     const reply = await requestJson(this.transport, dl, "GET", `${this.baseUrl}/jobs/${encodeURIComponent(jobId)}`);
     if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "modal", "status", jobId);
-    const body = reply.body;
-    if (!isObject(body) || !["pending", "done", "failed"].includes(body.status as string)) {
+    return this.checkStatus(reply.body, jobId, "GET /jobs/{id}");
+  }
+
+  private checkStatus(body: unknown, jobId: string, what: string): WebJobStatus {
+    if (!isObject(body) || !STATES.includes(body.status as string)) {
       throw new MaskpaintError({
         code: "bad_response",
-        message: "GET /jobs/{id} replied without a known status",
+        message: `${what} replied without a known status`,
         jobId,
         provider: "modal",
       });
     }
-    return body as unknown as ModalJobStatus;
+    return body as unknown as WebJobStatus;
   }
 
   private waitIn(dl: Deadline, jobId: string, progress: ProgressTracker): Promise<JobResult> {
@@ -159,7 +227,10 @@ export class ModalClient {
           new MaskpaintError({ code: "internal", message: "the job failed without an error body", jobId, provider: "modal" })
         );
       }
-      progress.report(jobId, st.status, st.progress);
+      if (st.status === "cancelled") {
+        throw new MaskpaintError({ code: "cancelled", message: "the job was cancelled", retryable: false, jobId, provider: "modal" });
+      }
+      progress.report(jobId, st.status, st.progress, st.position);
       return { done: false };
     });
   }

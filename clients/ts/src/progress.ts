@@ -7,8 +7,16 @@ import type { JobProgress, JobResult } from "./types.generated.js";
 export interface ProgressUpdate {
   provider: Provider;
   jobId: string;
-  /** The provider's word: RunPod `IN_QUEUE` / `IN_PROGRESS`; web API (Modal, local) `queued` / `pending`. */
+  /**
+   * The provider's word: RunPod `IN_QUEUE` / `IN_PROGRESS`; web API (Modal, local) `queued`
+   * (waiting for a worker) / `running` (older servers: `pending` for both).
+   */
   status: string;
+  /**
+   * Place in the queue of a `queued` job (0 = next), where the dispatcher knows it (the web
+   * API's `position`); absent otherwise.
+   */
+  position?: number;
   /**
    * The worker's latest progress, e.g. `{stage: "inpaint", step: 3, steps: 30}`: RunPod's
    * `IN_PROGRESS` output, or the web API's `progress` of a pending job (Modal and local).
@@ -17,7 +25,11 @@ export interface ProgressUpdate {
 }
 
 export interface ProgressOptions {
-  /** Called whenever the status or the progress payload changes (not on every poll). */
+  /**
+   * Called whenever the status, queue position or progress payload changes (not on every
+   * poll). If it throws, the call rejects with MaskpaintError `callback_error` (its `cause` is
+   * what was thrown, its `jobId` lets you resume with `wait`); the job itself goes on.
+   */
   onProgress?: (update: ProgressUpdate) => void;
 }
 
@@ -29,13 +41,29 @@ export class ProgressTracker {
     private readonly cb: ((u: ProgressUpdate) => void) | undefined,
   ) {}
 
-  report(jobId: string, status: string, output?: unknown): void {
+  /** @throws MaskpaintError `callback_error` when the callback throws */
+  report(jobId: string, status: string, output?: unknown, position?: unknown): void {
     if (!this.cb) return;
     const progress = isObject(output) && typeof output.stage === "string" ? (output as JobProgress) : undefined;
-    const key = `${status}\u0000${progress ? JSON.stringify(progress) : ""}`;
+    const pos = typeof position === "number" && Number.isInteger(position) && position >= 0 ? position : undefined;
+    const key = `${status}\u0000${pos ?? ""}\u0000${progress ? JSON.stringify(progress) : ""}`;
     if (key === this.last) return;
     this.last = key;
-    this.cb(progress ? { provider: this.provider, jobId, status, progress } : { provider: this.provider, jobId, status });
+    const update: ProgressUpdate = { provider: this.provider, jobId, status };
+    if (pos !== undefined) update.position = pos;
+    if (progress) update.progress = progress;
+    try {
+      this.cb(update);
+    } catch (err) {
+      throw new MaskpaintError({
+        code: "callback_error",
+        message: `onProgress threw: ${err instanceof Error ? err.message : String(err)} (the job goes on: wait(jobId) resumes)`,
+        retryable: false,
+        jobId,
+        provider: this.provider,
+        cause: err,
+      });
+    }
   }
 }
 

@@ -46,6 +46,10 @@ export interface RunpodClientOptions extends CommonClientOptions {
   runsyncWaitMs?: number;
 }
 
+/**
+ * RunPod's `/run` takes no idempotency key, so a submit that fails in transit is never sent
+ * again by this client (a resend could run the job twice); the web API's `ModalClient` does.
+ */
 export interface RunpodSubmitOptions extends CallOptions {
   /** RunPod calls this URL with the job's final state. */
   webhook?: string;
@@ -79,7 +83,7 @@ export class RunpodClient {
     this.opts = opts;
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     if (opts.apiKey) headers.authorization = `Bearer ${opts.apiKey}`;
-    this.transport = { provider: "runpod", fetch: opts.fetch, headers };
+    this.transport = { provider: "runpod", fetch: opts.fetch, headers, maxResponseBytes: opts.maxResponseBytes };
     this.poller = makePoller(opts);
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.statusMethod = opts.statusMethod ?? "GET";
@@ -153,7 +157,11 @@ export class RunpodClient {
     });
   }
 
-  /** `POST /cancel/{id}` (hosted API; the SDK's local server has no such route). */
+  /**
+   * `POST /cancel/{id}` (hosted API; the SDK's local server has no such route): RunPod drops a
+   * queued job and stops a running one; a `wait` or `run` on it then rejects with
+   * MaskpaintError `cancelled`. Returns RunPod's reply (`{id, status: "CANCELLED"}`).
+   */
   async cancel(jobId: string, opts: CallOptions = {}): Promise<RunpodJobResponse> {
     return this.withDeadline(opts, async (dl) => {
       dl.jobId = jobId;
@@ -165,6 +173,7 @@ export class RunpodClient {
 
   // ------------------------------------------------------------------------------ internals
   private async withDeadline<T>(opts: CallOptions, fn: (dl: Deadline) => Promise<T>): Promise<T> {
+    if (this.poller.problem) throw new MaskpaintError({ code: "invalid_config", message: this.poller.problem, provider: "runpod" });
     const dl = new Deadline("runpod", opts.timeoutMs ?? this.timeoutMs, opts.signal);
     try {
       dl.throwIfDone();

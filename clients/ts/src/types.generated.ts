@@ -75,10 +75,7 @@ export interface JobRequest {
    * @minItems 1
    * @maxItems 5
    */
-  targets?: [
-    "upper" | "lower" | "dress" | "outerwear" | "full",
-    ...("upper" | "lower" | "dress" | "outerwear" | "full")[]
-  ];
+  targets?: ("upper" | "lower" | "dress" | "outerwear" | "full" | (string & {}))[];
   /**
    * Never repaint detected faces: every face detector on the worker runs and the union of their boxes is removed from the mask last, after dilation and feathering.
    */

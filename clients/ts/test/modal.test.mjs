@@ -89,10 +89,11 @@ describe("ModalClient", () => {
     await rejects(client(b.fetch).c.submit(INPUT), (e) => assert.equal(e.code, "unauthorized"));
   });
 
-  test("410 expired -> not_found; 503 while polling is ridden out", async () => {
-    const a = modalFetch({ submit: sequence([202, { id: "old", status: "queued" }]), status: sequence([410, { status: "expired", error: { code: "expired", message: "result expired", field: null, retryable: false } }]) });
+  test("410 expired -> expired, retryable as the server says; 503 while polling is ridden out", async () => {
+    const a = modalFetch({ submit: sequence([202, { id: "old", status: "queued" }]), status: sequence([410, { status: "expired", error: { code: "expired", message: "result expired", field: null, retryable: true } }]) });
     await rejects(client(a.fetch).c.run(INPUT), (e) => {
-      assert.equal(e.code, "not_found");
+      assert.equal(e.code, "expired");
+      assert.equal(e.retryable, true);
       assert.equal(e.httpStatus, 410);
       assert.match(e.message, /expired/);
     });
@@ -103,7 +104,7 @@ describe("ModalClient", () => {
     assert.equal((await client(b.fetch).c.run(INPUT)).job_id, "fc-04");
     const c = modalFetch({ submit: sequence([503, { error: { code: "unavailable", message: "Modal could not take the call", field: null, retryable: true } }]) });
     await rejects(client(c.fetch).c.submit(INPUT), (e) => {
-      assert.equal(e.code, "http_error");
+      assert.equal(e.code, "unavailable");
       assert.equal(e.retryable, true);
       assert.equal(e.httpStatus, 503);
     });

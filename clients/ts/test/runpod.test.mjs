@@ -35,14 +35,14 @@ describe("RunpodClient.run: /run then /status polling", () => {
         { id: "job-1", status: "COMPLETED", output: jobResult("job-1"), executionTime: 900 },
       ),
     });
-    const { c, waits } = client(fetch, { poll: { initialDelayMs: 100, multiplier: 2, maxDelayMs: 1000 } });
+    const { c, waits } = client(fetch, { poll: { initialDelayMs: 200, multiplier: 2, maxDelayMs: 1000 } });
     const updates = [];
     const result = await c.run(INPUT, { onProgress: (u) => updates.push(u) });
 
     assert.equal(result.job_id, "job-1");
     assert.equal(result.image.content_type, "image/png");
-    // 7 polls: 100, 200, 400, 800, then capped at 1000.
-    assert.deepEqual(waits, [100, 200, 400, 800, 1000, 1000, 1000]);
+    // 7 polls: 200, 400, 800, then capped at 1000.
+    assert.deepEqual(waits, [200, 400, 800, 1000, 1000, 1000, 1000]);
     assert.deepEqual(
       updates.map((u) => [u.status, u.progress?.stage ?? null, u.progress?.step ?? null]),
       [
@@ -303,7 +303,7 @@ describe("RunpodClient abort and timeout", () => {
     const c = new RunpodClient({ baseUrl: "http://rp.test", fetch, poll: { initialDelayMs: 5, maxDelayMs: 5 } });
     const ctrl = new AbortController();
     const t0 = Date.now();
-    setTimeout(() => ctrl.abort(), 60);
+    setTimeout(() => ctrl.abort(), 300); // after the first poll (waits are floored at 200 ms)
     await rejects(c.run(INPUT, { signal: ctrl.signal }), (e) => {
       assert.equal(e.code, "aborted");
       assert.equal(e.jobId, "a-2");

@@ -1,4 +1,4 @@
-"""Issue #16's per-job targets that need their own jobs: measured in the children
+"""The per-job targets (overhead, automatic masking, PNG output, 12 MP memory) that need their own jobs: measured in the children
 (:func:`png_jobs`, :func:`rss_12mp` with :func:`rss_by_stage` in the ``jobs`` mode;
 :func:`auto_vs_provided` in the ``auto`` mode), summarised and judged in the parent
 (:func:`summarise`, :func:`targets`, :func:`memory_rows`).
