@@ -9,7 +9,8 @@
   against ``draft`` (LCM sampler, 4 steps, guidance 1, no CFG: a batch of 1, the LoRA's extra
   matmuls on). Median wall ms per job and of the ``inpaint`` stage over ``--repeats``
   round-robin rounds after a warm-up round, and their ratios. The tiny UNet is cheap next to
-  the fixed per-job work (decode, mask, encode), so the whole-job ratio here understates a GPU's.
+  the tiny VAE's encode and decode (which a draft does not shrink) and the fixed per-job work,
+  so the ratios here understate a GPU's with the real UNet.
 - ``gpu_estimate``: not a GPU run: UNet FLOPs per job on the real architectures (counted on the
   ``meta`` device by ``torch.utils.flop_counter``; configs from :mod:`bench.conditioning`):
   steps x CFG batch x one step, the LoRA's share taken as its parameter count over the UNet's
@@ -124,21 +125,23 @@ def gpu_estimate() -> dict:
 def markdown(report: dict) -> str:
     c = report.get("cpu_tiny")
     g = report["gpu_estimate"]
-    lines = [f"## Drafts (`python -m bench.drafts`, {report['date']})", ""]
+    lines = [f"## Drafts (`python -m bench.drafts`, run {report['date']})", ""]
     if c:
         lines += [
             f"CPU, tiny dev models (median of {c['repeats']} alternating rounds, {c['threads']} "
             f"threads, load average at the end {c['loadavg_end']}); standard = the contract's "
             "defaults (the model's sampler, 30 steps, guidance 7.5), draft = `speed: \"draft\"` "
-            "(LCM-LoRA, 4 steps, guidance 1):", "",
+            "(LCM-LoRA, 4 steps, guidance 1). Absolute ms follow the shared machine's load; "
+            "the ratios are the result:", "",
             "| model | standard job ms | draft job ms | job ratio | standard inpaint ms | "
             "draft inpaint ms | inpaint ratio |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for model in ("sd15", "sdxl"):
             lines.append(
-                f"| {model} | {c['ms'][model + '/standard']} | {c['ms'][model + '/draft']} | "
-                f"{c['ratio_job'][model]}x | {c['inpaint_ms'][model + '/standard']} | "
-                f"{c['inpaint_ms'][model + '/draft']} | {c['ratio_inpaint'][model]}x |")
-        lines.append("")
+                f"| {model} | {c['ms'][model + '/standard']:.0f} | {c['ms'][model + '/draft']:.0f}"
+                f" | {c['ratio_job'][model]}x | {c['inpaint_ms'][model + '/standard']:.0f} | "
+                f"{c['inpaint_ms'][model + '/draft']:.0f} | {c['ratio_inpaint'][model]}x |")
+        lines += ["", "The tiny UNet is cheap next to the tiny VAE's encode and decode, which a "
+                  "draft does not shrink, so these ratios understate the real models'.", ""]
     lines += ["GPU estimate (UNet FLOPs per job on the real architectures, meta device; not a "
               "GPU run): 30 steps x CFG batch 2 against 4 steps x batch 1 plus the LoRA's "
               "parameter share:", ""]
@@ -155,14 +158,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="re-render bench/results/drafts.md from drafts.json")
     args = ap.parse_args()
+    out = Path(__file__).parent / "results"
+    if args.report_only:
+        (out / "drafts.md").write_text(markdown(json.loads((out / "drafts.json").read_text())))
+        return
     report: dict = {"date": datetime.datetime.now(datetime.timezone.utc).strftime(
         "%Y-%m-%d %H:%M UTC"), "gpu_estimate": gpu_estimate()}
     if not args.skip_cpu:
         report["cpu_tiny"] = cpu_tiny(args.repeats)
         report["cpu_tiny"]["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
-    out = Path(__file__).parent / "results"
     (out / "drafts.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "drafts.md").write_text(markdown(report))
 
