@@ -473,7 +473,9 @@ function addResult(result, job) {
 
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = `“${job.prompt}” · seed ${result.seed} · ${result.model ?? ""} · ${seconds(result.timings_ms)} · ${result.job_id}`;
+  const sp = result.sampling; // what ran: a draft's sampler, steps and guidance
+  const ran = sp ? ` · ${sp.speed === "draft" ? "draft, " : ""}${sp.scheduler} ${sp.num_inference_steps} steps` : "";
+  meta.textContent = `“${job.prompt}” · seed ${result.seed} · ${result.model ?? ""}${ran} · ${seconds(result.timings_ms)} · ${result.job_id}`;
   const links = document.createElement("div");
   links.className = "links";
   for (const [kind, label] of ARTEFACTS) {
