@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 WEIGHTS ?= .weights
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: setup dev-weights demo serve client-dist test bench schema clean editor-deps
+.PHONY: setup dev-weights demo serve client-dist test bench load schema clean editor-deps gpu-wheels
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,30 @@ editor-deps:
 
 bench: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m bench
+
+# A burst on the local web API (the server `make serve` runs, with the dev weights): Locust
+# headless for LOAD_S seconds with LOAD_USERS closed-loop users; fails on a lost job or one run
+# twice. LOAD_TARGET=runpod drives the runpod SDK's local server instead. Table: bench/RESULTS.md.
+LOAD_S ?= 60
+LOAD_USERS ?= 8
+LOAD_TARGET ?= web
+load: dev-weights
+	MASKPAINT_WEIGHTS_DIR=$${MASKPAINT_WEIGHTS_DIR:-$(WEIGHTS)} $(PY) -m bench.load --target $(LOAD_TARGET) \
+	  --seconds $(LOAD_S) --users $(LOAD_USERS) --results-md bench/RESULTS.md
+
+# The GPU bench on a machine without network (docs/gpu.md): the cp312 manylinux wheels its python
+# lacks (pinned as in requirements.lock) and the MediaPipe face + pose models (a bake mirror)
+# into the ignored .whl/ folder, ~52 MiB; carried to the machine with the working tree.
+GPU_WHEELS := diffusers==0.42.1 pydantic==2.14.3 pydantic_core==2.50.4 annotated-types==0.8.0 \
+  typing-inspection==0.4.5 typing_extensions==4.16.0 pydantic-settings==2.16.3 \
+  python-dotenv==1.2.4 isal==1.9.1 pillow==13.0.0 pillow-heif==1.8.1 importlib_metadata==10.2.0 \
+  ai-edge-litert==2.3.0 backports.strenum==1.2.8
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+  manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+gpu-wheels:  # (needs `make dev-weights` once: the MediaPipe models come from there)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	$(PY) -m bench.gpu_carry --weights $${MASKPAINT_TEST_WEIGHTS_DIR:-$(WEIGHTS)} --out .whl
 
 schema: setup
 	$(PY) -m handlers.schema

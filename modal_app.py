@@ -2,6 +2,7 @@
 
     modal deploy modal_app.py     # deploy (secrets and knobs: docs/modal.md)
     modal run modal_app.py        # one job on bus.jpg, printed as JSON
+    modal run modal_app.py::batch --jobs jobs.jsonl --max-containers 10   # many (docs/batch.md)
 
 Only Modal declarations live here; the logic is tested without a Modal account: deploy
 settings, cold start and job shaping in ``handlers/modal.py``, the provider-neutral web API in
@@ -51,13 +52,15 @@ progress = DictProgress(modal.Dict.from_name(f"{cfg.app_name}-progress", create_
     min_containers=cfg.min_containers,
     max_containers=cfg.max_containers,
     enable_memory_snapshot=cfg.memory_snapshot,
+    experimental_options=cfg.experimental_options,  # GPU memory snapshot, when asked for
 )
 class MaskPaint:
     @modal.enter(snap=cfg.memory_snapshot)
     def load(self) -> None:
-        """Load every model on CPU; with snapshots on, this state is what gets snapshotted."""
+        """Load every model (on CPU for a CPU memory snapshot, on the GPU for a GPU snapshot);
+        with snapshots on, this state is what gets snapshotted."""
         glue.setup_container_logging()
-        self.models = glue.load_models(on_cpu=cfg.memory_snapshot)
+        self.models = glue.load_models(on_cpu=cfg.load_on_cpu)
 
     @modal.enter(snap=False)
     def ready(self) -> None:
@@ -93,3 +96,20 @@ def main(photo: str = "", prompt: str = glue.DEMO_PROMPT, steps: int = 30, task:
 
     job = glue.demo_job(photo or None, prompt=prompt, steps=steps, task=task)
     print(json.dumps(MaskPaint().run.remote(job), indent=2))
+
+
+@app.local_entrypoint()
+def batch(jobs: str, results: str = "", max_containers: int = 10, price_per_s: float = 0.0):
+    """Map the GPU class over a JSONL file of jobs (``handlers/batch/modal_map.py``), at most
+    ``max_containers`` at once; writes ``<jobs>.results.jsonl`` and prints the summary."""
+    import json
+    from pathlib import Path
+
+    from handlers.batch.modal_map import run_mapped
+    from handlers.batch.summary import describe
+
+    run = MaskPaint.with_options(max_containers=max_containers)().run
+    summary = run_mapped(run, Path(jobs), Path(results) if results else None,
+                         price_per_s=price_per_s)
+    print(describe(summary))
+    print(json.dumps(summary))

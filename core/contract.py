@@ -38,6 +38,9 @@ MAX_INPUT_CHARS = 48 * 1024 * 1024
 IMAGE_INPUTS: tuple[str, ...] = ("image", "mask", "garment_image")
 
 OutputFormat = Literal["auto", "png", "jpeg", "webp"]
+#: The record key of a job sent with an ``idempotency_key`` is this prefix plus the key, so a
+#: caller's key never names the folder of a provider-assigned id (``fc-…``, RunPod UUIDs).
+IDEMPOTENCY_PREFIX = "key-"
 
 _JOB_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: A job id kept exactly as given: key-safe characters only, no ``..``, not starting or ending
@@ -172,6 +175,16 @@ class JobRequest(_Strict):
         "the result's `model` says which one ran.",
     )
     output: OutputOptions = Field(default_factory=OutputOptions)
+    idempotency_key: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$",
+        description="A caller-chosen key (1-64 of `A-Za-z0-9._-`) that replaces the provider's "
+        "job id as the key of the worker's write-once job record and output folder "
+        f"(`{IDEMPOTENCY_PREFIX}<key>`): the same request sent again with the same key, under "
+        "any provider job id, returns the recorded result without running the models "
+        "(a batch resubmitting after an interruption). The same key with a different request "
+        "is `storage_conflict`.",
+    )
     # ---- issue #15: outfit swap (reference garment, pose lock, gallery)
     garment_image: str | None = Field(
         None,
@@ -377,5 +390,6 @@ def parse_job(job_id: str, payload: object) -> Job:
         raise JobError(
             ErrorCode.invalid_input, f"{field or 'input'}: {msg}", field=field
         ) from None
-    return Job(id=safe_job_id(job_id), request=req)
+    key = req.idempotency_key
+    return Job(id=safe_job_id(f"{IDEMPOTENCY_PREFIX}{key}" if key else job_id), request=req)
 

@@ -11,7 +11,7 @@ Arrays: photo H x W x 3 uint8 RGB; alpha H x W float32 in [0, 1].
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from core import timing
+from core.buckets import fit_bucket
 from core.errors import is_oom
 from core.masking.post import bbox
 from core.sampling import SamplingPlan, applied
@@ -163,6 +164,7 @@ def inpaint(
     num_outputs: int = 1,
     extra: Extra | None = None,
     in_place: bool = False,
+    buckets: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list[np.ndarray], dict]:
     """Repaint ``alpha > 0`` of ``image`` ``num_outputs`` times with a diffusers inpainting
     pipeline (seeds ``params.seed + i``), as one ``num_images_per_prompt`` batch, or one image
@@ -188,6 +190,9 @@ def inpaint(
             itself instead of a copy (on a 12 MP photo one frame, 34 MiB, less held from here
             to the end of the job; #16). The caller must not need ``image``'s original pixels
             afterwards (nor ``model_image``'s, when it is the same array).
+        buckets: fixed (width, height) px working sizes (:func:`core.buckets.buckets_for`):
+            the crop grows to the nearest one's aspect and the model runs at that size
+            (default: the crop's own aspect, long side ``resolution``).
 
     Returns:
         (``num_outputs`` H x W x 3 uint8 results in seed order, facts: crop box and model size
@@ -196,10 +201,13 @@ def inpaint(
     import torch
 
     x0, y0, x1, y1 = crop_box(alpha)
+    if buckets:  # repeating shapes for a compiled UNet: the crop grows to a bucket's aspect
+        (x0, y0, x1, y1), (mw, mh) = fit_bucket((x0, y0, x1, y1), alpha.shape[::-1], buckets)
+    else:
+        mw, mh = model_size(x1 - x0, y1 - y0, resolution)
     crop = image[y0:y1, x0:x1]
     crop_alpha = alpha[y0:y1, x0:x1]
     seen = (image if model_image is None else model_image)[y0:y1, x0:x1]
-    mw, mh = model_size(x1 - x0, y1 - y0, resolution)
     crop_img = Image.fromarray(_resize(seen, (mw, mh)))
     # the model repaints the whole band alpha > 0; the blend weights come back at paste time
     crop_mask = Image.fromarray(_repaint_mask(crop_alpha)).resize((mw, mh),

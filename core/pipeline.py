@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from core import timing
+from core.buckets import buckets_for
 from core.contract import (IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo,
                            SamplingInfo)
 from core.errors import ErrorCode, JobError, is_oom
@@ -213,6 +214,7 @@ class Worker:
                                  pose18=pose18, control_scale=req.control_scale),
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
                 in_place=True,  # photo.rgb becomes the last result (one frame less held)
+                buckets=buckets_for(inpainter.resolution) if s.generation_buckets else None,
             )
             clock.stage("inpaint", t)
             lora = self.models.drafts.loaded[inpainter.key] if sp.speed == "draft" else None
@@ -318,7 +320,9 @@ def load_models(settings: Settings | None = None) -> ModelSet:
 
 def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=None) -> Worker:
     """Phase 2 of the cold start: move the models to ``settings.device`` (when it differs from
-    where they were loaded), open storage, return the :class:`Worker`.
+    where they were loaded), compile / warm them when ``settings.compile_unet`` /
+    ``settings.warmup`` ask (:func:`core.warmup.ready`), open storage, return the
+    :class:`Worker`.
 
     Args:
         models: from :func:`load_models`.
@@ -336,6 +340,11 @@ def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=N
         models.to(settings.device)
         log.info("models moved to %s in %.0f ms", settings.device,
                  (time.perf_counter() - t) * 1000)
+    speed_ms: dict[str, float] = {}
+    if settings.warmup or settings.compile_unet:  # compiled UNet / warm-up passes (docs/gpu.md)
+        from core.warmup import ready
+
+        speed_ms = ready(models, settings)
     client = s3_client
     if client is None and (settings.s3_bucket or settings.input_buckets):
         client = make_s3_client(settings)
@@ -344,7 +353,7 @@ def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=N
     load_ms = getattr(models, "load_ms", {})  # (test doubles may carry neither)
     total = getattr(models, "total_load_ms", None)
     worker.cold_start_ms = {**({"models": round(total, 1)} if total is not None else {}),
-                            **{k: round(v, 1) for k, v in load_ms.items()}}
+                            **{k: round(v, 1) for k, v in load_ms.items()}, **speed_ms}
     return worker
 
 

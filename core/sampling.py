@@ -63,6 +63,10 @@ DRAFT_STEPS = (4, 8)
 DRAFT_GUIDANCE = (1.0, 2.0)
 #: PEFT adapter name the LCM-LoRA is loaded under.
 ADAPTER = "lcm"
+#: True on a UNet while a draft's LoRA is on: the compiled-UNet dispatch (:mod:`core.compile`)
+#: keeps those calls apart (they run eager; its graphs were traced with the LoRA off, and a
+#: flipped adapter flag would otherwise recompile in the middle of a job).
+LORA_ON_ATTR = "maskpaint_lora_on"
 
 
 @dataclass(frozen=True)
@@ -218,8 +222,10 @@ def applied(pipe, sp: SamplingPlan, lora_pipe=None) -> Iterator[str]:
         pipe.scheduler = sched
         if sp.speed == "draft":
             lora_pipe.enable_lora()
+            setattr(lora_pipe.unet, LORA_ON_ATTR, True)
         yield type(sched).__name__
     finally:
         pipe.scheduler = own
         if sp.speed == "draft":
             lora_pipe.disable_lora()
+            setattr(lora_pipe.unet, LORA_ON_ATTR, False)

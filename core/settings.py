@@ -73,6 +73,25 @@ class Settings(BaseSettings):
         "threshold."
     )
 
+    # speed: each off until the GPU bench (python -m bench.gpu) shows it pays; docs/gpu.md
+    warmup: bool = Field(
+        False, description="At cold start, one 2-step denoising pass per loaded pipeline (plain, "
+        "reference garment, pose) at its native size, so the first job does not pay CUDA's lazy "
+        "kernel loading and library handle set-up (core.warmup)."
+    )
+    generation_buckets: bool = Field(
+        False, description="Snap the model's working size to a fixed set of aspect buckets at "
+        "its native pixel count, multiples of 64 (SDXL's training resolutions; the same aspects "
+        "at 512^2 for SD 1.5): the crop around the mask grows to the bucket's aspect, so shapes "
+        "repeat and a compiled UNet is reused (core.buckets). Pixels outside the mask stay "
+        "unchanged."
+    )
+    compile_unet: bool = Field(
+        False, description="Load the torch.compile cache artefacts made by `python -m "
+        "core.compile` for this GPU arch, torch and triton version, and run the UNet "
+        "compiled for the shapes they cover (other shapes: eager). Missing or mismatching "
+        "artefacts: eager, with one log line (core.compile)."
+    )
 
     # web API (handlers.web)
     api_token: SecretStr | None = Field(

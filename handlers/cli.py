@@ -6,6 +6,9 @@ through the RunPod handler, exactly as a RunPod event would, and prints where th
 ``python -m handlers.cli run --image PHOTO [--mask MASK] [--task mask] [--prompt ...]`` runs one
 job from files and prints the JSON reply (exit status 1 on error).
 
+``python -m handlers.cli batch --jobs jobs.jsonl --target runpod|web ...`` runs a catalogue of
+jobs through a provider (:mod:`handlers.batch`, ``docs/batch.md``).
+
 ``python -m handlers.cli test-input --image PHOTO [--mask MASK] ... > test_input.json`` writes
 the job, with a fresh ``id``, as runpod's ``test_input.json``: ``python runpod_handler.py``
 (no ``--test_input``) reads that file from the working directory (runpod 1.12,
@@ -51,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     ti.add_argument("--targets", nargs="+", default=["upper"])
     ti.add_argument("--steps", type=int, default=20)
     ti.add_argument("--seed", type=int)
+    from handlers.batch import cli as batch_cli
+
+    batch_cli.build_parser(sub.add_parser(
+        "batch", help="many jobs through RunPod or the web API (docs/batch.md)"))
     a = ap.parse_args(argv)
+
+    if a.cmd == "batch":
+        return batch_cli.main(args=a)
 
     if a.cmd == "test-input":
         job = demo_job(a.image, prompt=a.prompt, steps=a.steps, task=a.task, seed=a.seed,

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from handlers.common import DEMO_PROMPT, demo_job, execute, throttled  # noqa: F401 (re-exported for modal_app)
@@ -84,6 +84,11 @@ class ModalConfig(BaseSettings):
         min_containers / max_containers: warm floor and concurrency ceiling
             (``MASKPAINT_MODAL_MIN_CONTAINERS`` / ``MASKPAINT_MODAL_MAX_CONTAINERS``).
         memory_snapshot: CPU memory snapshot of the loaded models (``MASKPAINT_MODAL_SNAPSHOT``).
+        gpu_snapshot: Modal's GPU memory snapshot (alpha; ``MASKPAINT_MODAL_GPU_SNAPSHOT``, off
+            by default; needs ``memory_snapshot``): the models load straight onto the GPU before
+            the snapshot, and a restore brings GPU memory back too, so the move to the GPU
+            after each restore disappears (``experimental_options={"enable_gpu_snapshot":
+            True}``; docs/gpu.md).
         s3_secret: Modal secret with the storage settings and credentials
             (``MASKPAINT_MODAL_S3_SECRET``).
         api_secret: Modal secret with ``MASKPAINT_API_TOKEN`` (``MASKPAINT_MODAL_API_SECRET``).
@@ -113,6 +118,7 @@ class ModalConfig(BaseSettings):
     max_containers: int | None = Field(None, ge=1, le=1000,
                                        validation_alias="MASKPAINT_MODAL_MAX_CONTAINERS")
     memory_snapshot: bool = Field(True, validation_alias="MASKPAINT_MODAL_SNAPSHOT")
+    gpu_snapshot: bool = Field(False, validation_alias="MASKPAINT_MODAL_GPU_SNAPSHOT")
     s3_secret: str = Field("maskpaint-s3", validation_alias="MASKPAINT_MODAL_S3_SECRET")
     api_secret: str = Field("maskpaint-api", validation_alias="MASKPAINT_MODAL_API_SECRET")
     weights_profile: str = Field("sd15", validation_alias="MASKPAINT_WEIGHTS_PROFILE")
@@ -128,6 +134,24 @@ class ModalConfig(BaseSettings):
             return None
         gpus = [g.strip() for g in v.split(",") if g.strip()]
         return gpus[0] if len(gpus) == 1 else gpus
+
+    @model_validator(mode="after")
+    def _gpu_snapshot_needs_snapshot(self) -> ModalConfig:
+        if self.gpu_snapshot and not (self.memory_snapshot and self.gpu):
+            raise ValueError("MASKPAINT_MODAL_GPU_SNAPSHOT needs MASKPAINT_MODAL_SNAPSHOT on "
+                             "and a GPU (MASKPAINT_MODAL_GPU)")
+        return self
+
+    @property
+    def load_on_cpu(self) -> bool:
+        """Load the models on CPU before the snapshot (a CPU-only snapshot: no GPU is attached
+        then); with the GPU snapshot they load on the GPU and are snapshotted there."""
+        return self.memory_snapshot and not self.gpu_snapshot
+
+    @property
+    def experimental_options(self) -> dict[str, bool] | None:
+        """``experimental_options`` of the GPU class (modal 1.6 ``App.cls``)."""
+        return {"enable_gpu_snapshot": True} if self.gpu_snapshot else None
 
     @classmethod
     def env_vars(cls) -> tuple[str, ...]:

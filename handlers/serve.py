@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--webhook-loopback", action="store_true",
                     help="TESTS ONLY: let webhooks go to http:// on any port of private and "
                     "loopback addresses (a receiver on this machine); off by default")
+    ap.add_argument("--log-level", default="WARNING",
+                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="console log level (JSON lines on stderr); INFO logs each job's stages "
+                    "(the load test counts model runs from them)")
     a = ap.parse_args(argv)
 
     import uvicorn
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.logs import setup_logging
     from core.pipeline import Worker
 
-    setup_logging("WARNING")
+    setup_logging(a.log_level)
     settings = Settings()
     token = (settings.api_token.get_secret_value() if settings.api_token is not None
              else secrets.token_urlsafe(24))

@@ -91,6 +91,7 @@ print(json.dumps({
     "container_env": sorted(kw["env"]),
     "web_secrets": [repr(s) for s in calls["function"]["secrets"]],
     "has_run": hasattr(modal_app.MaskPaint, "run"),
+    "experimental": kw.get("experimental_options"),
 }))
 """
 
@@ -116,6 +117,19 @@ def test_modal_app_imports_without_credentials_gpu_or_torch():
     assert any("maskpaint-s3" in s for s in out["secrets"])
     assert any("maskpaint-api" in s for s in out["web_secrets"])  # token only on the web side
     assert not any("maskpaint-api" in s for s in out["secrets"])
+
+
+def test_gpu_snapshot_is_off_by_default_and_a_setting():
+    assert _probe({})["experimental"] is None
+    out = _probe({"MASKPAINT_MODAL_GPU_SNAPSHOT": "1"})
+    assert out["experimental"] == {"enable_gpu_snapshot": True} and out["snapshot"] is True
+    from handlers.modal import ModalConfig
+
+    on = ModalConfig.from_env({"MASKPAINT_MODAL_GPU_SNAPSHOT": "1"})
+    assert on.load_on_cpu is False  # loaded on the GPU, snapshotted there
+    assert ModalConfig.from_env({}).load_on_cpu is True
+    with pytest.raises(ValueError, match="MASKPAINT_MODAL_SNAPSHOT"):
+        ModalConfig.from_env({"MASKPAINT_MODAL_GPU_SNAPSHOT": "1", "MASKPAINT_MODAL_SNAPSHOT": "0"})
 
 
 def test_deploy_knobs_reach_the_class():

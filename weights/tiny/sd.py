@@ -24,9 +24,9 @@ model's scheduler class (Euler) and the same 4-block, 8x VAE as the SD 1.5 write
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from weights.files import sha256_file
 from weights.manifest import ReceiptEntry, load_manifest, write_receipt_entry
 
 #: The UNet layout both tiny inpainting pipelines share (9 input channels: latents, mask, masked
@@ -142,17 +142,23 @@ def write_tiny_sd_inpaint(weights_dir: Path, key: str = "sd15-inpaint", seed: in
     return _save(pipe, Path(weights_dir), key, out, seed)
 
 
-def _save(pipe, weights_dir: Path, key: str, out: Path, seed: int) -> Path:
-    """Save ``pipe`` as fp16 safetensors (``variant="fp16"``) and record it in the receipt."""
+def _save(pipe, weights_dir: Path, key: str, out: Path, seed: int,
+          files_over: dict[str, bytes] | None = None) -> Path:
+    """Save ``pipe`` as fp16 safetensors (``variant="fp16"``) and record it in the receipt.
+
+    ``files_over``: relative path -> exact bytes written over what ``save_pretrained`` wrote
+    (e.g. a model's pinned config files, so they match the manifest's sha256)."""
     import torch
 
     pipe.to(torch_dtype=torch.float16)
     pipe.save_pretrained(out, safe_serialization=True, variant="fp16")
+    for rel, data in (files_over or {}).items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
     files = []
     for f in sorted(p for p in out.rglob("*") if p.is_file()):
-        data = f.read_bytes()
-        files.append({"path": str(f.relative_to(out)), "sha256": hashlib.sha256(data).hexdigest(),
-                      "size": len(data)})
+        sha, size = sha256_file(f)
+        files.append({"path": str(f.relative_to(out)), "sha256": sha, "size": size})
     write_receipt_entry(
         weights_dir, key,
         ReceiptEntry(source="dev-random", revision=f"dev-random-seed{seed}", dev=True, files=files),

@@ -5,6 +5,8 @@ export type { RunpodClientOptions, RunpodRunOptions, RunpodStatus, RunpodSubmitO
 export { ModalClient } from "./modal.js";
 export type { ModalClientOptions, ModalRunOptions, ModalSubmitOptions, WebJobState, WebJobStatus, WebSubmitResponse } from "./modal.js";
 export { verifyWebhook, WEBHOOK_SIGNATURE_HEADER } from "./webhook.js";
+export { idempotencyKey, runMany } from "./batch.js";
+export type { RunManyClient, RunManyOptions, RunManyProgress, RunManyResult } from "./batch.js";
 export { MaskpaintError, isMaskpaintError, isErrorCode, defaultRetryable, httpStatusFor, isClientError } from "./errors.js";
 export type { ClientErrorCode, MaskpaintErrorCode, MaskpaintErrorInit, Provider } from "./errors.js";
 export { backoffDelay, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POLL, DEFAULT_TIMEOUT_MS, MIN_POLL_DELAY_MS, newIdempotencyKey } from "./http.js";

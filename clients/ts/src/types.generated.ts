@@ -135,6 +135,10 @@ export interface JobRequest {
   model?: string | null;
   output?: OutputOptions;
   /**
+   * A caller-chosen key (1-64 of `A-Za-z0-9._-`) that replaces the provider's job id as the key of the worker's write-once job record and output folder (`key-<key>`): the same request sent again with the same key, under any provider job id, returns the recorded result without running the models (a batch resubmitting after an interruption). The same key with a different request is `storage_conflict`.
+   */
+  idempotency_key?: string | null;
+  /**
    * Optional reference garment (e.g. a shop photo), in the same forms and limits as `image`. The garment is cut out of it when the garment detector finds one (else the whole photo is used; `conditioning.garment` says which) and steers the repaint through an IP-Adapter. Needs a worker with the IP-Adapter baked (`model_not_found` otherwise).
    */
   garment_image?: string | null;
