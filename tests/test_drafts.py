@@ -312,3 +312,27 @@ def test_draft_with_reference_garment_and_pose_lock(handler, photos):
     assert {"ip-adapter-sd15", "controlnet-openpose-sd15", "lcm-lora-sd15"} <= set(keys)
     plain = _run(handler, speed="draft")  # the draft LoRA is off again, the scheduler restored
     assert plain["sampling"]["scheduler_class"] == "LCMScheduler"
+
+
+def test_a_draft_unet_call_never_takes_the_compiled_path(dev_weights):
+    """The compiled UNet's graphs were traced with the LoRA off: a call while a draft's LoRA is
+    on has its own signature, which the compile artefacts never allow, so it runs eager instead
+    of recompiling in the middle of a job."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from core.compile import UNetDispatch
+    from core.sampling import LORA_ON_ATTR
+
+    unet = UNet2DConditionModel.from_pretrained(dev_weights / "diffusers/sd15-inpaint",
+                                                subfolder="unet", variant="fp16",
+                                                local_files_only=True)
+    dispatch = UNetDispatch(unet, None, allowed=set())
+    args = (torch.zeros(1, 9, 8, 8), torch.zeros(1), torch.zeros(1, 77, 32))
+    standard = dispatch.signature(args, {})
+    dispatch.allowed = {standard}
+    setattr(unet, LORA_ON_ATTR, True)
+    assert dispatch.signature(args, {}) != standard
+    with torch.inference_mode():
+        unet(*args)
+    assert dispatch.calls == {"compiled": 0, "eager": 1}
