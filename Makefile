@@ -24,9 +24,9 @@ demo: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m handlers.cli demo
 
 # The web API (as on Modal) with a local dispatcher and the dev weights, plus the mask editor's
-# reference page; prints the URL to open. HOST / PORT override 127.0.0.1:8000.
+# reference page; prints the URL to open. HOST / PORT override 127.0.0.1:8080 (8000 is RunPod's local test server).
 HOST ?= 127.0.0.1
-PORT ?= 8000
+PORT ?= 8080
 serve: dev-weights client-dist
 	MASKPAINT_WEIGHTS_DIR=$${MASKPAINT_WEIGHTS_DIR:-$(WEIGHTS)} $(PY) -m handlers.serve --host $(HOST) --port $(PORT)
 

@@ -73,20 +73,38 @@ class MaskPaint:
         An accelerator failure makes this container stop taking inputs after replying."""
         call_id = modal.current_function_call_id()  # the id the web API polls; None in .local()
         report = (lambda update: progress.set(call_id, update)) if call_id else None
-        return glue.run_job(self.worker, job, job_id, progress=report)
+        # a webhook is delivered by its own small CPU function: retries never hold this GPU
+        return glue.run_job(self.worker, job, job_id, progress=report,
+                            send_webhook=lambda url, jid, status: deliver_webhook.spawn(
+                                url, jid, status))
 
 
-@app.function(image=image, secrets=[api_secret, *webhook_secrets], env=cfg.container_env(), timeout=60,
-              scaledown_window=300)
+@app.function(image=image, secrets=webhook_secrets, env=cfg.container_env(), cpu=0.25,
+              memory=256, timeout=300, scaledown_window=60)
+def deliver_webhook(url: str, job_id: str, status: dict) -> bool:
+    """Deliver one finished job's webhook (signed, SSRF-checked, retried with backoff)."""
+    from handlers.webhook import deliver
+
+    glue.setup_container_logging()
+    return deliver(url, job_id, status)
+
+
+@app.function(image=image, secrets=[api_secret, s3_secret, *webhook_secrets],
+              env=cfg.container_env(), timeout=60, scaledown_window=300)
 @modal.concurrent(max_inputs=64)  # submit/poll only: no request waits on the GPU
 @modal.asgi_app(label=f"{cfg.app_name}-api")
 def web():
-    """``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` for a backend (Bearer token)."""
+    """``POST /jobs``, ``GET`` / ``DELETE /jobs/{id}``, ``GET /health`` (Bearer token)."""
     # the ids this API handed out, shared by every web container (entries live 7 days)
     issued = modal.Dict.from_name(f"{cfg.app_name}-job-ids", create_if_missing=True)
+    from core.settings import Settings
+    from core.storage import make_storage
+
+    # the storage settings (s3_secret) let a poll of a finished job re-sign its URLs
     return web_api.create_web_app(glue.ModalDispatcher(lambda: MaskPaint().run, progress),
                                   readiness=web_api.weights_readiness,
-                                  issued=DictIssuedIds(issued))
+                                  issued=DictIssuedIds(issued),
+                                  resign=web_api.resign_with(make_storage(Settings())))
 
 
 @app.local_entrypoint()

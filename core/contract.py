@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from core.errors import ErrorCode, JobError
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, PoseInfo, SamplingInfo, TargetGroup,
+    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
 from core.sampling import SamplingPlan, SchedulerName, Speed, combination_error, plan
 

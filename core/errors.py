@@ -24,6 +24,8 @@ class ErrorCode(str, Enum):
     input_fetch_failed = "input_fetch_failed"  # network error / 5xx fetching an input
     empty_mask = "empty_mask"  # the final mask has no pixel to repaint
     face_detection_unavailable = "face_detection_unavailable"  # protect_face, but no face detector could run
+    content_blocked = "content_blocked"  # the prompt or an image was refused by the content policy
+    safety_unavailable = "safety_unavailable"  # safety is on but no image moderation model could run
     model_not_found = "model_not_found"  # `model` is not in the manifest or not baked
     storage_error = "storage_error"  # writing outputs failed
     storage_conflict = "storage_conflict"  # a different object already exists at an output key
@@ -31,6 +33,8 @@ class ErrorCode(str, Enum):
     device_error = "device_error"  # the accelerator is unusable; the worker should be recycled
     timeout = "timeout"  # the job passed its internal deadline; nothing was uploaded
     internal = "internal"  # a bug; details are in the worker log only
+    interrupted = "interrupted"  # the job was cut by a restart of the server; submit it again
+    cancelled = "cancelled"  # the caller cancelled the job (DELETE /jobs/{id}); nothing was stored
 
 
 #: Codes for which the same request may succeed when retried later.
@@ -42,6 +46,7 @@ RETRYABLE = frozenset(
         ErrorCode.device_error,
         ErrorCode.timeout,
         ErrorCode.internal,
+        ErrorCode.interrupted,
     }
 )
 

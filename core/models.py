@@ -73,6 +73,10 @@ class ModelSet:
     conditioning: dict[str, Any] = field(default_factory=dict)
     #: The draft LoRAs (LCM-LoRA) of the loaded inpainting models (:class:`core.sampling.Drafts`).
     drafts: Any = None
+    #: Image moderation classifiers (:mod:`core.moderation`): every baked one that loaded.
+    moderation: list = field(default_factory=list)
+    #: Moderation model key -> why it is not loaded ("not baked", "failed to load").
+    moderation_missing: dict[str, str] = field(default_factory=dict)
 
     def inpainter(self, key: str | None) -> InpaintModel:
         """The loaded inpainting model ``key`` (``None``: the default).
@@ -158,6 +162,12 @@ class ModelSet:
             ms.face_detectors.append(HaarFaceDetector())
             log.warning("face detector: using OpenCV's Haar cascade (no other face model "
                         "loaded: %s)", ms.missing.get("face_detectors", "none baked"))
+        if settings.safety != "off":  # the moderation classifiers (ONNX), after the rest
+            from core.moderation import load_moderation
+
+            ms.moderation, ms.moderation_missing, mod_ms = load_moderation(
+                manifest, wd, settings.verify_weights, device)
+            ms.load_ms.update(mod_ms)
         import_job_modules()
         return ms
 

@@ -18,7 +18,7 @@ from http.client import HTTPException
 
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from core.errors import JobError
+from core.errors import ErrorCode, JobError
 from core.net import Resolver, _Fetch, _Transient
 from core.netconn import _Deadline, _default_ssl_context, _getaddrinfo
 
@@ -45,6 +45,36 @@ def check_post_url(url: object, *, field: str = "webhook", allow_http: bool = Fa
     _fetcher(field=field, deadline_s=1.0, allow_private=False, allow_http=allow_http,
              allow_any_port=allow_any_port, resolver=None, ssl_context=None
              ).parse(url, redirect=False)
+
+
+def check_post_destination(url: object, *, field: str = "webhook", allow_private: bool = False,
+                           allow_http: bool = False, allow_any_port: bool = False,
+                           deadline_s: float = 2.0, resolver: Resolver | None = None) -> None:
+    """:func:`check_post_url` plus the address rule, before anything is queued: an IP literal,
+    or a name that resolves (within ``deadline_s``, s) only or partly to a private, loopback,
+    link-local, reserved or otherwise non-public address, is refused unless ``allow_private``.
+    A name that does not resolve now (or in time) passes: the POST itself checks again and
+    connects only to the address it checked.
+
+    Raises:
+        JobError: ``invalid_input`` (malformed) or ``blocked_url``, naming ``field``.
+    """
+    f = _fetcher(field=field, deadline_s=deadline_s, allow_private=allow_private,
+                 allow_http=allow_http, allow_any_port=allow_any_port, resolver=resolver,
+                 ssl_context=None)
+    target = f.parse(url, redirect=False)
+    if allow_private:
+        return
+    f.deadline = _Deadline(deadline_s)
+    try:
+        f.addresses(target)
+    except _Transient:
+        return
+    except JobError as err:
+        if err.code == ErrorCode.blocked_url:
+            raise
+    finally:
+        f.deadline.close()
 
 
 def post_once(url: str, body: bytes, headers: dict[str, str], *, deadline_s: float = 10.0,

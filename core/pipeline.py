@@ -29,7 +29,7 @@ from core.offline import forbid_runtime_installs
 from core.sampling import check_draft
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
-                          write_record)
+                          write_record, write_refusal)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -86,6 +86,9 @@ class Worker:
         self._s3_factory = s3_client_factory
         self.limits = Limits.from_settings(settings)
         self.cold_start_ms: dict[str, float] = {}
+        from core.moderation.stage import Moderator  # (lazy: OpenCV; handlers import this)
+
+        self.moderator = Moderator.build(settings, models)
         forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
         if settings.malloc_mmap_threshold_bytes:  # freed frames and masks go back to the OS
             return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory; #16)
@@ -119,9 +122,13 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
-        # at-least-once delivery (core.storage): a job that already finished returns its
-        # recorded result, with no fetch, decode, masking or inpainting
         request_sha = request_sha256(req)
+        # content moderation (core.moderation.stage): the prompt now, before anything else; an
+        # image refused later is recorded, so a redelivery is refused again without any work
+        guard = self.moderator.start(
+            job, lambda err: write_refusal(self.storage, job.id, request_sha, err))
+        # at-least-once delivery (core.storage): a job that already finished returns its
+        # recorded result (or refusal), with no fetch, decode, masking or inpainting
         recorded = read_record(self.storage, job.id, request_sha)
         if recorded is not None:
             log.info("job %s already done: returning its recorded result", job.id,
@@ -170,6 +177,10 @@ class Worker:
                                       limits=self.limits) if "garment_image" in raw else None)
         del raw
         clock.stage("decode", t)
+        if guard.checks_inputs:  # moderate_inputs: the photos, before any model sees them
+            t = stage("safety")
+            guard.check_inputs(image, garment_photo)
+            clock.stage("safety.input", t)
 
         t = stage("mask")
         from core.masking.auto import make_mask
@@ -222,6 +233,10 @@ class Worker:
                 scheduler=sp.scheduler, scheduler_class=facts["scheduler_class"], speed=sp.speed,
                 num_inference_steps=sp.num_inference_steps, guidance_scale=sp.guidance_scale,
                 lora=lora, adjusted=list(sp.adjusted))
+            if guard.on:  # every result, before anything is encoded or stored
+                t = stage("safety")
+                guard.check_outputs(results, mo.alpha)
+                clock.stage("safety", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
         mo.drop_alpha()  # (the overlay has its scaled copy)
 
@@ -249,7 +264,7 @@ class Worker:
                 models.append(ModelInfo(**cond.control_identity))
         if sampling is not None and sampling.lora:  # the draft LoRA that ran
             models.append(ModelInfo(**self.models.drafts.identity[inpainter.key]))
-        models += [ModelInfo(**identity) for identity in mo.identities]
+        models += [ModelInfo(**identity) for identity in mo.identities + guard.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
         result = JobResult(
@@ -263,7 +278,7 @@ class Worker:
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
                                detector_issues=mo.issues),
             model=inpainter.key if inpainter is not None else None,
-            models=models, timings_ms=clock.timings,
+            models=models, moderation=guard.info(), timings_ms=clock.timings,
         )
         # the record goes last: from here on every delivery of this id returns the first result
         # recorded (another attempt may have won the race; then its result is returned)

@@ -132,6 +132,22 @@ class SamplingInfo(BaseModel):
         "the draft ranges (LCM-LoRA: 4-8 steps, guidance 1-2).")
 
 
+class ModerationInfo(BaseModel):
+    """What the content moderation did for this job (docs/safety.md)."""
+
+    policy: Literal["block", "off"] = Field(
+        ..., description="The worker's `MASKPAINT_SAFETY`: `off` = nothing was checked.")
+    checks: list[Literal["prompt", "input", "output"]] = Field(
+        default_factory=list, description="The checks that ran and passed, in order.")
+    classifiers: list[str] = Field(
+        default_factory=list, description="Manifest keys of the image moderation models that "
+        "ran (also in `models`).")
+    max_scores: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per classifier (manifest key), the highest score "
+        "(0-1) of each blocking label over every image checked; all stayed below the worker's "
+        "thresholds.")
+
+
 class JobResult(BaseModel):
     """What a successful job returns."""
 
@@ -156,6 +172,9 @@ class JobResult(BaseModel):
         None, description="Key of the inpainting model that ran (inpaint only)."
     )
     models: list[ModelInfo] = Field(default_factory=list)
+    moderation: ModerationInfo | None = Field(
+        None, description="What the content moderation checked (absent only in results "
+        "recorded by a worker that had no moderation).")
     timings_ms: dict[str, float] = Field(default_factory=dict, description="ms per stage; keys "
                                          "ending `.forward`: model calls (overhead = total - sum)")
     size: list[int] = Field(..., description="[width, height] px of the (oriented) input.")

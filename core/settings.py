@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="Let https inputs reach private addresses (self-hosted only)."
     )
+    allow_private_webhooks: bool = Field(
+        False, description="DEVELOPMENT ONLY: let `webhook` URLs be http, on any port and on "
+        "private or loopback addresses (a receiver on 127.0.0.1); off by default, where webhooks "
+        "must be https on port 443 to a public address."
+    )
     max_input_bytes: int = Field(25 * 1024 * 1024, ge=1, description="Per input, bytes.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Width x height, px.")
     max_image_side: int = Field(12_000, ge=16, description="Longest side, px.")
@@ -71,6 +76,38 @@ class Settings(BaseSettings):
         "least this size go back to the OS (core.memory; #16: a 12 MP job's peak RSS ~1.2 "
         "frames lower, its overhead ~0.1 s higher on 2 cores); 0 leaves glibc's own dynamic "
         "threshold."
+    )
+
+    # content moderation (core.moderation; docs/safety.md). Operator-only: no job field
+    # changes any of these.
+    safety: Literal["block", "off"] = Field(
+        "block", description="`block`: prompts are checked against the term list and every "
+        "repainted image (and, with `moderate_inputs`, every input photo) by the image "
+        "moderation models; a hit fails the job with `content_blocked` and nothing is stored; no "
+        "moderation model loaded = every job fails with `safety_unavailable`. `off`: nothing is "
+        "checked (self-hosted use that moderates elsewhere)."
+    )
+    moderate_inputs: bool = Field(
+        False, description="Also run the image check on the input photo (and the reference "
+        "garment) right after decoding, before any masking; a hit is `content_blocked` with "
+        "check `input`."
+    )
+    moderation_terms_path: Path | None = Field(
+        None, description="A JSON term list in the packaged format (core/moderation/terms.json) "
+        "whose terms, context rules and combos are added to the packaged ones."
+    )
+    nudenet_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="NudeNet 320n score (0-1) from which an exposed-body "
+        "detection (`*_GENITALIA_EXPOSED`, `FEMALE_BREAST_EXPOSED`, `BUTTOCKS_EXPOSED`, "
+        "`ANUS_EXPOSED`) blocks. NudeNet itself reports detections from 0.25 (nudenet.py's NMS "
+        "score); on clothed real photos and their crops the highest exposed score measured here "
+        "was 0.32 (a coffee cup read as BUTTOCKS_EXPOSED). Lower blocks more."
+    )
+    opennsfw_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="open_nsfw NSFW probability (0-1) from which an image "
+        "(whole, or the repainted region's crop) blocks. Yahoo's open_nsfw README: below 0.2 "
+        "likely safe, above 0.8 likely NSFW; clothed real photos and crops measured here scored "
+        "at most 0.17 (a group photo). Lower blocks more."
     )
 
     # speed: each off until the GPU bench (python -m bench.gpu) shows it pays; docs/gpu.md

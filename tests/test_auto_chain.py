@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from core.masking.post import grow_box
-from tests.conftest import BUCKET, data_url
+from tests.conftest import BUCKET, copy_moderation_models, data_url
 
 FACE_MARKER = (255, 0, 128)
 # where each photo's (largest) face is, x0, y0, x1, y1 px; the marker is painted there
@@ -24,7 +24,7 @@ FACES = {"astronaut": (175, 60, 275, 170), "bus": (105, 400, 160, 475), "zidane"
 
 
 @pytest.fixture(scope="module")
-def chain_weights(tmp_path_factory):
+def chain_weights(tmp_path_factory, dev_weights):
     from weights.tiny.faces import write_tiny_scrfd
     from weights.tiny.masking import write_tiny_sam, write_tiny_yolo
     from weights.tiny.sd import write_tiny_sd_inpaint
@@ -34,6 +34,7 @@ def chain_weights(tmp_path_factory):
     write_tiny_yolo(d, bias_class="long_sleeved_shirt")
     write_tiny_sam(d)
     write_tiny_scrfd(d, marker_rgb=FACE_MARKER)
+    copy_moderation_models(dev_weights, d)
     return d
 
 
@@ -95,7 +96,8 @@ def test_inpaint_without_mask_uses_the_auto_chain_and_spares_the_face(chain_hand
     assert np.array_equal(result[gy0:gy1, gx0:gx1], img[gy0:gy1, gx0:gx1])  # face pixels untouched
     assert 0 < info["coverage"] < 1
     used = {m["key"] for m in out["models"]}
-    assert used == {"sd15-inpaint", "garments-yolov8s-seg", "sam-vit-b", "faces-scrfd"}
+    assert used == {"sd15-inpaint", "garments-yolov8s-seg", "sam-vit-b", "faces-scrfd",
+                    "moderation-nudenet", "moderation-opennsfw"}
     t = out["timings_ms"]
     assert {"mask.detect", "mask.sam", "mask.faces"} <= set(t)
     # each model's own time is reported, inside its stage, so overhead = total - forwards

@@ -631,8 +631,13 @@ def test_pip_download_args_follow_the_pinned_file_name():
     ) == ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
           "--no-input", "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
           "--platform", "manylinux_2_28_x86_64", "mediapipe==0.10.21"]
-    assert bake_mod.pip_download_args("six", "1.17.0", "six-1.17.0-py2.py3-none-any.whl")[-3:] \
-        == ["--python-version", "2", "six==1.17.0"]
+    # a pure-Python wheel: no interpreter arguments (pip would read "py3" as Python 3.0 and
+    # refuse a release that requires Python >= 3.6, as nudenet 3.4.2 does)
+    for pkg, version, wheel in (("six", "1.17.0", "six-1.17.0-py2.py3-none-any.whl"),
+                                ("nudenet", "3.4.2", "nudenet-3.4.2-py3-none-any.whl")):
+        args = bake_mod.pip_download_args(pkg, version, wheel)
+        assert args[-2:] == ["--no-input", f"{pkg}=={version}"]
+        assert "--python-version" not in args and "--platform" not in args
 
 
 def test_wheel_bake_extracts_only_the_listed_members_and_caches_the_wheel(tmp_path):

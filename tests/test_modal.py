@@ -339,7 +339,7 @@ def _wait(client, job_id: str, timeout_s: float = 60.0) -> dict:
     while time.monotonic() - t < timeout_s:
         r = client.get(f"/jobs/{job_id}", headers=AUTH)
         assert r.status_code == 200, r.text
-        if r.json()["status"] != "pending":
+        if r.json()["status"] not in ("queued", "running"):
             return r.json()
         time.sleep(0.05)
     raise AssertionError("job did not finish")
@@ -362,7 +362,7 @@ def test_missing_or_bad_token_is_401_and_queues_nothing(web, photos, headers):
     assert r.headers["www-authenticate"] == "Bearer"
     assert TOKEN not in r.text
     assert web.get("/jobs/local-anything", headers=headers).status_code == 401
-    assert web.dispatcher._jobs == {}
+    assert web.dispatcher.table.count() == 0
 
 
 @pytest.mark.parametrize("body,status,code,field", [
@@ -382,7 +382,7 @@ def test_invalid_body_is_rejected_at_once_with_its_code(web, body, status, code,
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert (err["code"], err["field"], err["retryable"]) == (code, field, False)
-    assert web.dispatcher._jobs == {}  # never reached the GPU
+    assert web.dispatcher.table.count() == 0  # never reached the GPU
 
 
 def test_oversized_body_is_413(s3_worker):
@@ -395,14 +395,20 @@ def test_oversized_body_is_413(s3_worker):
 
 
 @pytest.mark.slow
-def test_submit_then_poll_pending_then_done(web, s3, photos, gate):
-    gate.clear()  # hold the job so "pending" is observed deterministically
+def test_submit_then_poll_queued_running_then_done(web, s3, photos, gate):
+    gate.clear()  # hold the job so "running" is observed deterministically
     r = web.post("/jobs", json={"input": _input(photos)}, headers=AUTH)
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "queued" and body["id"].startswith("local-")
     assert r.headers["location"] == f"/jobs/{body['id']}"
-    assert web.get(f"/jobs/{body['id']}", headers=AUTH).json() == {"status": "pending"}
+    for _ in range(200):  # queued until the worker thread picks it up, then running
+        now = web.get(f"/jobs/{body['id']}", headers=AUTH).json()
+        if now["status"] == "running":
+            break
+        assert now == {"id": body["id"], "status": "queued", "position": 1}
+        time.sleep(0.05)
+    assert now == {"id": body["id"], "status": "running"}
     gate.set()
     done = _wait(web, body["id"])
     assert done["status"] == "done", done
@@ -473,7 +479,8 @@ def _mx():
 
 
 @pytest.mark.parametrize("outcome,expect", [
-    (TimeoutError(), {"status": "pending"}),
+    (TimeoutError(), {"status": "queued"}),
+    (_mx().InputCancellation("c"), {"status": "cancelled"}),
     (_mx().OutputExpiredError(), {"status": "expired"}),
     (_mx().FunctionTimeoutError("t"), ("failed", "timeout")),
     ({"job_id": "fc-1", "mask": {}}, {"status": "done", "output": {"job_id": "fc-1", "mask": {}}}),

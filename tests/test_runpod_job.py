@@ -75,7 +75,7 @@ def test_provided_mask_job_stores_outputs_and_keeps_unmasked_pixels(
     assert out["seed"] == 1234
     assert out["models"][0]["key"] == "sd15-inpaint" and out["models"][0]["dev"] is True
     t = out["timings_ms"]
-    assert {"fetch", "decode", "mask", "inpaint", "encode", "upload", "total"} <= set(t)
+    assert {"fetch", "decode", "mask", "inpaint", "safety", "encode", "upload", "total"} <= set(t)
     # the model call's own time: a job's overhead is total - sum of *.forward
     assert 0 < t["inpaint.forward"] <= t["inpaint"]
     assert "mask.garments.forward" not in t and "mask.sam.forward" not in t  # mask provided
@@ -180,7 +180,7 @@ def test_progress_stages_and_steps_in_order(s3_worker, photos):
     job = parse_job("progress", _job(raw, _rect_mask(512, 512, (200, 300, 330, 460))))
     s3_worker.run(job, seen.append)
     stages = list(dict.fromkeys(p["stage"] for p in seen))
-    assert stages == ["fetch", "decode", "mask", "inpaint", "encode", "upload"]
+    assert stages == ["fetch", "decode", "mask", "inpaint", "safety", "encode", "upload"]
     steps = [(p["step"], p["steps"]) for p in seen if "step" in p]
     total = steps[-1][1]
     assert total >= STEPS  # PNDM (SD 1.5's scheduler) runs one extra step

@@ -145,11 +145,14 @@ def test_runpod_envelope_matches_the_handler_and_the_local_server():
 def test_modal_envelopes():
     v = _validator("modal.schema.json")
     body = {"code": "gpu_oom", "message": "CUDA out of memory", "field": None, "retryable": True}
-    for ok in ({"status": "pending"}, {"status": "done", "output": _result()},
-               {"status": "failed", "error": body}):
+    for ok in ({"id": "j", "status": "queued"}, {"id": "j", "status": "queued", "position": 3},
+               {"id": "j", "status": "running", "progress": {"stage": "mask"}},
+               {"id": "j", "status": "done", "output": _result()},
+               {"id": "j", "status": "failed", "error": body},
+               {"id": "j", "status": "cancelled"}):
         assert not list(v.iter_errors(ok)), ok
-    for bad in ({"status": "queued"}, {"status": "done"},
-                {"status": "failed", "error": {"code": "nope"}}):
+    for bad in ({"id": "j", "status": "pending"}, {"status": "queued"}, {"id": "j", "status": "done"},
+                {"id": "j", "status": "failed", "error": {"code": "nope"}}):
         assert list(v.iter_errors(bad)), bad
     assert not list(_validator("modal.schema.json", "ModalSubmitResponse").iter_errors(
         {"id": "fc-1", "status": "queued"}))

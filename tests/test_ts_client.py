@@ -304,11 +304,11 @@ def test_modal_client_against_the_local_web_api(ts_pkg, dev_weights, job_file, t
                             "bytes": res["image"]["bytes"], "sha256": res["image"]["sha256"]}
     assert run["mask"]["status"] == 200
     statuses = [p["status"] for p in run["progress"]]
-    assert statuses[0] == "queued" and set(statuses) <= {"queued", "pending"}
+    assert statuses[0] == "queued" and set(statuses) <= {"queued", "running"}
     for p in run["progress"]:  # whatever progress a poll showed is well formed
         if p["progress"] is not None:
-            assert p["progress"]["stage"] in {"fetch", "decode", "mask", "inpaint", "encode",
-                                              "upload"}
+            assert p["progress"]["stage"] in {"fetch", "decode", "mask", "inpaint", "safety",
+                                              "encode", "upload"}
 
     (hook,) = out["deliveries"]
     assert hook["verified"] is True and hook["forgedVerified"] is False

@@ -1,5 +1,5 @@
 """The local web API (``handlers.serve``): progress while polling, http artefact URLs, static
-page, and signed webhooks to a loopback receiver (allowed by an explicit test-only policy)."""
+page, and signed webhooks to a loopback receiver (allowed by the development policy)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def receiver():
                 state["fail_first"] -= 1
                 self.send_response(503)
             else:
-                got.append((body, self.headers.get(wh.SIGNATURE_HEADER)))
+                got.append((body, self.headers.get(wh.SIGNATURE_HEADER),
+                            self.headers.get(wh.TIMESTAMP_HEADER)))
                 self.send_response(204)
             self.end_headers()
 
@@ -87,7 +88,8 @@ def _wait(client, job_id: str) -> tuple[dict, list[dict]]:
         r = client.get(f"/jobs/{job_id}", headers=AUTH)
         assert r.status_code == 200, r.text
         body = r.json()
-        if body["status"] != "pending":
+        assert body["id"] == job_id
+        if body["status"] not in ("queued", "running"):
             return body, pendings
         pendings.append(body)
         time.sleep(0.1)
@@ -106,8 +108,9 @@ def test_local_inpaint_job_reports_progress_and_serves_its_result_over_http(loca
     job_id = r.json()["id"]
     done, pendings = _wait(client, job_id)
     assert done["status"] == "done", done
-    for p in pendings:  # whatever a poll showed is a well-formed progress
-        assert set(p) <= {"status", "progress"}
+    for p in pendings:  # whatever a poll showed is a well-formed queued or running status
+        assert set(p) <= {"id", "status", "progress", "position"}
+        assert ("progress" not in p) or p["status"] == "running"
     stages = [u["stage"] for u in progress.seen]
     assert stages[0] == "fetch" and "mask" in stages and stages[-1] == "upload", stages
     steps = [u for u in progress.seen if u["stage"] == "inpaint" and "steps" in u]
@@ -116,6 +119,10 @@ def test_local_inpaint_job_reports_progress_and_serves_its_result_over_http(loca
 
     out = done["output"]
     assert out["image"]["url"].startswith("http://testserver/outputs/")
+    for art in [out["image"], out["mask"], out["overlay"], *out["images"]]:
+        assert art["url"].startswith("http://testserver/outputs/"), art["url"]
+        assert art["key"] == art["url"].removeprefix("http://testserver/outputs/")
+        assert not art["key"].startswith("/")
     img = client.get(out["image"]["url"].removeprefix("http://testserver"))
     assert img.status_code == 200
     assert hashlib.sha256(img.content).hexdigest() == out["image"]["sha256"]
@@ -124,8 +131,10 @@ def test_local_inpaint_job_reports_progress_and_serves_its_result_over_http(loca
         if got:
             break
         time.sleep(0.1)
-    raw, sig = got[0]
-    assert sig == "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    raw, sig, ts = got[0]
+    assert sig == "sha256=" + hmac.new(SECRET.encode(), ts.encode() + b"." + raw,
+                                       hashlib.sha256).hexdigest()
+    assert wh.verify_signature(raw, sig, ts, SECRET)
     delivered = json.loads(raw)
     assert delivered["id"] == job_id and delivered["status"] == "done"
     assert delivered["output"] == out, "the webhook carries what a poll shows (http URLs)"
@@ -149,8 +158,8 @@ def test_pending_poll_carries_the_latest_progress():
             if "progress" in body:
                 break
             time.sleep(0.05)
-        assert body == {"status": "pending", "progress": {"stage": "inpaint", "step": 1,
-                                                         "steps": 2}}
+        assert body == {"id": job_id, "status": "running",
+                        "progress": {"stage": "inpaint", "step": 1, "steps": 2}}
         release.set()
         done, _ = _wait(client, job_id)
         assert done["status"] == "failed" and done["error"]["code"] == "empty_mask"
@@ -225,11 +234,11 @@ def test_modal_dispatcher_shows_the_progress_the_gpu_class_wrote(monkeypatch):
     monkeypatch.setattr(modal.FunctionCall, "from_id", lambda call_id, client=None: Pending())
     shared: dict = {}
     disp = glue.ModalDispatcher(lambda: None, DictProgress(shared))
-    assert disp.poll("fc-01ABC") == {"status": "pending"}
+    assert disp.poll("fc-01ABC") == {"status": "queued"}  # no progress yet: not started
     DictProgress(shared).set("fc-01ABC", {"stage": "inpaint", "step": 3, "steps": 30})
-    assert disp.poll("fc-01ABC") == {"status": "pending", "progress": {"stage": "inpaint",
+    assert disp.poll("fc-01ABC") == {"status": "running", "progress": {"stage": "inpaint",
                                                                        "step": 3, "steps": 30}}
-    assert disp.poll("fc-01OTHER") == {"status": "pending"}
+    assert disp.poll("fc-01OTHER") == {"status": "queued"}
 
 
 def test_a_broken_progress_store_never_fails_a_poll():
@@ -264,6 +273,36 @@ def test_run_job_reports_stages_and_delivers_the_webhook(settings_factory, model
                     webhook_policy=LOOPBACK)
     assert "error" not in reply, reply
     assert [u["stage"] for u in seen][:3] == ["fetch", "decode", "mask"]
-    raw, sig = got[0]
-    assert sig == wh.sign(raw, SECRET)
+    for _ in range(100):  # delivered in the background: run_job returned first
+        if got:
+            break
+        time.sleep(0.1)
+    raw, sig, ts = got[0]
+    assert sig == wh.sign(raw, SECRET, int(ts))
     assert json.loads(raw)["id"] == "fc-01RUN" and json.loads(raw)["output"] == reply
+
+
+def test_run_job_hands_the_webhook_off_and_returns_without_delivering(settings_factory,
+                                                                      model_set, photos,
+                                                                      receiver, monkeypatch):
+    """On Modal the GPU class passes ``send_webhook`` (spawn the CPU delivery function): the
+    job returns as soon as its record is written, having only handed the status over, without
+    inline base64 (the webhook carries URLs)."""
+    from core.pipeline import build_worker
+    from handlers.modal import run_job
+
+    monkeypatch.setenv("MASKPAINT_WEBHOOK_SECRET", SECRET)
+    url, got, _ = receiver
+    handed: list[tuple] = []
+    worker = build_worker(model_set, settings_factory())
+    job = {"input": {"image": data_url(photos["bus"].read_bytes()), "task": "mask",
+                     "output": {"return_base64": True}}, "webhook": url}
+    reply = run_job(worker, job, "fc-01HAND", on_refresh=lambda: None,
+                    send_webhook=lambda *a: handed.append(a))
+    assert reply["mask"]["base64"], "the reply itself keeps its inline copy"
+    ((to, job_id, status),) = handed
+    assert (to, job_id, status["status"]) == (url, "fc-01HAND", "done")
+    assert status["output"]["mask"]["base64"] is None
+    assert status["output"]["mask"]["sha256"] == reply["mask"]["sha256"]
+    time.sleep(0.5)
+    assert got == [], "nothing was delivered from the worker itself"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core.imageio import decode_image
 from core.masking.post import dilate
-from tests.conftest import BUCKET, data_url, png_bytes
+from tests.conftest import BUCKET, DEV_WEIGHTS, copy_moderation_models, data_url, png_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,11 @@ def _copy_model(src_weights: Path, dst_weights: Path, key: str) -> None:
     from weights.manifest import load_manifest, load_receipt, write_receipt_entry
 
     path = load_manifest().models[key].path
-    shutil.copytree(src_weights / path, dst_weights / path)
+    if (src_weights / path).is_file():  # a one-file model (the moderation classifiers)
+        (dst_weights / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src_weights / path, dst_weights / path)
+    else:
+        shutil.copytree(src_weights / path, dst_weights / path)
     write_receipt_entry(dst_weights, key, load_receipt(src_weights).models[key])
 
 
@@ -54,6 +58,8 @@ def _handler(settings):
     from core.storage import LocalStorage
     from handlers.runpod import make_handler
 
+    # every image profile carries the moderation classifiers (without one: safety_unavailable)
+    copy_moderation_models(DEV_WEIGHTS, Path(settings.weights_dir))
     models = ModelSet.load(settings)
     return make_handler(Worker(settings, models, LocalStorage(settings.output_dir))), models
 
@@ -98,6 +104,7 @@ def test_sdxl_only_worker_answers_a_job_without_model(dev_weights, tmp_path, pho
     handler, models = _handler(Settings(weights_dir=wd, output_dir=tmp_path / "out",
                                         device="cpu"))
     assert list(models.inpainters) == ["sdxl-inpaint"] and models.default_inpaint == "sdxl-inpaint"
+    assert [c.name for c in models.moderation] == ["nudenet", "open_nsfw"]
     out = handler({"id": "xl-only", "input": _job(photos["astronaut"])})
     assert "error" not in out, out
     assert out["model"] == "sdxl-inpaint"

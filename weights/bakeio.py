@@ -160,7 +160,9 @@ def pip_download_args(package: str, version: str, wheel: str) -> list[str]:
     pip selects a wheel for the interpreter it is *asked* about (default: the one running it),
     so the interpreter, ABI and platform tags are read from the pinned file name (PEP 427:
     ``{name}-{version}(-{build})?-{python tag}-{abi tag}-{platform tag}.whl``) and passed as
-    ``--implementation``/``--python-version``/``--abi``/``--platform``.
+    ``--implementation``/``--python-version``/``--abi``/``--platform``. A pure-Python wheel
+    (``py3-none-any``) gets none of them: it installs on any Python 3, and asking pip about
+    "Python 3" (read as 3.0) makes it refuse every release that requires, say, Python >= 3.6.
 
     Raises:
         ValueError: ``wheel`` is not a wheel file name.
@@ -174,6 +176,8 @@ def pip_download_args(package: str, version: str, wheel: str) -> list[str]:
     abis = sorted({t.abi for t in tags} - {"none"})
     platforms = sorted({t.platform for t in tags} - {"any"})
     m = re.fullmatch(r"([a-z]+)(\d+)", interpreters[0]) if interpreters else None
+    if m and m.group(1) == "py" and not abis and not platforms:
+        m = None  # pure Python: the running pip's own interpreter matches it
     if m:
         impl, digits = m.groups()
         args += ["--implementation", impl,

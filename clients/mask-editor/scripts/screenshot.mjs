@@ -97,7 +97,7 @@ async function main() {
       const id = decodeURIComponent(new URL(req.url()).pathname.split("/").pop());
       const job = jobs.get(id);
       if (!job) return route.fulfill({ status: 404, json: { error: { code: "not_found", message: "job: unknown id", field: "id", retryable: false } } });
-      if (job.polls++ < 1) return route.fulfill({ json: { status: "pending" } });
+      if (job.polls++ < 1) return route.fulfill({ json: { id, status: "running" } });
       const task = job.body.task;
       const output = cannedOutput(id, job.body);
       return route.fulfill({ json: { status: "done", output } });

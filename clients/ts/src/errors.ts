@@ -146,12 +146,14 @@ const CALLER_CODES: ReadonlySet<string> = new Set([
   "input_not_found",
   "empty_mask",
   "payload_too_large",
+  "content_blocked",
 ]);
 
 /**
- * Whether `err` is the caller's mistake (a bad photo, mask, URL or field, or a body too large):
- * a {@link MaskpaintError} whose code is one of `invalid_input`, `invalid_image`,
- * `image_too_large`, `blocked_url`, `input_not_found`, `empty_mask`, `payload_too_large`.
+ * Whether `err` is the caller's mistake (a bad photo, mask, URL or field, a body too large, or
+ * a request the content policy refuses): a {@link MaskpaintError} whose code is one of
+ * `invalid_input`, `invalid_image`, `image_too_large`, `blocked_url`, `input_not_found`,
+ * `empty_mask`, `payload_too_large`, `content_blocked`.
  * Sending the same request again cannot succeed; show the caller `message` and `field`.
  */
 export function isClientError(err: unknown): boolean {
@@ -166,6 +168,7 @@ export function isClientError(err: unknown): boolean {
  * | ------ | ------------------------------------------------------------------------------ |
  * | 400    | `invalid_input`, `invalid_image`, `blocked_url`, `input_not_found`, `empty_mask` |
  * | 413    | `image_too_large`, `payload_too_large`                                         |
+ * | 422    | `content_blocked` (the prompt or an image was refused by the content policy)   |
  * | 404    | `not_found` (an unknown job id)                                                |
  * | 410    | `expired` (the job's record is gone: submit it again)                          |
  * | 499    | `aborted` (the caller went away; nobody reads the answer)                      |
@@ -182,6 +185,8 @@ export function httpStatusFor(err: unknown): number {
     case "image_too_large":
     case "payload_too_large":
       return 413;
+    case "content_blocked":
+      return 422;
     case "not_found":
       return 404;
     case "expired":

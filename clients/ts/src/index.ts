@@ -4,7 +4,8 @@ export { RunpodClient, RUNPOD_API_BASE, RUNPOD_MAX_RUN_BYTES, RUNPOD_MAX_RUNSYNC
 export type { RunpodClientOptions, RunpodRunOptions, RunpodStatus, RunpodSubmitOptions } from "./runpod.js";
 export { ModalClient } from "./modal.js";
 export type { ModalClientOptions, ModalRunOptions, ModalSubmitOptions, WebJobState, WebJobStatus, WebSubmitResponse } from "./modal.js";
-export { verifyWebhook, WEBHOOK_SIGNATURE_HEADER } from "./webhook.js";
+export { verifyWebhook, WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_TOLERANCE_S } from "./webhook.js";
+export type { VerifyWebhookOptions } from "./webhook.js";
 export { idempotencyKey, runMany } from "./batch.js";
 export type { RunManyClient, RunManyOptions, RunManyProgress, RunManyResult } from "./batch.js";
 export { MaskpaintError, isMaskpaintError, isErrorCode, defaultRetryable, httpStatusFor, isClientError } from "./errors.js";

@@ -17,20 +17,25 @@ export type ErrorCode =
   | "input_fetch_failed"
   | "empty_mask"
   | "face_detection_unavailable"
+  | "content_blocked"
+  | "safety_unavailable"
   | "model_not_found"
   | "storage_error"
   | "storage_conflict"
   | "gpu_oom"
   | "device_error"
   | "timeout"
-  | "internal";
+  | "internal"
+  | "interrupted"
+  | "cancelled";
 /**
- * `GET /jobs/{id}` -> 200 (404 unknown id; 410 with code `expired` once Modal drops it).
+ * `GET /jobs/{id}` and `DELETE /jobs/{id}` -> 200 (404 unknown id; 410 with code
+ * `expired` once the result is gone).
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "ModalJobStatus".
  */
-export type ModalJobStatus = ModalJobPending | ModalJobDone | ModalJobFailed;
+export type ModalJobStatus = ModalJobQueued | ModalJobRunning | ModalJobDone | ModalJobFailed | ModalJobCancelled;
 
 /**
  * Every maskpaint contract model under one `$defs` (for code generators).
@@ -43,9 +48,11 @@ export interface MaskpaintContract {
   RunpodErrorOutput?: RunpodErrorOutput;
   RunpodJobResponse?: RunpodJobResponse;
   ModalSubmitResponse?: ModalSubmitResponse;
-  ModalJobPending?: ModalJobPending;
+  ModalJobQueued?: ModalJobQueued;
+  ModalJobRunning?: ModalJobRunning;
   ModalJobDone?: ModalJobDone;
   ModalJobFailed?: ModalJobFailed;
+  ModalJobCancelled?: ModalJobCancelled;
   ModalJobStatus?: ModalJobStatus;
   ModalWebErrorBody?: ModalWebErrorBody;
   ModalErrorResponse?: ModalErrorResponse;
@@ -227,6 +234,10 @@ export interface JobResult {
    */
   model?: string | null;
   models?: ModelInfo[];
+  /**
+   * What the content moderation checked (absent only in results recorded by a worker that had no moderation).
+   */
+  moderation?: ModerationInfo | null;
   /**
    * ms per stage; keys ending `.forward`: model calls (overhead = total - sum)
    */
@@ -468,6 +479,34 @@ export interface ModelInfo {
   dev?: boolean;
 }
 /**
+ * What the content moderation did for this job (docs/safety.md).
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ModerationInfo".
+ */
+export interface ModerationInfo {
+  /**
+   * The worker's `MASKPAINT_SAFETY`: `off` = nothing was checked.
+   */
+  policy: "block" | "off";
+  /**
+   * The checks that ran and passed, in order.
+   */
+  checks?: ("prompt" | "input" | "output")[];
+  /**
+   * Manifest keys of the image moderation models that ran (also in `models`).
+   */
+  classifiers?: string[];
+  /**
+   * Per classifier (manifest key), the highest score (0-1) of each blocking label over every image checked; all stayed below the worker's thresholds.
+   */
+  max_scores?: {
+    [k: string]: {
+      [k: string]: number;
+    };
+  };
+}
+/**
  * What a failed job returns (RunPod additionally gets a top-level string `error`).
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
@@ -487,7 +526,7 @@ export interface JobErrorBody {
  */
 export interface JobProgress {
   /**
-   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with `garment_image` or `control`), `inpaint`, `encode`, `upload`.
+   * Pipeline stage: `fetch`, `decode`, `mask`, `conditioning` (with `garment_image` or `control`), `inpaint`, `safety` (content moderation of the input photo with `moderate_inputs`, and of every result), `encode`, `upload`.
    */
   stage: string;
   /**
@@ -540,7 +579,8 @@ export interface RunpodJobResponse {
   [k: string]: unknown;
 }
 /**
- * `POST /jobs` -> 202 Accepted.
+ * `POST /jobs` -> 202 Accepted (a new job), or 200 (the `Idempotency-Key` / body `id` was
+ * used within the TTL: the same job, no second one).
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "ModalSubmitResponse".
@@ -548,15 +588,32 @@ export interface RunpodJobResponse {
 export interface ModalSubmitResponse {
   id: string;
   status: "queued";
+  /**
+   * 1-based place in the queue (1 = next to start), where the dispatcher knows it (locally; not on Modal).
+   */
+  position?: number | null;
 }
 /**
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
- * via the `definition` "ModalJobPending".
+ * via the `definition` "ModalJobQueued".
  */
-export interface ModalJobPending {
-  status: "pending";
+export interface ModalJobQueued {
+  id: string;
+  status: "queued";
   /**
-   * The worker's latest progress (stage; denoising step of `inpaint`), once it has started.
+   * 1-based place in the queue (1 = next to start), where the dispatcher knows it (locally; not on Modal).
+   */
+  position?: number | null;
+}
+/**
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ModalJobRunning".
+ */
+export interface ModalJobRunning {
+  id: string;
+  status: "running";
+  /**
+   * The worker's latest progress (stage; denoising step of `inpaint`), once it has reported one.
    */
   progress?: JobProgress | null;
 }
@@ -565,7 +622,11 @@ export interface ModalJobPending {
  * via the `definition` "ModalJobDone".
  */
 export interface ModalJobDone {
+  id: string;
   status: "done";
+  /**
+   * The result; its URLs are signed afresh at each poll (from the job's record), for the request's `output.url_expires_s`.
+   */
   output: JobResult;
 }
 /**
@@ -573,8 +634,17 @@ export interface ModalJobDone {
  * via the `definition` "ModalJobFailed".
  */
 export interface ModalJobFailed {
+  id: string;
   status: "failed";
   error: JobErrorBody;
+}
+/**
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "ModalJobCancelled".
+ */
+export interface ModalJobCancelled {
+  id: string;
+  status: "cancelled";
 }
 /**
  * Error body of the web layer: a job's code, or one of the web-only codes.
@@ -589,8 +659,9 @@ export interface ModalWebErrorBody {
   retryable: boolean;
 }
 /**
- * Any 4xx/5xx body from the Modal web endpoints: 400/413/422 invalid body (a job code),
- * 401 `unauthorized`, 404 `not_found`, 410 `expired`, 503 `unavailable`.
+ * Any 4xx/5xx body from the web API: 400/413/422 invalid body (a job code), 401
+ * `unauthorized`, 404 `not_found`, 408 `timeout` (the body stopped arriving), 410 `expired`,
+ * 503 `unavailable`.
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "ModalErrorResponse".
@@ -609,13 +680,17 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   "input_fetch_failed",
   "empty_mask",
   "face_detection_unavailable",
+  "content_blocked",
+  "safety_unavailable",
   "model_not_found",
   "storage_error",
   "storage_conflict",
   "gpu_oom",
   "device_error",
   "timeout",
-  "internal"
+  "internal",
+  "interrupted",
+  "cancelled"
 ];
 
 /** The server error codes for which retrying the same request may succeed. */
@@ -625,5 +700,6 @@ export const RETRYABLE_ERROR_CODES: readonly ErrorCode[] = [
   "gpu_oom",
   "device_error",
   "timeout",
-  "internal"
+  "internal",
+  "interrupted"
 ];

@@ -1,5 +1,17 @@
-/** The header carrying a web API webhook's signature: `sha256=<hex HMAC-SHA256 of the raw body>`. */
+/** The header carrying a web API webhook's signature: `sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`. */
 export const WEBHOOK_SIGNATURE_HEADER = "X-Maskpaint-Signature";
+/** The header carrying the Unix time (s) at which the delivery was signed. */
+export const WEBHOOK_TIMESTAMP_HEADER = "X-Maskpaint-Timestamp";
+/** Default age (or clock skew) beyond which a delivery is refused, seconds: 5 minutes. */
+export const WEBHOOK_TOLERANCE_S = 300;
+
+/** Options of {@link verifyWebhook}. */
+export interface VerifyWebhookOptions {
+  /** Largest accepted |now - timestamp|, seconds (default {@link WEBHOOK_TOLERANCE_S}). */
+  toleranceS?: number;
+  /** The current time, ms since the epoch (default `Date.now()`; for tests). */
+  nowMs?: number;
+}
 
 const encoder = new TextEncoder();
 
@@ -18,7 +30,9 @@ function fromHex(hex: string): Uint8Array<ArrayBuffer> | null {
 /**
  * Check a webhook delivery of the maskpaint web API (Modal or local): true when
  * `signatureHeader` (the `X-Maskpaint-Signature` value, `sha256=<hex>`) is the HMAC-SHA256 of
- * the exact raw `body` under `secret` (the server's `MASKPAINT_WEBHOOK_SECRET`).
+ * `"<timestampHeader>." + body` under `secret` (the server's `MASKPAINT_WEBHOOK_SECRET`), and
+ * `timestampHeader` (the `X-Maskpaint-Timestamp` value, Unix seconds) is within
+ * `opts.toleranceS` (default 5 min) of now: a captured delivery cannot be replayed later.
  *
  * Pass the body as received (text or bytes), before any JSON parsing. WebCrypto only
  * (`crypto.subtle`, constant-time `verify`): Cloudflare Workers, Next.js, Node 20+. Never throws
@@ -28,11 +42,23 @@ export async function verifyWebhook(
   body: string | ArrayBuffer | Uint8Array,
   signatureHeader: string | null | undefined,
   secret: string,
+  timestampHeader: string | null | undefined,
+  opts: VerifyWebhookOptions = {},
 ): Promise<boolean> {
-  if (!secret || typeof signatureHeader !== "string") return false;
+  if (!secret || typeof signatureHeader !== "string" || typeof timestampHeader !== "string") return false;
+  const stamp = timestampHeader.trim();
+  if (!/^[0-9]{1,12}$/.test(stamp)) return false;
+  const tolerance = opts.toleranceS ?? WEBHOOK_TOLERANCE_S;
+  const now = (opts.nowMs ?? Date.now()) / 1000;
+  if (!Number.isFinite(tolerance) || !(Math.abs(now - Number(stamp)) <= tolerance)) return false;
   const match = /^sha256=([0-9a-fA-F]{64})$/.exec(signatureHeader.trim());
   const expected = match?.[1] ? fromHex(match[1]) : null;
   if (!expected) return false;
+  const prefix = encoder.encode(`${stamp}.`);
+  const raw = toBytes(body);
+  const signed = new Uint8Array(prefix.length + raw.length);
+  signed.set(prefix, 0);
+  signed.set(raw, prefix.length);
   const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
-  return crypto.subtle.verify("HMAC", key, expected, toBytes(body));
+  return crypto.subtle.verify("HMAC", key, expected, signed);
 }

@@ -23,6 +23,7 @@ describe("httpStatusFor: the caller's mistakes are 4xx, ours 5xx", () => {
       gpu_oom: 503, timeout: 503, storage_error: 503, input_fetch_failed: 503, network_error: 503,
       rate_limited: 503, unauthorized: 500, invalid_config: 500, model_not_found: 502,
       face_detection_unavailable: 502, bad_response: 502, cancelled: 502,
+      content_blocked: 422, safety_unavailable: 502,
     };
     for (const [code, status] of Object.entries(want)) assert.equal(httpStatusFor(err(code)), status, code);
     assert.equal(httpStatusFor(err("http_error", { retryable: true })), 503);
@@ -31,10 +32,10 @@ describe("httpStatusFor: the caller's mistakes are 4xx, ours 5xx", () => {
   });
 
   test("isClientError names exactly the 4xx input codes", () => {
-    for (const c of ["invalid_input", "invalid_image", "image_too_large", "blocked_url", "input_not_found", "empty_mask", "payload_too_large"]) {
+    for (const c of ["invalid_input", "invalid_image", "image_too_large", "blocked_url", "input_not_found", "empty_mask", "payload_too_large", "content_blocked"]) {
       assert.ok(isClientError(err(c)), c);
     }
-    for (const c of ["internal", "gpu_oom", "unauthorized", "not_found", "client_timeout"]) assert.ok(!isClientError(err(c)), c);
+    for (const c of ["internal", "gpu_oom", "unauthorized", "not_found", "client_timeout", "safety_unavailable"]) assert.ok(!isClientError(err(c)), c);
     assert.ok(!isClientError(new Error("invalid_input")));
   });
 });

@@ -21,17 +21,17 @@ function client(fetch, extra = {}) {
 }
 
 describe("ModalClient", () => {
-  test("pending -> done: POST /jobs, poll GET /jobs/{id} with backoff, typed result", async () => {
+  test("queued -> running -> done: POST /jobs, poll GET /jobs/{id} with backoff, typed result", async () => {
     const { fetch, calls } = modalFetch({
       submit: sequence([202, { id: "fc-01", status: "queued" }]),
-      status: sequence({ status: "pending" }, { status: "pending" }, { status: "pending" }, { status: "done", output: jobResult("fc-01") }),
+      status: sequence({ status: "running" }, { status: "running" }, { status: "running" }, { status: "done", output: jobResult("fc-01") }),
     });
     const { c, waits } = client(fetch);
     const updates = [];
     const r = await c.run(INPUT, { onProgress: (u) => updates.push(`${u.provider}:${u.jobId}:${u.status}`) });
     assert.equal(r.job_id, "fc-01");
     assert.equal(r.mask.content_type, "image/png");
-    assert.deepEqual(updates, ["modal:fc-01:queued", "modal:fc-01:pending"]);
+    assert.deepEqual(updates, ["modal:fc-01:queued", "modal:fc-01:running"]);
     assert.deepEqual(waits, [500, 850, 1445, 2456]);
     assert.deepEqual(calls.map((q) => `${q.method} ${q.url}`), [
       `POST ${BASE}/jobs`,
@@ -47,7 +47,7 @@ describe("ModalClient", () => {
   test("failed -> MaskpaintError with the job's code, field and retryable", async () => {
     const { fetch } = modalFetch({
       submit: sequence([202, { id: "fc-02", status: "queued" }]),
-      status: sequence({ status: "pending" }, {
+      status: sequence({ status: "running" }, {
         status: "failed",
         error: { code: "gpu_oom", message: "CUDA out of memory; try a smaller image", field: null, retryable: true },
       }),
@@ -112,11 +112,11 @@ describe("ModalClient", () => {
 
   test("status() returns the raw reply; health() the body", async () => {
     const { fetch, calls } = modalFetch({
-      status: sequence({ status: "pending" }),
+      status: sequence({ status: "running" }),
       health: sequence({ ok: true }),
     });
     const { c } = client(fetch);
-    assert.deepEqual(await c.status("a/b"), { status: "pending" });
+    assert.deepEqual(await c.status("a/b"), { status: "running" });
     assert.equal(calls[0].url, `${BASE}/jobs/a%2Fb`);
     assert.deepEqual(await c.health(), { ok: true });
   });
@@ -124,7 +124,7 @@ describe("ModalClient", () => {
   test("timeoutMs and AbortSignal apply to Modal polling too", async () => {
     const { fetch } = modalFetch({
       submit: sequence([202, { id: "fc-03", status: "queued" }]),
-      status: sequence({ status: "pending" }),
+      status: sequence({ status: "running" }),
     });
     const c = new ModalClient({ baseUrl: BASE, fetch, poll: { initialDelayMs: 5, maxDelayMs: 10 } });
     await rejects(c.run(INPUT, { timeoutMs: 60 }), (e) => {
@@ -138,14 +138,14 @@ describe("ModalClient", () => {
 });
 
 describe("ModalClient progress and webhook", () => {
-  test("a pending job's progress reaches onProgress (once per change)", async () => {
+  test("a running job's progress reaches onProgress (once per change)", async () => {
     const { fetch } = modalFetch({
       submit: sequence([202, { id: "fc-09", status: "queued" }]),
       status: sequence(
-        { status: "pending" },
-        { status: "pending", progress: { stage: "mask" } },
-        { status: "pending", progress: { stage: "inpaint", step: 1, steps: 2 } },
-        { status: "pending", progress: { stage: "inpaint", step: 1, steps: 2 } },
+        { status: "running" },
+        { status: "running", progress: { stage: "mask" } },
+        { status: "running", progress: { stage: "inpaint", step: 1, steps: 2 } },
+        { status: "running", progress: { stage: "inpaint", step: 1, steps: 2 } },
         { status: "done", output: jobResult("fc-09") },
       ),
     });
@@ -153,9 +153,9 @@ describe("ModalClient progress and webhook", () => {
     await client(fetch).c.run(INPUT, { onProgress: (u) => updates.push([u.status, u.progress ?? null]) });
     assert.deepEqual(updates, [
       ["queued", null],
-      ["pending", null],
-      ["pending", { stage: "mask" }],
-      ["pending", { stage: "inpaint", step: 1, steps: 2 }],
+      ["running", null],
+      ["running", { stage: "mask" }],
+      ["running", { stage: "inpaint", step: 1, steps: 2 }],
     ]);
   });
 

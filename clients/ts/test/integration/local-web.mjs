@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 
-import { isMaskpaintError, ModalClient, verifyWebhook, WEBHOOK_SIGNATURE_HEADER } from "../../dist/index.js";
+import { isMaskpaintError, ModalClient, verifyWebhook, WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER } from "../../dist/index.js";
 
 const baseUrl = process.env.MASKPAINT_WEB_URL;
 const token = process.env.MASKPAINT_API_TOKEN;
@@ -26,8 +26,10 @@ const receiver = createServer((req, res) => {
   req.on("data", (c) => chunks.push(c));
   req.on("end", async () => {
     const raw = Buffer.concat(chunks);
-    const ok = await verifyWebhook(new Uint8Array(raw), req.headers[WEBHOOK_SIGNATURE_HEADER.toLowerCase()], secret);
-    const forged = await verifyWebhook(new Uint8Array(raw), req.headers[WEBHOOK_SIGNATURE_HEADER.toLowerCase()], "not-the-secret");
+    const sig = req.headers[WEBHOOK_SIGNATURE_HEADER.toLowerCase()];
+    const stamp = req.headers[WEBHOOK_TIMESTAMP_HEADER.toLowerCase()];
+    const ok = await verifyWebhook(new Uint8Array(raw), sig, secret, stamp);
+    const forged = await verifyWebhook(new Uint8Array(raw), sig, "not-the-secret", stamp);
     deliveries.push({ verified: ok, forgedVerified: forged, body: JSON.parse(raw.toString("utf8")) });
     res.writeHead(204).end();
     delivered();
