@@ -16,14 +16,15 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, TargetGroup,
+    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
+from core.sampling import SamplingPlan, SchedulerName, Speed, combination_error, plan
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -149,6 +150,15 @@ class JobRequest(_Strict):
     strength: float = Field(
         1.0, gt=0.0, le=1.0, description="How far to move from the original (1 = full repaint)."
     )
+    scheduler: SchedulerName = Field(
+        "default", description="Sampler, by name: `default` (the model's own), `euler`, "
+        "`euler_a`, `dpmpp_2m`, `dpmpp_2m_karras`, `unipc`, `ddim`; `lcm` and `tcd` only with "
+        "`speed: draft`. The result's `sampling` says which one ran.")
+    speed: Speed = Field(
+        "standard", description="`draft`: a quick preview through the model's baked LCM-LoRA "
+        "(`lcm` sampler, 4-8 steps, guidance 1-2: unsent values take the low end, sent ones are "
+        "clamped; `sampling` reports what ran); `model_not_found` on a worker without it. "
+        "`standard`: the request's steps and guidance as sent.")
     seed: int | None = Field(
         None,
         ge=0,
@@ -204,6 +214,21 @@ class JobRequest(_Strict):
         "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
     )
 
+    #: Fields the caller sent that the draft ranges clamped (see :meth:`sampling_plan`).
+    _adjusted: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _draft_ranges(self) -> JobRequest:
+        # a draft's steps and guidance become the ones that run (core.sampling.plan), so the
+        # request says what runs: its hash (job records), the step check below, every reader.
+        # Idempotent: pydantic runs this again on an instance placed in a model (``Job``).
+        if self.speed == "draft":
+            sp = plan(self)
+            self.num_inference_steps, self.guidance_scale = (sp.num_inference_steps,
+                                                             sp.guidance_scale)
+            self._adjusted = self._adjusted or sp.adjusted
+        return self
+
     @model_validator(mode="after")
     def _prompt_for_inpaint(self) -> JobRequest:
         if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
@@ -221,6 +246,18 @@ class JobRequest(_Strict):
                 "int(num_inference_steps * strength) denoising steps); raise strength or "
                 "num_inference_steps")
         return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_speed(self) -> JobRequest:
+        why = combination_error(self.scheduler, self.speed)
+        if why is not None:
+            raise PydanticCustomError("sampler_speed", why)
+        return self
+
+    def sampling_plan(self) -> SamplingPlan:
+        """Sampler, speed, steps and guidance that run (:mod:`core.sampling`)."""
+        return SamplingPlan(plan(self).scheduler, self.speed, self.num_inference_steps,
+                            self.guidance_scale, self._adjusted)
 
     @property
     def masking(self) -> MaskingOptions:
@@ -345,6 +382,8 @@ def parse_job(job_id: str, payload: object) -> Job:
             field = "prompt"
         if first.get("type") == "too_few_steps":
             field = "strength"
+        if first.get("type") == "sampler_speed":
+            field = "scheduler"
         msg = first.get("msg", "invalid value")
         if first.get("type") == "extra_forbidden":
             msg = "unknown field"

@@ -19,12 +19,14 @@ from pydantic import ValidationError
 
 from core import timing
 from core.buckets import buckets_for
-from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
+from core.contract import (IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo,
+                           SamplingInfo)
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
 from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
+from core.sampling import check_draft
 from core.settings import Settings
 from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
                           write_record, write_refusal)
@@ -149,6 +151,9 @@ class Worker:
             from core.conditioning import check_available
 
             cond = check_available(self.models, inpainter.key, req)
+        sp = req.sampling_plan()  # sampler, steps and guidance that run (draft ranges applied)
+        if req.task == "inpaint" and sp.speed == "draft":  # its LoRA, before any fetch
+            check_draft(getattr(self.models, "drafts", None), inpainter.key)
 
         t = stage("fetch")
         # each checked against its cap; the reference garment only when it will be used
@@ -189,7 +194,7 @@ class Worker:
         preview = preview_source(image, mo.alpha)
         clock.stage("mask", t)
 
-        seed = None
+        seed = sampling = None
         results: list[np.ndarray] = []
         conditioning = None
         garment = pose18 = None
@@ -213,9 +218,9 @@ class Worker:
 
             results, facts = inpaint(
                 inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
-                InpaintParams(req.inpaint_kwargs(), seed),
+                InpaintParams(req.inpaint_kwargs(), seed, sampling=sp),
                 on_step=on_step, model_image=image, num_outputs=req.num_outputs,
-                extra=call_extra(inpainter.pipe, cond, guidance_scale=req.guidance_scale,
+                extra=call_extra(inpainter.pipe, cond, guidance_scale=sp.guidance_scale,
                                  garment=garment, garment_scale=req.garment_scale,
                                  pose18=pose18, control_scale=req.control_scale),
                 from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
@@ -223,6 +228,11 @@ class Worker:
                 buckets=buckets_for(inpainter.resolution) if s.generation_buckets else None,
             )
             clock.stage("inpaint", t)
+            lora = self.models.drafts.loaded[inpainter.key] if sp.speed == "draft" else None
+            sampling = SamplingInfo(
+                scheduler=sp.scheduler, scheduler_class=facts["scheduler_class"], speed=sp.speed,
+                num_inference_steps=sp.num_inference_steps, guidance_scale=sp.guidance_scale,
+                lora=lora, adjusted=list(sp.adjusted))
             if guard.on:  # every result, before anything is encoded or stored
                 t = stage("safety")
                 guard.check_outputs(results, mo.alpha)
@@ -252,6 +262,8 @@ class Worker:
                 models.append(ModelInfo(**cond.ip_identity))
             if req.control and cond.control_identity:
                 models.append(ModelInfo(**cond.control_identity))
+        if sampling is not None and sampling.lora:  # the draft LoRA that ran
+            models.append(ModelInfo(**self.models.drafts.identity[inpainter.key]))
         models += [ModelInfo(**identity) for identity in mo.identities + guard.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
@@ -260,7 +272,7 @@ class Worker:
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
             images=[artifacts["image" if i == 0 else f"image.{i}"] for i in range(len(results))],
             seeds=[seed + i for i in range(len(results))] if seed is not None else [],
-            conditioning=conditioning,
+            conditioning=conditioning, sampling=sampling,
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
                                coverage=round(mo.coverage, 5), detections=mo.detections,
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
