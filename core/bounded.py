@@ -29,6 +29,13 @@ from core.storage import Storage, Stored
 T = TypeVar("T")
 
 
+def late(what: str, deadline_s: float) -> Callable[[], JobError]:
+    """The error for ``what`` (``"writing output"``) cut at a job's deadline of ``deadline_s``
+    s: ``timeout`` (retryable), nothing recorded."""
+    return lambda: JobError(ErrorCode.timeout, f"{what} did not finish within the job's "
+                            f"deadline ({deadline_s:g} s); no result was recorded")
+
+
 def within(deadline: float, call: Callable[[], T], late: Callable[[], JobError]) -> T:
     """``call()``'s value (or its exception), if it ends by ``deadline`` (a
     ``time.perf_counter()`` value, s); else ``late()`` is raised at the deadline (at once when
@@ -74,11 +81,7 @@ class DeadlineStorage:
         self.deadline_s = deadline_s
 
     def _bounded(self, what: str, call: Callable[[], T]) -> T:
-        return within(self.deadline, call, lambda: self._late(what))
-
-    def _late(self, what: str) -> JobError:
-        return JobError(ErrorCode.timeout, f"{what}: storage did not answer within the job's "
-                        f"deadline ({self.deadline_s:g} s); no result was recorded")
+        return within(self.deadline, call, late(what, self.deadline_s))
 
     def put(self, key: str, data: bytes, content_type: str, url_expires_s: int) -> Stored:
         return self._bounded("writing output",

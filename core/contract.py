@@ -16,14 +16,16 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
+from core.taskfields import INPAINT_ONLY_MESSAGE, TASK_DESCRIPTION, inpaint_field_set
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, TargetGroup,
+    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
+from core.sampling import SamplingPlan, SchedulerName, Speed, combination_error, plan
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -80,24 +82,6 @@ class OutputOptions(_Strict):
     )
 
 
-#: Request fields a ``task: "mask"`` job does not use (the repaint's prompt, sampler, model,
-#: conditioning and gallery; the result image's encoding): a mask job that sets one (to anything
-#: but null) is refused with ``invalid_input`` naming it, rather than ignoring it. Every other
-#: field is :data:`SHARED_FIELDS`; a new field goes into one of the two
-#: (tests/test_contract_task_fields.py checks that each field is in exactly one).
-INPAINT_ONLY: tuple[str, ...] = (
-    "prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "strength", "seed",
-    "model", "garment_image", "garment_scale", "control", "control_scale", "num_outputs",
-    "output.format", "output.quality",
-)
-#: Request fields both tasks use.
-SHARED_FIELDS: tuple[str, ...] = (
-    "image", "mask", "task", "targets", "protect_face", "face_margin", "protect_hands",
-    "hand_margin", "mask_dilate_px", "mask_feather_px", "output", "output.url_expires_s",
-    "output.return_base64", "idempotency_key",
-)
-
-
 class JobRequest(_Strict):
     """One masking / inpainting job, as sent by a client."""
 
@@ -121,11 +105,7 @@ class JobRequest(_Strict):
     )
     task: Literal["inpaint", "mask"] = Field(
         "inpaint",
-        description="`inpaint`: mask then repaint. `mask`: only the mask and a preview overlay "
-        "(no diffusion), for a person to check or edit before paying for inpainting; a `mask` "
-        "job that sets a repaint-only field ("
-        + ", ".join(f"`{name}`" for name in INPAINT_ONLY)
-        + ") is refused with `invalid_input` naming it.",
+        description=TASK_DESCRIPTION,
     )
     targets: list[TargetGroup] = Field(
         default_factory=lambda: ["upper"],
@@ -170,6 +150,15 @@ class JobRequest(_Strict):
     strength: float = Field(
         1.0, gt=0.0, le=1.0, description="How far to move from the original (1 = full repaint)."
     )
+    scheduler: SchedulerName = Field(
+        "default", description="Sampler, by name: `default` (the model's own), `euler`, "
+        "`euler_a`, `dpmpp_2m`, `dpmpp_2m_karras`, `unipc`, `ddim`; `lcm` and `tcd` only with "
+        "`speed: draft`. The result's `sampling` says which one ran.")
+    speed: Speed = Field(
+        "standard", description="`draft`: a quick preview through the model's baked LCM-LoRA "
+        "(`lcm` sampler, 4-8 steps, guidance 1-2: unsent values take the low end, sent ones are "
+        "clamped; `sampling` reports what ran); `model_not_found` on a worker without it. "
+        "`standard`: the request's steps and guidance as sent.")
     seed: int | None = Field(
         None,
         ge=0,
@@ -225,24 +214,27 @@ class JobRequest(_Strict):
         "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
     )
 
+    #: Fields the caller sent that the draft ranges clamped (see :meth:`sampling_plan`).
+    _adjusted: tuple[str, ...] = PrivateAttr(default=())
+
     @model_validator(mode="after")
-    def _prompt_for_inpaint(self) -> JobRequest:
-        if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
-            raise PydanticCustomError("prompt_required", "required when task is 'inpaint'")
+    def _draft_ranges(self) -> JobRequest:
+        # a draft's steps and guidance become the ones that run (core.sampling.plan), so the
+        # request says what runs: its hash (job records), the step check below, every reader.
+        # Idempotent: pydantic runs this again on an instance placed in a model (``Job``).
+        if self.speed == "draft":
+            sp = plan(self)
+            self.num_inference_steps, self.guidance_scale = (sp.num_inference_steps,
+                                                             sp.guidance_scale)
+            self._adjusted = self._adjusted or sp.adjusted
         return self
 
     @model_validator(mode="after")
-    def _no_inpaint_fields_for_mask(self) -> JobRequest:
-        # a mask job would ignore them silently: the caller believes a setting applied
-        if self.task == "mask":
-            for name in INPAINT_ONLY:
-                owner, _, sub = name.partition(".")
-                model = getattr(self, owner) if sub else self
-                key = sub or owner
-                if key in model.model_fields_set and getattr(model, key) is not None:
-                    raise PydanticCustomError(
-                        "inpaint_only", "only used when task is 'inpaint'; leave it out of a "
-                        "'mask' job", {"field": name})
+    def _fields_fit_the_task(self) -> JobRequest:
+        if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
+            raise PydanticCustomError("prompt_required", "required when task is 'inpaint'")
+        if (name := inpaint_field_set(self)) is not None:  # a mask job would ignore it
+            raise PydanticCustomError("inpaint_only", INPAINT_ONLY_MESSAGE, {"field": name})
         return self
 
     @model_validator(mode="after")
@@ -256,6 +248,18 @@ class JobRequest(_Strict):
                 "int(num_inference_steps * strength) denoising steps); raise strength or "
                 "num_inference_steps")
         return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_speed(self) -> JobRequest:
+        why = combination_error(self.scheduler, self.speed)
+        if why is not None:
+            raise PydanticCustomError("sampler_speed", why)
+        return self
+
+    def sampling_plan(self) -> SamplingPlan:
+        """Sampler, speed, steps and guidance that run (:mod:`core.sampling`)."""
+        return SamplingPlan(plan(self).scheduler, self.speed, self.num_inference_steps,
+                            self.guidance_scale, self._adjusted)
 
     @property
     def masking(self) -> MaskingOptions:
@@ -382,6 +386,8 @@ def parse_job(job_id: str, payload: object) -> Job:
             field = "strength"
         if first.get("type") == "inpaint_only":
             field = (first.get("ctx") or {}).get("field") or field
+        if first.get("type") == "sampler_speed":
+            field = "scheduler"
         msg = first.get("msg", "invalid value")
         if first.get("type") == "extra_forbidden":
             msg = "unknown field"

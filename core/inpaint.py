@@ -24,6 +24,7 @@ from core.buckets import fit_bucket
 from core.cvshape import nonzero_xy
 from core.errors import is_oom
 from core.masking.post import bbox
+from core.sampling import SamplingPlan, applied
 
 log = logging.getLogger("maskpaint.inpaint")
 
@@ -41,10 +42,13 @@ class InpaintParams:
         call_kwargs: keywords for the diffusers call (prompt, sampler settings), from
             :meth:`core.contract.JobRequest.inpaint_kwargs`.
         seed: seed of the CPU ``torch.Generator`` (same seed, same noise on any device).
+        sampling: the scheduler to swap in and whether the draft LoRA is on
+            (:func:`core.sampling.plan`); None: the pipeline's own scheduler, no LoRA.
     """
 
     call_kwargs: Mapping[str, Any]
     seed: int
+    sampling: SamplingPlan | None = None
 
 
 def crop_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
@@ -220,7 +224,7 @@ def inpaint(
 
     Returns:
         (``num_outputs`` results of ``image``'s shape and dtype in seed order, facts: crop
-        box and model size in px, the batch size used).
+        box and model size in px, the batch size used, the diffusers scheduler class that ran).
     """
     import torch
 
@@ -254,9 +258,17 @@ def inpaint(
             on_step(steps[i], total[0])
         return kw
 
+    sp = params.sampling or SamplingPlan("default", "standard",
+                                         int(params.call_kwargs.get("num_inference_steps", 0)),
+                                         float(params.call_kwargs.get("guidance_scale", 0.0)))
+    ran: list[str] = []
+
     def call(seeds: list[int]) -> list[Image.Image]:
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode(), timing.scope("inpaint"), timing.forward():
+        # the job's scheduler (and draft LoRA) for this call only: restored afterwards
+        with torch.inference_mode(), timing.scope("inpaint"), timing.forward(), \
+                applied(run_pipe, sp, lora_pipe=pipe) as scheduler_class:
+            ran.append(scheduler_class)
             return run_pipe(
                 **params.call_kwargs, image=crop_img, mask_image=crop_mask, height=mh, width=mw,
                 num_images_per_prompt=len(seeds), generator=gens[0] if len(gens) == 1 else gens,
@@ -286,4 +298,5 @@ def inpaint(
         result = image if last else image.copy()
         composite(crop, gen, crop_alpha, out=result[y0:y1, x0:x1])
         results.append(result)
-    return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}
+    return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch,
+                     "scheduler_class": ran[-1]}

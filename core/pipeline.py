@@ -18,18 +18,19 @@ import numpy as np
 from pydantic import ValidationError
 
 from core import timing
-from core.bounded import DeadlineStorage, within
+from core.bounded import DeadlineStorage, late, within
 from core.buckets import buckets_for
-from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
+from core.contract import (IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo,
+                           SamplingInfo)
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
-from core.localfs import check_output_dir
 from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
+from core.sampling import check_draft
 from core.settings import Settings
-from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
-                          write_record, write_refusal)
+from core.storage import (Storage, check_output_dir, make_s3_client, make_storage, read_record,
+                          request_sha256, write_record, write_refusal)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -100,12 +101,8 @@ class Worker:
 
         A worker without a usable inpainting model still starts (see :mod:`core.models`) and
         answers each job with ``model_not_found``.
-
-        Raises:
-            StartupError: the output directory is unusable (checked before models load).
         """
         settings = settings or Settings()
-        check_output_dir(settings)
         return build_worker(load_models(settings), settings, s3_client)
 
     # ---------------------------------------------------------------- one job
@@ -126,10 +123,8 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
-        s = self.settings
-        clock = _Clock(s.job_deadline_s, job.id)
-        # every storage call of the job (record read, uploads, record write) ends by its deadline
-        storage = DeadlineStorage(self.storage, clock.deadline, s.job_deadline_s)
+        s, clock = self.settings, _Clock(self.settings.job_deadline_s, job.id)
+        storage = DeadlineStorage(self.storage, clock.deadline, s.job_deadline_s)  # (all calls)
         request_sha = request_sha256(req)
         # content moderation (core.moderation.stage): the prompt now, before anything else; an
         # image refused later is recorded, so a redelivery is refused again without any work
@@ -157,16 +152,16 @@ class Worker:
             from core.conditioning import check_available
 
             cond = check_available(self.models, inpainter.key, req)
+        sp = req.sampling_plan()  # sampler, steps and guidance that run (draft ranges applied)
+        if req.task == "inpaint" and sp.speed == "draft":  # its LoRA, before any fetch
+            check_draft(getattr(self.models, "drafts", None), inpainter.key)
 
         t = stage("fetch")
-        # each checked against its cap; the reference garment only when it will be used; an
-        # s3:// input that hangs is cut at the job's deadline like the storage calls
-        raw = within(clock.deadline, lambda: {
-            name: load_bytes(getattr(req, name), name, s, self._s3_factory)
-            for name in IMAGE_INPUTS
+        # each checked against its cap; the reference garment only when it will be used
+        raw = within(clock.deadline, lambda: {  # (an s3:// input that hangs: cut at the deadline)
+            name: load_bytes(getattr(req, name), name, s, self._s3_factory) for name in IMAGE_INPUTS
             if getattr(req, name) and (name != "garment_image" or req.task == "inpaint")},
-            lambda: JobError(ErrorCode.timeout, "fetching the inputs did not finish within the "
-                             f"job's deadline ({s.job_deadline_s:g} s)"))
+            late("fetching the inputs", s.job_deadline_s))
         clock.stage("fetch", t)
 
         t = stage("decode")
@@ -201,7 +196,7 @@ class Worker:
         preview = preview_source(image, mo.alpha)
         clock.stage("mask", t)
 
-        seed = None
+        seed = sampling = None
         results: list[np.ndarray] = []
         conditioning = None
         garment = pose18 = None
@@ -223,13 +218,12 @@ class Worker:
                 clock.check()
                 progress({"stage": "inpaint", "step": step, "steps": total})
 
-            # a 16-bit or greyscale PNG is painted in its own depth and mode (core.pngdepth)
-            target, from_model = photo.paint_target()
+            target, from_model = photo.paint_target()  # (16-bit, grey: own depth and mode)
             results, facts = inpaint(
                 inpainter.pipe, inpainter.resolution, target, mo.alpha,
-                InpaintParams(req.inpaint_kwargs(), seed),
+                InpaintParams(req.inpaint_kwargs(), seed, sampling=sp),
                 on_step=on_step, model_image=image, num_outputs=req.num_outputs,
-                extra=call_extra(inpainter.pipe, cond, guidance_scale=req.guidance_scale,
+                extra=call_extra(inpainter.pipe, cond, guidance_scale=sp.guidance_scale,
                                  garment=garment, garment_scale=req.garment_scale,
                                  pose18=pose18, control_scale=req.control_scale),
                 from_model=from_model,
@@ -237,6 +231,11 @@ class Worker:
                 buckets=buckets_for(inpainter.resolution) if s.generation_buckets else None,
             )
             clock.stage("inpaint", t)
+            lora = self.models.drafts.loaded[inpainter.key] if sp.speed == "draft" else None
+            sampling = SamplingInfo(
+                scheduler=sp.scheduler, scheduler_class=facts["scheduler_class"], speed=sp.speed,
+                num_inference_steps=sp.num_inference_steps, guidance_scale=sp.guidance_scale,
+                lora=lora, adjusted=list(sp.adjusted))
             if guard.on:  # every result, before anything is encoded or stored
                 t = stage("safety")
                 guard.check_outputs([photo.rgb8(r) for r in results], mo.alpha)  # 8-bit RGB
@@ -266,6 +265,8 @@ class Worker:
                 models.append(ModelInfo(**cond.ip_identity))
             if req.control and cond.control_identity:
                 models.append(ModelInfo(**cond.control_identity))
+        if sampling is not None and sampling.lora:  # the draft LoRA that ran
+            models.append(ModelInfo(**self.models.drafts.identity[inpainter.key]))
         models += [ModelInfo(**identity) for identity in mo.identities + guard.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
@@ -274,7 +275,7 @@ class Worker:
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
             images=[artifacts["image" if i == 0 else f"image.{i}"] for i in range(len(results))],
             seeds=[seed + i for i in range(len(results))] if seed is not None else [],
-            conditioning=conditioning,
+            conditioning=conditioning, sampling=sampling,
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
                                coverage=round(mo.coverage, 5), detections=mo.detections,
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
@@ -322,11 +323,12 @@ def load_models(settings: Settings | None = None) -> ModelSet:
 
     Modal calls this before its memory snapshot with ``device="cpu"`` (no GPU is attached then,
     and CUDA must not be initialised before the snapshot). ``models.load_ms`` holds the per-model
-    times; ``models.load_ms["models"]`` the whole phase, ms.
+    times; ``models.load_ms["models"]`` the whole phase, ms. StartupError: see check_output_dir.
     """
     from core.models import ModelSet
 
     settings = settings or Settings()
+    check_output_dir(settings)
     t = time.perf_counter()
     models = ModelSet.load(settings)
     load_ms = (time.perf_counter() - t) * 1000
@@ -350,10 +352,8 @@ def build_worker(models: ModelSet, settings: Settings | None = None, s3_client=N
 
     Raises:
         RuntimeError: from torch when the device is unusable.
-        StartupError: the local output directory is unusable.
     """
     settings = settings or Settings()
-    check_output_dir(settings)
     if settings.device and models.device != settings.device:
         t = time.perf_counter()
         models.to(settings.device)

@@ -45,7 +45,7 @@ from typing import Protocol
 
 from core.contract import MAX_PRESIGN_SECONDS, JobRequest
 from core.errors import ErrorCode, JobError
-from core.localfs import local_error, write_all
+from core.localfs import check_output_dir, local_error, write_all  # noqa: F401 (re-export)
 from core.settings import Settings
 
 #: Name of the job record under the job's folder.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.contract import INPAINT_ONLY, SHARED_FIELDS, JobRequest, OutputOptions
+from core.contract import JobRequest, OutputOptions
+from core.taskfields import INPAINT_ONLY, SHARED_FIELDS
 from tests.conftest import BUCKET, data_url, png_bytes
 
 MASK = np.zeros((512, 512), np.uint8)

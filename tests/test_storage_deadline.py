@@ -4,7 +4,6 @@ an s3:// input, artefact uploads, record write). A real TCP server stands in for
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -148,7 +147,8 @@ def test_hanging_s3_input_fails_the_job_by_its_deadline(stalling_s3, model_set,
     out = handler({"id": "hang-input", "input": {"image": f"s3://{BUCKET}/inputs/photo.png",
                                                  "task": "mask"}})
     assert out.get("error_code") == "timeout" and out["retryable"] is True, out
-    assert out["message"] == "fetching the inputs did not finish within the job's deadline (3 s)"
+    assert out["message"] == ("fetching the inputs did not finish within the job's deadline "
+                              "(3 s); no result was recorded")
     assert time.monotonic() - t0 < 3 + 60  # far below 4 attempts x 120 s
     assert sum(n for (_, stalled), n in server.seen.items() if stalled) >= 1
 
@@ -174,8 +174,8 @@ def test_hanging_store_fails_the_job_by_its_deadline(stalling_s3, model_set, set
     took = time.monotonic() - t0
     assert out.get("error_code") == "timeout", out
     assert out["retryable"] is True
-    assert re.fullmatch(rf"{what}: storage did not answer within the job's deadline "
-                        rf"\({deadline_s:g} s\); no result was recorded", out["message"]), out
+    assert out["message"] == (f"{what} did not finish within the job's deadline "
+                              f"({deadline_s:g} s); no result was recorded"), out
     # the bound itself: the deadline plus slack for a loaded machine, far below 8 minutes
     assert took < deadline_s + 60
     assert server.seen[(("GET" if hang == "record read" else "PUT"), True)] >= 1
