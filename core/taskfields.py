@@ -11,10 +11,11 @@ from __future__ import annotations
 
 #: Fields a mask job does not use (the repaint's prompt, sampler, model, conditioning and
 #: gallery; the result image's encoding): a mask job that sets one (to anything but null) is
-#: refused with ``invalid_input`` naming it.
+#: refused with ``invalid_input`` naming the first in this order (``speed`` before the steps
+#: and guidance that a draft fills in).
 INPAINT_ONLY: tuple[str, ...] = (
-    "prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "strength", "seed",
-    "model", "scheduler", "speed", "garment_image", "garment_scale", "control", "control_scale",
+    "speed", "scheduler", "prompt", "negative_prompt", "num_inference_steps", "guidance_scale",
+    "strength", "seed", "model", "garment_image", "garment_scale", "control", "control_scale",
     "num_outputs", "output.format", "output.quality",
 )
 #: Fields both tasks use.

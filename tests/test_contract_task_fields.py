@@ -16,6 +16,7 @@ MASK[300:460, 200:330] = 255
 SET = {
     "prompt": "a red jacket", "negative_prompt": "blurry", "num_inference_steps": 10,
     "guidance_scale": 5.0, "strength": 0.5, "seed": 1, "model": "sd15-inpaint",
+    "scheduler": "euler", "speed": "draft",
     "garment_image": "https://10.0.0.1/shirt.jpg", "garment_scale": 0.5, "control": "pose",
     "control_scale": 0.5, "num_outputs": 2, "output.format": "png", "output.quality": 80,
 }
