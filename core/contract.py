@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
+from core.taskfields import INPAINT_ONLY_MESSAGE, TASK_DESCRIPTION, inpaint_field_set
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
     JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
@@ -104,8 +105,7 @@ class JobRequest(_Strict):
     )
     task: Literal["inpaint", "mask"] = Field(
         "inpaint",
-        description="`inpaint`: mask then repaint. `mask`: only the mask and a preview overlay "
-        "(no diffusion), for a person to check or edit before paying for inpainting.",
+        description=TASK_DESCRIPTION,
     )
     targets: list[TargetGroup] = Field(
         default_factory=lambda: ["upper"],
@@ -230,9 +230,11 @@ class JobRequest(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _prompt_for_inpaint(self) -> JobRequest:
+    def _fields_fit_the_task(self) -> JobRequest:
         if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
             raise PydanticCustomError("prompt_required", "required when task is 'inpaint'")
+        if (name := inpaint_field_set(self)) is not None:  # a mask job would ignore it
+            raise PydanticCustomError("inpaint_only", INPAINT_ONLY_MESSAGE, {"field": name})
         return self
 
     @model_validator(mode="after")
@@ -382,6 +384,8 @@ def parse_job(job_id: str, payload: object) -> Job:
             field = "prompt"
         if first.get("type") == "too_few_steps":
             field = "strength"
+        if first.get("type") == "inpaint_only":
+            field = (first.get("ctx") or {}).get("field") or field
         if first.get("type") == "sampler_speed":
             field = "scheduler"
         msg = first.get("msg", "invalid value")

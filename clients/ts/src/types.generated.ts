@@ -73,7 +73,7 @@ export interface JobRequest {
    */
   mask?: string | null;
   /**
-   * `inpaint`: mask then repaint. `mask`: only the mask and a preview overlay (no diffusion), for a person to check or edit before paying for inpainting.
+   * `inpaint`: mask then repaint. `mask`: only the mask and a preview overlay (no diffusion), for a person to check or edit before paying for inpainting; a `mask` job that sets a repaint-only field (`speed`, `scheduler`, `prompt`, `negative_prompt`, `num_inference_steps`, `guidance_scale`, `strength`, `seed`, `model`, `garment_image`, `garment_scale`, `control`, `control_scale`, `num_outputs`, `output.format`, `output.quality`) is refused with `invalid_input` naming it.
    */
   task?: "inpaint" | "mask";
   /**
