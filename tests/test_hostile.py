@@ -266,10 +266,15 @@ def test_deadline_returns_timeout_and_uploads_nothing(model_set, settings_factor
 
 
 class _Raises:
-    """Stands in for a pipeline *call* only, to inject an accelerator fault at that seam."""
+    """Stands in for a pipeline *call* only, to inject an accelerator fault at that seam; every
+    attribute (scheduler, components, config) is the real pipeline's."""
 
-    def __init__(self, exc):
+    def __init__(self, exc, real):
         self.exc = exc
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
 
     def __call__(self, *a, **kw):
         raise self.exc
@@ -281,7 +286,7 @@ def broken_pipe(model_set):
     real = inp.pipe
 
     def set_fault(exc):
-        inp.pipe = _Raises(exc)
+        inp.pipe = _Raises(exc, real)
 
     yield set_fault
     inp.pipe = real
