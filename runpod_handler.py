@@ -6,6 +6,7 @@ Locally: ``python -m handlers.cli test-input --image photo.jpg > test_input.json
 """
 
 import os
+import sys
 
 # runpod's logger defaults to DEBUG, which prints every handler output (presigned URLs included)
 os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
@@ -19,6 +20,7 @@ from handlers.runpod import import_sdk, make_handler, route_sdk_logs  # noqa: E4
 
 runpod = import_sdk()  # the SDK without py-cpuinfo's subprocess (see import_sdk)
 
+from core.errors import StartupError  # noqa: E402
 from core.logs import setup_logging  # noqa: E402
 from core.pipeline import Worker  # noqa: E402
 
@@ -33,4 +35,9 @@ def cold_start() -> Worker:
 
 
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": make_handler(cold_start())})
+    try:  # (the output directory is checked before the models load)
+        worker = cold_start()
+    except StartupError as exc:
+        print(f"maskpaint: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    runpod.serverless.start({"handler": make_handler(worker)})

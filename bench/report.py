@@ -349,6 +349,7 @@ def results_md(r: dict, out_dir: Path) -> str:
     body += NOTES_16
     for name, title in (("guard.md", "Guard (`python -m bench.guard`)"),
                         ("conditioning.md", "Conditioning (`python -m bench.conditioning`)"),
+                        ("drafts.md", "Drafts (`python -m bench.drafts`)"),
                         ("gpu.md", "GPU (`python -m bench.gpu`)")):
         # written by those commands into bench/results whatever --out says, when they have run
         part = Path(__file__).resolve().parent / "results" / name

@@ -122,6 +122,32 @@ def display_p3_profile() -> bytes:
     return matrix_profile("Display P3", P3_PRIMARIES_XY, D65_XY, "srgb")
 
 
+#: nclx transfer_characteristics (ITU-T H.273 table 3) of SDR curves: BT.709, BT.601, sRGB,
+#: BT.2020 10/12-bit. HEIF files that describe their colour with an nclx box (instead of an ICC
+#: profile) and one of these curves get a matrix profile built from their primaries.
+_NCLX_TRANSFER_SRGB_LIKE = {1, 6, 13, 14, 15}
+
+
+def nclx_profile(nclx: dict | None) -> bytes | None:
+    """An ICC profile for a HEIF nclx colour description (iPhone: P3 primaries, sRGB curve).
+
+    Only SDR transfer curves are mapped (drawn with the sRGB curve, which viewers use for them
+    too); HDR curves (PQ, HLG) and BT.709 primaries give None (pixels taken as sRGB).
+    """
+    if not nclx or nclx.get("color_primaries") in (1, 2, None):
+        return None
+    if nclx.get("transfer_characteristics") not in _NCLX_TRANSFER_SRGB_LIKE:
+        return None
+    try:
+        prim = tuple((nclx[f"color_primary_{c}_x"], nclx[f"color_primary_{c}_y"])
+                     for c in ("red", "green", "blue"))
+        white = (nclx["color_primary_white_x"], nclx["color_primary_white_y"])
+        name = "Display P3" if nclx["color_primaries"] == 12 else "HEIF nclx RGB"
+        return matrix_profile(name, prim, white, "srgb")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, np.linalg.LinAlgError):
+        return None
+
+
 @functools.cache
 def _srgb() -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.sampling import LORA_ON_ATTR
+
 log = logging.getLogger("maskpaint.compile")
 
 #: Folder under the weights dir that holds one folder of artefacts per runtime key.
@@ -128,7 +130,10 @@ class UNetDispatch:
 
     def signature(self, args: tuple, kwargs: dict) -> str:
         scales = ",".join(repr(p.scale) for p in self._scaled)
-        return f"{_spec(list(args))}{_spec(kwargs)}s[{scales}]"
+        # a draft's LoRA on is another graph (core.sampling.LORA_ON_ATTR): not an allowed one
+        unet = getattr(self.eager, "__self__", None)
+        lora = "lora" if getattr(unet, LORA_ON_ATTR, False) else ""
+        return f"{_spec(list(args))}{_spec(kwargs)}s[{scales}]{lora}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         sig = self.signature(args, kwargs)

@@ -13,19 +13,20 @@ Torch-free on purpose: handlers import this module.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
+from core.person_box import DESCRIPTION as PERSON_BOX_DESCRIPTION, PersonBox
+from core.taskfields import INPAINT_ONLY_MESSAGE, TASK_DESCRIPTION, inpaint_field_set
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, MaskSource, ModelInfo, ModerationInfo, PoseInfo, TargetGroup,
+    JobResult, MaskInfo, MaskSource, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
+from core.sampling import SamplingPlan, SchedulerName, Speed, combination_error, plan
 
 #: S3 caps SigV4 presigned URLs at 7 days (AWS S3 docs, "Sharing objects with presigned URLs").
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
@@ -105,23 +106,13 @@ class JobRequest(_Strict):
     )
     task: Literal["inpaint", "mask"] = Field(
         "inpaint",
-        description="`inpaint`: mask then repaint. `mask`: only the mask and a preview overlay "
-        "(no diffusion), for a person to check or edit before paying for inpainting.",
+        description=TASK_DESCRIPTION,
     )
     targets: list[TargetGroup] = Field(
-        default_factory=lambda: ["upper"],
-        min_length=1,
-        max_length=5,
+        default_factory=lambda: ["upper"], min_length=1, max_length=5,
         description="Garment groups to mask automatically (ignored when `mask` is given).",
     )
-    person_box: list[float] | None = Field(
-        None,
-        min_length=4,
-        max_length=4,
-        description="The person whose garments are masked in a photo of several: [x0, y0, x1, "
-        "y1] px of the (oriented) photo around them, x0 < x1, y0 < y1; absent: the largest "
-        "person. Ignored when `mask` is given; faces and hands of everyone stay protected.",
-    )
+    person_box: PersonBox | None = Field(None, description=PERSON_BOX_DESCRIPTION)
     protect_face: bool = Field(
         True,
         description="Never repaint detected faces: every face detector on the worker runs and "
@@ -159,6 +150,15 @@ class JobRequest(_Strict):
     strength: float = Field(
         1.0, gt=0.0, le=1.0, description="How far to move from the original (1 = full repaint)."
     )
+    scheduler: SchedulerName = Field(
+        "default", description="Sampler, by name: `default` (the model's own), `euler`, "
+        "`euler_a`, `dpmpp_2m`, `dpmpp_2m_karras`, `unipc`, `ddim`; `lcm` and `tcd` only with "
+        "`speed: draft`. The result's `sampling` says which one ran.")
+    speed: Speed = Field(
+        "standard", description="`draft`: a quick preview through the model's baked LCM-LoRA "
+        "(`lcm` sampler, 4-8 steps, guidance 1-2: unsent values take the low end, sent ones are "
+        "clamped; `sampling` reports what ran); `model_not_found` on a worker without it. "
+        "`standard`: the request's steps and guidance as sent.")
     seed: int | None = Field(
         None,
         ge=0,
@@ -214,21 +214,27 @@ class JobRequest(_Strict):
         "with seed `seed + i`; all are in `images` (and `seeds`), `image` is the first.",
     )
 
-    @field_validator("person_box")
-    @classmethod
-    def _person_box(cls, v: list[float] | None) -> list[float] | None:
-        if v is None:
-            return v
-        x0, y0, x1, y1 = v
-        if not all(map(math.isfinite, v)) or x0 < 0 or y0 < 0 or x0 >= x1 or y0 >= y1:
-            raise PydanticCustomError(
-                "invalid_box", "must be [x0, y0, x1, y1] px with 0 <= x0 < x1 and 0 <= y0 < y1")
-        return v
+    #: Fields the caller sent that the draft ranges clamped (see :meth:`sampling_plan`).
+    _adjusted: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
-    def _prompt_for_inpaint(self) -> JobRequest:
+    def _draft_ranges(self) -> JobRequest:
+        # a draft's steps and guidance become the ones that run (core.sampling.plan), so the
+        # request says what runs: its hash (job records), the step check below, every reader.
+        # Idempotent: pydantic runs this again on an instance placed in a model (``Job``).
+        if self.speed == "draft":
+            sp = plan(self)
+            self.num_inference_steps, self.guidance_scale = (sp.num_inference_steps,
+                                                             sp.guidance_scale)
+            self._adjusted = self._adjusted or sp.adjusted
+        return self
+
+    @model_validator(mode="after")
+    def _fields_fit_the_task(self) -> JobRequest:
         if self.task == "inpaint" and not (self.prompt and self.prompt.strip()):
             raise PydanticCustomError("prompt_required", "required when task is 'inpaint'")
+        if (name := inpaint_field_set(self)) is not None:  # a mask job would ignore it
+            raise PydanticCustomError("inpaint_only", INPAINT_ONLY_MESSAGE, {"field": name})
         return self
 
     @model_validator(mode="after")
@@ -242,6 +248,18 @@ class JobRequest(_Strict):
                 "int(num_inference_steps * strength) denoising steps); raise strength or "
                 "num_inference_steps")
         return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_speed(self) -> JobRequest:
+        why = combination_error(self.scheduler, self.speed)
+        if why is not None:
+            raise PydanticCustomError("sampler_speed", why)
+        return self
+
+    def sampling_plan(self) -> SamplingPlan:
+        """Sampler, speed, steps and guidance that run (:mod:`core.sampling`)."""
+        return SamplingPlan(plan(self).scheduler, self.speed, self.num_inference_steps,
+                            self.guidance_scale, self._adjusted)
 
     @property
     def masking(self) -> MaskingOptions:
@@ -367,6 +385,10 @@ def parse_job(job_id: str, payload: object) -> Job:
             field = "prompt"
         if first.get("type") == "too_few_steps":
             field = "strength"
+        if first.get("type") == "inpaint_only":
+            field = (first.get("ctx") or {}).get("field") or field
+        if first.get("type") == "sampler_speed":
+            field = "scheduler"
         msg = first.get("msg", "invalid value")
         if first.get("type") == "extra_forbidden":
             msg = "unknown field"

@@ -31,7 +31,7 @@ class ErrorCode(str, Enum):
     storage_conflict = "storage_conflict"  # a different object already exists at an output key
     gpu_oom = "gpu_oom"  # CUDA out of memory; memory was freed, a smaller job may pass
     device_error = "device_error"  # the accelerator is unusable; the worker should be recycled
-    timeout = "timeout"  # the job passed its internal deadline; nothing was uploaded
+    timeout = "timeout"  # the job (storage calls included) passed its internal deadline
     internal = "internal"  # a bug; details are in the worker log only
     interrupted = "interrupted"  # the job was cut by a restart of the server; submit it again
     cancelled = "cancelled"  # the caller cancelled the job (DELETE /jobs/{id}); nothing was stored
@@ -77,6 +77,11 @@ class JobError(Exception):
         self.retryable = self.code in RETRYABLE if retryable is None else retryable
         self.refresh_worker = refresh_worker
         super().__init__(f"{self.code.value}: {message}")
+
+
+class StartupError(Exception):
+    """The worker cannot start (e.g. its output directory is a file or read-only): a one-line
+    reason for the operator. Entry points print it and exit non-zero, before models load."""
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from core.colour import (SRGB, ColourSpace, matrix_profile, parse_profile, profile_space,
+from core.colour import (SRGB, ColourSpace, nclx_profile, parse_profile, profile_space,
                          to_srgb_image)
 from core.errors import ErrorCode, JobError
 from core.png import encode_png, iccp_chunk
+from core.pngdepth import like_native, native_png, to_8bit, to_rgb8
 from core.settings import Settings
 
 try:  # HEIC/HEIF (iPhone photos); AVIF is Pillow's own plugin
@@ -121,32 +123,6 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-#: nclx transfer_characteristics (ITU-T H.273 table 3) of SDR curves: BT.709, BT.601, sRGB,
-#: BT.2020 10/12-bit. HEIF files that describe their colour with an nclx box (instead of an ICC
-#: profile) and one of these curves get a matrix profile built from their primaries.
-_NCLX_TRANSFER_SRGB_LIKE = {1, 6, 13, 14, 15}
-
-
-def _nclx_profile(nclx: dict | None) -> bytes | None:
-    """An ICC profile for a HEIF nclx colour description (iPhone: P3 primaries, sRGB curve).
-
-    Only SDR transfer curves are mapped (drawn with the sRGB curve, which viewers use for them
-    too); HDR curves (PQ, HLG) and BT.709 primaries give None (pixels taken as sRGB).
-    """
-    if not nclx or nclx.get("color_primaries") in (1, 2, None):
-        return None
-    if nclx.get("transfer_characteristics") not in _NCLX_TRANSFER_SRGB_LIKE:
-        return None
-    try:
-        prim = tuple((nclx[f"color_primary_{c}_x"], nclx[f"color_primary_{c}_y"])
-                     for c in ("red", "green", "blue"))
-        white = (nclx["color_primary_white_x"], nclx["color_primary_white_y"])
-        name = "Display P3" if nclx["color_primaries"] == 12 else "HEIF nclx RGB"
-        return matrix_profile(name, prim, white, "srgb")
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, np.linalg.LinAlgError):
-        return None
-
-
 @dataclass(frozen=True)
 class Photo:
     """A decoded photo in its own colour space.
@@ -158,12 +134,46 @@ class Photo:
         colour: the RGB colour space (ICC profile) of ``rgb``; outputs embed its profile.
         format: the file's Pillow format name (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ``"HEIF"``,
             ``"AVIF"``); ``""`` when unknown.
+        native: for a 16-bit or greyscale PNG, the file's own samples (H x W grey or H x W x 3
+            RGB, uint16 or uint8; :mod:`core.pngdepth`), which a repaint is composited into and
+            a PNG result is written from; ``rgb`` and ``alpha`` are then their 8-bit RGB copy.
+            None for every other photo.
+        native_alpha: ``native``'s alpha channel (H x W, its dtype), or None when opaque.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     colour: ColourSpace = SRGB
     format: str = ""
+    native: np.ndarray | None = None
+    native_alpha: np.ndarray | None = None
+
+    def paint_target(self) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray] | None]:
+        """(the array a repaint is composited into: ``native`` when set, else ``rgb``; the map
+        from a model's H x W x 3 uint8 sRGB output into that array's colour space, mode and
+        depth, or None when there is nothing to map)."""
+        to_own = None if self.colour.is_srgb else self.colour.from_srgb
+        native = self.native
+        if native is None:
+            return self.rgb, to_own
+
+        def to_native(rgb8: np.ndarray) -> np.ndarray:
+            return like_native(to_own(rgb8) if to_own is not None else rgb8, native)
+
+        return native, to_native
+
+    def result_pixels(self, img: np.ndarray, fmt: str
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(pixels, alpha) to encode a result ``img`` (painted into :meth:`paint_target`'s
+        array) as ``fmt``: a PNG keeps a native photo's depth, mode and alpha; other formats
+        get 8-bit RGB and the 8-bit alpha."""
+        if self.native is not None and fmt == "png":
+            return img, self.native_alpha
+        return self.rgb8(img), self.alpha
+
+    def rgb8(self, img: np.ndarray) -> np.ndarray:
+        """A result ``img`` (in :meth:`paint_target`'s form) as H x W x 3 uint8 RGB."""
+        return img if self.native is None else to_rgb8(img)
 
     def output_format(self, requested: str) -> str:
         """The output format (``png``, ``jpeg``, ``webp``) for a requested one: explicit formats
@@ -247,10 +257,11 @@ def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()
     """Decode a photo, keeping its colour space and alpha channel.
 
     Orientation (EXIF, or HEIF's rotation boxes) is applied; animations give their first frame;
-    palette, greyscale, CMYK and 16-bit inputs become 8-bit RGB. An embedded RGB ICC profile
-    (or a HEIF/AVIF nclx description) is kept with the untouched pixel values; greyscale and CMYK
-    profiles are converted to sRGB here (an RGB output cannot carry them); a broken profile is
-    ignored (pixels taken as sRGB).
+    palette, greyscale, CMYK and 16-bit inputs become 8-bit RGB in ``rgb``; a 16-bit or
+    greyscale PNG also keeps its own samples (``native``, :mod:`core.pngdepth`). An embedded
+    RGB ICC profile (or a HEIF/AVIF nclx description) is kept with the untouched pixel values;
+    greyscale and CMYK profiles are converted to sRGB here (an RGB output cannot carry them);
+    a broken profile is ignored (pixels taken as sRGB).
 
     Raises:
         JobError(invalid_image): not PNG/JPEG/WebP/HEIC/AVIF, truncated or corrupt.
@@ -259,6 +270,15 @@ def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()
     """
     opened = _open_checked(data, field, limits)
     fmt = opened.format or ""
+    if fmt == "PNG":  # a 16-bit or greyscale PNG keeps its own samples too (core.pngdepth)
+        icc = opened.info.get("icc_profile")
+        profile = parse_profile(icc) if icc else None
+        native = native_png(opened, data, profile is not None and profile_space(profile) == "RGB")
+        if native is not None:
+            pixels, alpha = native
+            return Photo(to_rgb8(pixels), None if alpha is None else to_8bit(alpha),
+                         ColourSpace(icc, profile) if profile is not None else SRGB, fmt,
+                         native=pixels, native_alpha=alpha)
     fast = _fast_jpeg(opened, data)
     icc = opened.info.get("icc_profile")
     profile = parse_profile(icc) if fast is not None else None
@@ -266,7 +286,7 @@ def decode_photo(data: bytes, *, field: str = "image", limits: Limits = Limits()
                                              and profile_space(profile) == "RGB")):
         return Photo(fast, None, SRGB if icc is None else ColourSpace(icc, profile), fmt)
     img = _load(opened, field)
-    icc = img.info.get("icc_profile") or _nclx_profile(img.info.get("nclx_profile"))
+    icc = img.info.get("icc_profile") or nclx_profile(img.info.get("nclx_profile"))
     img, alpha = _split_alpha(_to_8bit(img))
     profile = parse_profile(icc)
     colour = SRGB
@@ -338,7 +358,8 @@ def _png_with_icc(png: bytes, icc: bytes) -> bytes:
 
 def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
                  icc: bytes | None = None, alpha: np.ndarray | None = None) -> bytes:
-    """Encode H x W x 3 uint8 RGB, or H x W uint8 greyscale, as ``fmt`` (png, jpeg, webp).
+    """Encode H x W x 3 uint8 RGB, or H x W uint8 greyscale, as ``fmt`` (png, jpeg, webp); for
+    PNG also uint16 (a 16-bit file) and greyscale with ``alpha`` (:func:`core.png.encode_png`).
 
     Args:
         quality: 1-100, for jpeg and webp; PNG uses :data:`PNG_COMPRESS_LEVEL` (lossless).
@@ -349,7 +370,7 @@ def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
     """
     if alpha is not None and fmt == "jpeg":
         arr, alpha = flatten(arr, alpha), None
-    if fmt == "png" and arr.ndim == 3:
+    if fmt == "png" and (arr.ndim == 3 or arr.dtype != np.uint8 or alpha is not None):
         # photos: our writer, the "up" row filter deflated by ISA-L (#16: a 2 MP photo's
         # deflate 102 -> 23 ms for 5 % more bytes than zlib level 1); see core.png
         return encode_png(arr, alpha=alpha, icc=icc)

@@ -21,8 +21,10 @@ from PIL import Image
 
 from core import timing
 from core.buckets import fit_bucket
+from core.cvshape import nonzero_xy
 from core.errors import is_oom
 from core.masking.post import bbox
+from core.sampling import SamplingPlan, applied
 
 log = logging.getLogger("maskpaint.inpaint")
 
@@ -40,10 +42,13 @@ class InpaintParams:
         call_kwargs: keywords for the diffusers call (prompt, sampler settings), from
             :meth:`core.contract.JobRequest.inpaint_kwargs`.
         seed: seed of the CPU ``torch.Generator`` (same seed, same noise on any device).
+        sampling: the scheduler to swap in and whether the draft LoRA is on
+            (:func:`core.sampling.plan`); None: the pipeline's own scheduler, no LoRA.
     """
 
     call_kwargs: Mapping[str, Any]
     seed: int
+    sampling: SamplingPlan | None = None
 
 
 def crop_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
@@ -111,9 +116,10 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
     alpha == 1 pixels ``generated``'s, both copied exactly; the band 0 < alpha < 1 is
     ``round(original * (1 - alpha) + generated * alpha)`` in float32.
 
-    All three are the same H x W (x 3); returns H x W x 3 uint8: ``out`` when given (it must
-    hold ``original``'s pixels already, e.g. a view of the photo's copy; written in place),
-    else a new array.
+    ``original`` and ``generated`` are the same H x W x 3 or H x W, uint8 or uint16 (a 16-bit
+    or greyscale photo, :mod:`core.pngdepth`), ``alpha`` H x W float32; returns ``original``'s
+    shape and dtype: ``out`` when given (it must hold ``original``'s pixels already, e.g. a
+    view of the photo's copy; written in place), else a new array.
 
     Only the band is computed in float (gathered by index): on a 12 MP photo with a quarter of
     it masked that is ~60k pixels instead of the 4.8 MP crop, and the alpha == 1 part is an
@@ -125,13 +131,12 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
     if copied is not out:  # (OpenCV writes into ``out`` when it can; else it returns a copy)
         out[...] = copied
     # the band; an alpha under float32's smallest normal number would round to the original
-    band = cv2.findNonZero(cv2.inRange(alpha, _TINY, _BELOW_ONE))
-    if band is None:
+    xs, ys = nonzero_xy(cv2.inRange(alpha, _TINY, _BELOW_ONE))
+    if not len(xs):
         return out
-    xs, ys = band[:, 0, 0], band[:, 0, 1]
-    a = alpha[ys, xs][:, None]
+    a = alpha[ys, xs].reshape(-1, *([1] * (original.ndim - 2)))  # (per pixel, per channel)
     out[ys, xs] = (original[ys, xs].astype(np.float32) * (1 - a)
-                   + generated[ys, xs].astype(np.float32) * a + 0.5).astype(np.uint8)
+                   + generated[ys, xs].astype(np.float32) * a + 0.5).astype(out.dtype)
     return out
 
 
@@ -140,6 +145,31 @@ def _repaint_mask(alpha: np.ndarray) -> np.ndarray:
     (``(alpha > 0) * 255`` made an int64 temporary, 8 B/px: 1.3 frames for a 5.5 MP crop of a
     12 MP photo; #16)."""
     return cv2.compare(alpha, 0.0, cv2.CMP_GT)
+
+
+def step_ends(pipe) -> dict[int, int]:
+    """Model call index -> the denoising step (1-based) it completes, for the run a diffusers
+    pipeline has just set up; ``{}`` when the pipeline does not say.
+
+    A step is a run of equal timesteps: PNDM's first PLMS step evaluates its timestep twice
+    (8 steps are 9 model calls), Heun's second-order steps every timestep after the first twice;
+    counting calls reported "step 9 / 9" for 8 steps. The run's timesteps are the last
+    ``pipe.num_timesteps`` of ``pipe.scheduler.timesteps`` (diffusers' ``get_timesteps`` drops
+    the first ones when ``strength`` < 1). With ``strength`` 1 the count is the steps asked
+    for; below 1 it is ``int(steps * strength)``, or one more where the slice diffusers takes
+    starts inside PNDM's repeated timestep (5 steps at 0.6: timesteps 600, 400, 200, 0).
+    """
+    n = int(getattr(pipe, "num_timesteps", 0) or 0)
+    ts = getattr(getattr(pipe, "scheduler", None), "timesteps", None)
+    if n <= 0 or ts is None or len(ts) < n:
+        return {}
+    ts = [float(t) for t in ts[len(ts) - n:]]
+    ends, step = {}, 0
+    for i in range(n):
+        if i == n - 1 or ts[i + 1] != ts[i]:  # the last call of this timestep
+            step += 1
+            ends[i] = step
+    return ends
 
 
 #: ``extra(crop_box, (model_w, model_h)) -> (pipeline, call keywords)``: what a conditioned job
@@ -170,16 +200,18 @@ def inpaint(
         pipe: a loaded ``StableDiffusion(XL)InpaintPipeline``.
         resolution: the model's native side in px (512 for SD 1.5, 1024 for SDXL).
         image: H x W x 3 uint8 RGB, the pixels composited with the painted ones (and copied
-            unchanged where alpha == 0).
+            unchanged where alpha == 0); or a photo's own H x W (x 3) uint8/uint16 samples
+            (:meth:`core.imageio.Photo.paint_target`), with ``from_model`` mapping into them.
         alpha: H x W float32 in [0, 1]; must have a pixel > 0.
         params: prompt and sampler settings; each seed drives a CPU ``torch.Generator`` so the
             same seed gives the same noise on any device.
-        on_step: called as ``on_step(step, total)`` after each denoising step (1-based); may
-            raise to abort (e.g. a deadline).
+        on_step: called as ``on_step(step, total)`` once per denoising step, steps 1 to
+            ``total`` in order (:func:`step_ends`: a step the scheduler evaluates twice is
+            reported once); may raise to abort (e.g. a deadline).
         model_image: H x W x 3 uint8 RGB the model sees (default ``image``): the photo in sRGB,
             transparency over white, when ``image`` is in another colour space.
-        from_model: maps the model's H x W x 3 uint8 sRGB output into ``image``'s colour space
-            before compositing (default: unchanged).
+        from_model: maps the model's H x W x 3 uint8 sRGB output into ``image``'s colour
+            space, mode and dtype before compositing (default: unchanged).
         num_outputs: images to make (1-4).
         extra: conditioning hook (see :data:`Extra`); default: ``pipe`` with no extra keywords.
         in_place: the caller hands ``image`` over: the last output is painted into ``image``
@@ -191,8 +223,8 @@ def inpaint(
             (default: the crop's own aspect, long side ``resolution``).
 
     Returns:
-        (``num_outputs`` H x W x 3 uint8 results in seed order, facts: crop box and model size
-        in px, the batch size used).
+        (``num_outputs`` results of ``image``'s shape and dtype in seed order, facts: crop
+        box and model size in px, the batch size used, the diffusers scheduler class that ran).
     """
     import torch
 
@@ -210,15 +242,33 @@ def inpaint(
                                                                   Image.Resampling.NEAREST)
     run_pipe, kwargs = extra((x0, y0, x1, y1), (mw, mh)) if extra is not None else (pipe, {})
 
-    def _cb(pipe_, step, _t, kw):
-        # the scheduler decides the count (strength < 1 skips steps; PNDM adds one)
-        if on_step is not None:
-            on_step(step + 1, int(getattr(pipe_, "num_timesteps", 0)) or step + 1)
+    steps: dict[int, int] = {}  # model call index -> denoising step it completes (1-based)
+    total = [0]
+
+    def _cb(pipe_, i, _t, kw):
+        if on_step is None:
+            return kw
+        if i == 0:  # the first call of a run: the scheduler now holds this run's timesteps
+            steps.clear()
+            steps.update(step_ends(pipe_))
+            total[0] = max(steps.values(), default=0)
+        if not steps:  # (a pipeline without the usual attributes: one step per call)
+            on_step(i + 1, max(i + 1, int(getattr(pipe_, "num_timesteps", 0))))
+        elif i in steps:
+            on_step(steps[i], total[0])
         return kw
+
+    sp = params.sampling or SamplingPlan("default", "standard",
+                                         int(params.call_kwargs.get("num_inference_steps", 0)),
+                                         float(params.call_kwargs.get("guidance_scale", 0.0)))
+    ran: list[str] = []
 
     def call(seeds: list[int]) -> list[Image.Image]:
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode(), timing.scope("inpaint"), timing.forward():
+        # the job's scheduler (and draft LoRA) for this call only: restored afterwards
+        with torch.inference_mode(), timing.scope("inpaint"), timing.forward(), \
+                applied(run_pipe, sp, lora_pipe=pipe) as scheduler_class:
+            ran.append(scheduler_class)
             return run_pipe(
                 **params.call_kwargs, image=crop_img, mask_image=crop_mask, height=mh, width=mw,
                 num_images_per_prompt=len(seeds), generator=gens[0] if len(gens) == 1 else gens,
@@ -248,4 +298,5 @@ def inpaint(
         result = image if last else image.copy()
         composite(crop, gen, crop_alpha, out=result[y0:y1, x0:x1])
         results.append(result)
-    return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch}
+    return results, {"crop_box": [x0, y0, x1, y1], "model_size": [mw, mh], "batch": batch,
+                     "scheduler_class": ran[-1]}

@@ -71,6 +71,8 @@ class ModelSet:
     #: Issue #15: inpainting model key -> its loaded IP-Adapter / ControlNet
     #: (:class:`core.conditioning.Conditioners`).
     conditioning: dict[str, Any] = field(default_factory=dict)
+    #: The draft LoRAs (LCM-LoRA) of the loaded inpainting models (:class:`core.sampling.Drafts`).
+    drafts: Any = None
     #: Image moderation classifiers (:mod:`core.moderation`): every baked one that loaded.
     moderation: list = field(default_factory=list)
     #: Moderation model key -> why it is not loaded ("not baked", "failed to load").
@@ -206,6 +208,9 @@ class ModelSet:
         from core.conditioning import load_conditioning
 
         load_conditioning(self, manifest, wd, verify=settings.verify_weights, device=device)
+        from core.sampling import load_drafts  # the draft LoRAs, loaded disabled
+
+        self.drafts = load_drafts(self, manifest, wd, verify=settings.verify_weights)
 
     def _add_masking(self, key: str, kind: str, outcome) -> None:
         """Record one masking model's :func:`_load_masking` outcome in its slot, or why not."""

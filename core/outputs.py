@@ -111,8 +111,8 @@ def job_outputs(photo: Photo, image: np.ndarray | PreviewSource, mo, results: li
         image: H x W x 3 uint8 sRGB, what the models saw (the overlay's background), or its
             :class:`PreviewSource` made before the photo was repainted.
         mo: the masking outcome (binary mask, alpha, detections, faces, hands).
-        results: the repainted images, H x W x 3 uint8 in the photo's space (none for a mask
-            job).
+        results: the repainted images, in the photo's space, each the shape and dtype of
+            :meth:`Photo.paint_target`'s array (none for a mask job).
         fmt: ``png``, ``jpeg`` or ``webp`` (:meth:`Photo.output_format`).
         quality: JPEG/WebP quality, 1-100.
         encode: the encoder, :func:`core.imageio.encode_image` (the caller passes its own name
@@ -123,11 +123,14 @@ def job_outputs(photo: Photo, image: np.ndarray | PreviewSource, mo, results: li
 
     def result_file(img: np.ndarray) -> Encoder:
         # PNG and WebP keep the photo's alpha channel unchanged, inside the mask too (the
-        # silhouette stays; the repaint changes colour only); JPEG is flattened over white
-        return lambda: Encoded(encode(img, fmt, quality, icc=photo.colour.icc,
-                                      alpha=photo.alpha),
-                               f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt],
-                               w, h)
+        # silhouette stays; the repaint changes colour only); JPEG is flattened over white. A
+        # PNG keeps a 16-bit or greyscale photo's depth and mode (Photo.result_pixels).
+        def make() -> Encoded:
+            pixels, alpha = photo.result_pixels(img, fmt)
+            return Encoded(encode(pixels, fmt, quality, icc=photo.colour.icc, alpha=alpha),
+                           f"result.{'jpg' if fmt == 'jpeg' else fmt}", CONTENT_TYPES[fmt], w, h)
+
+        return make
 
     for i, result_img in enumerate(results):  # a gallery: "image", "image.1", ...
         outputs["image" if i == 0 else f"image.{i}"] = result_file(result_img)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from core.cvshape import external_contours, nonzero_xy
 from core.masking.post import bbox
 
 MASK_TINT = (255, 40, 120)  # RGB, magenta: distinct from skin and most garments
@@ -46,12 +47,11 @@ def _tint(image: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
                             out)
         if copied is not out:
             out[...] = copied
-        band = cv2.findNonZero(cv2.inRange(alpha, _TINY, _BELOW_ONE))
+        xs, ys = nonzero_xy(cv2.inRange(alpha, _TINY, _BELOW_ONE))
     else:
-        band = cv2.findNonZero(cv2.compare(alpha, 0.0, cv2.CMP_GT))
-    if band is None:
+        xs, ys = nonzero_xy(cv2.compare(alpha, 0.0, cv2.CMP_GT))
+    if not len(xs):
         return
-    xs, ys = band[:, 0, 0], band[:, 0, 1]
     a = (alpha[ys, xs] * TINT_OPACITY)[:, None]
     out[ys, xs] = (image[ys, xs] * (1 - a) + np.asarray(MASK_TINT, np.float32) * a
                    + 0.5).astype(np.uint8)
@@ -86,9 +86,8 @@ def render_overlay(
         # tint only the mask's bounding box: the cost follows the mask, not the photo
         _tint(image[y0:y1, x0:x1], alpha[y0:y1, x0:x1], out[y0:y1, x0:x1])
         # the mask's outline, so its edge is visible on busy photos
-        contours, _ = cv2.findContours((alpha[y0:y1, x0:x1] > 0).astype(np.uint8),
-                                       cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                       offset=(int(x0), int(y0)))
+        contours = external_contours((alpha[y0:y1, x0:x1] > 0).astype(np.uint8),
+                                     offset=(int(x0), int(y0)))
         cv2.drawContours(out, contours, -1, MASK_TINT, thick, cv2.LINE_AA)
     for label, score, box in detections:
         x0, y0, x1, y1 = (int(round(v)) for v in box)

@@ -18,16 +18,19 @@ import numpy as np
 from pydantic import ValidationError
 
 from core import timing
+from core.bounded import DeadlineStorage, late, within
 from core.buckets import buckets_for
-from core.contract import IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo
+from core.contract import (IMAGE_INPUTS, Job, JobRequest, JobResult, MaskInfo, ModelInfo,
+                           SamplingInfo)
 from core.errors import ErrorCode, JobError, is_oom
 from core.imageio import Limits, decode_mask, decode_photo, encode_image
 from core.inputs import load_bytes
 from core.memory import return_big_blocks
 from core.offline import forbid_runtime_installs
+from core.sampling import check_draft
 from core.settings import Settings
-from core.storage import (Storage, make_s3_client, make_storage, read_record, request_sha256,
-                          write_record, write_refusal)
+from core.storage import (Storage, check_output_dir, make_s3_client, make_storage, read_record,
+                          request_sha256, write_record, write_refusal)
 
 if TYPE_CHECKING:
     from core.models import ModelSet
@@ -120,20 +123,20 @@ class Worker:
 
     def _run(self, job: Job, progress: Progress) -> JobResult:
         req = job.request
+        s, clock = self.settings, _Clock(self.settings.job_deadline_s, job.id)
+        storage = DeadlineStorage(self.storage, clock.deadline, s.job_deadline_s)  # (all calls)
         request_sha = request_sha256(req)
         # content moderation (core.moderation.stage): the prompt now, before anything else; an
         # image refused later is recorded, so a redelivery is refused again without any work
         guard = self.moderator.start(
-            job, lambda err: write_refusal(self.storage, job.id, request_sha, err))
-        # at-least-once delivery (core.storage): a job that already finished returns its
-        # recorded result (or refusal), with no fetch, decode, masking or inpainting
-        recorded = read_record(self.storage, job.id, request_sha)
+            job, lambda err: write_refusal(storage, job.id, request_sha, err))
+        # at-least-once delivery (core.storage): a finished job returns its recorded result
+        # (or refusal) with no fetch, decode, masking or inpainting
+        recorded = read_record(storage, job.id, request_sha)
         if recorded is not None:
             log.info("job %s already done: returning its recorded result", job.id,
                      extra={"job_id": job.id})
-            return self._deliver(recorded, req)
-        clock = _Clock(self.settings.job_deadline_s, job.id)
-        s = self.settings
+            return self._deliver(recorded, req, storage)
 
         def stage(name: str) -> float:
             clock.check()
@@ -149,12 +152,16 @@ class Worker:
             from core.conditioning import check_available
 
             cond = check_available(self.models, inpainter.key, req)
+        sp = req.sampling_plan()  # sampler, steps and guidance that run (draft ranges applied)
+        if req.task == "inpaint" and sp.speed == "draft":  # its LoRA, before any fetch
+            check_draft(getattr(self.models, "drafts", None), inpainter.key)
 
         t = stage("fetch")
         # each checked against its cap; the reference garment only when it will be used
-        raw = {name: load_bytes(getattr(req, name), name, s, self._s3_factory)
-               for name in IMAGE_INPUTS
-               if getattr(req, name) and (name != "garment_image" or req.task == "inpaint")}
+        raw = within(clock.deadline, lambda: {  # (an s3:// input that hangs: cut at the deadline)
+            name: load_bytes(getattr(req, name), name, s, self._s3_factory) for name in IMAGE_INPUTS
+            if getattr(req, name) and (name != "garment_image" or req.task == "inpaint")},
+            late("fetching the inputs", s.job_deadline_s))
         clock.stage("fetch", t)
 
         t = stage("decode")
@@ -189,7 +196,7 @@ class Worker:
         preview = preview_source(image, mo.alpha)
         clock.stage("mask", t)
 
-        seed = None
+        seed = sampling = None
         results: list[np.ndarray] = []
         conditioning = None
         garment = pose18 = None
@@ -211,21 +218,27 @@ class Worker:
                 clock.check()
                 progress({"stage": "inpaint", "step": step, "steps": total})
 
+            target, from_model = photo.paint_target()  # (16-bit, grey: own depth and mode)
             results, facts = inpaint(
-                inpainter.pipe, inpainter.resolution, photo.rgb, mo.alpha,
-                InpaintParams(req.inpaint_kwargs(), seed),
+                inpainter.pipe, inpainter.resolution, target, mo.alpha,
+                InpaintParams(req.inpaint_kwargs(), seed, sampling=sp),
                 on_step=on_step, model_image=image, num_outputs=req.num_outputs,
-                extra=call_extra(inpainter.pipe, cond, guidance_scale=req.guidance_scale,
+                extra=call_extra(inpainter.pipe, cond, guidance_scale=sp.guidance_scale,
                                  garment=garment, garment_scale=req.garment_scale,
                                  pose18=pose18, control_scale=req.control_scale),
-                from_model=None if photo.colour.is_srgb else photo.colour.from_srgb,
-                in_place=True,  # photo.rgb becomes the last result (one frame less held)
+                from_model=from_model,
+                in_place=True,  # the target becomes the last result (one frame less held)
                 buckets=buckets_for(inpainter.resolution) if s.generation_buckets else None,
             )
             clock.stage("inpaint", t)
+            lora = self.models.drafts.loaded[inpainter.key] if sp.speed == "draft" else None
+            sampling = SamplingInfo(
+                scheduler=sp.scheduler, scheduler_class=facts["scheduler_class"], speed=sp.speed,
+                num_inference_steps=sp.num_inference_steps, guidance_scale=sp.guidance_scale,
+                lora=lora, adjusted=list(sp.adjusted))
             if guard.on:  # every result, before anything is encoded or stored
                 t = stage("safety")
-                guard.check_outputs(results, mo.alpha)
+                guard.check_outputs([photo.rgb8(r) for r in results], mo.alpha)  # 8-bit RGB
                 clock.stage("safety", t)
         del image  # (an sRGB copy of a photo in another space: one frame)
         mo.drop_alpha()  # (the overlay has its scaled copy)
@@ -234,7 +247,7 @@ class Worker:
         outputs = job_outputs(photo, preview, mo, results, photo.output_format(req.output.format),
                               req.output.quality, encode_image)  # (the bench wraps this name)
         stage("upload")  # (progress: encodes and uploads now run together)
-        artifacts, encoded_at = store(self.storage, job.id, outputs, req.output.url_expires_s,
+        artifacts, encoded_at = store(storage, job.id, outputs, req.output.url_expires_s,
                                       req.output.return_base64)
         # encode: until the last artefact was encoded; upload: the rest (uploads overlap encodes)
         clock.stage("encode", t, encoded_at)
@@ -252,6 +265,8 @@ class Worker:
                 models.append(ModelInfo(**cond.ip_identity))
             if req.control and cond.control_identity:
                 models.append(ModelInfo(**cond.control_identity))
+        if sampling is not None and sampling.lora:  # the draft LoRA that ran
+            models.append(ModelInfo(**self.models.drafts.identity[inpainter.key]))
         models += [ModelInfo(**identity) for identity in mo.identities + guard.identities]
         log.info("job %s done: task=%s mask=%s coverage=%.3f timings=%s", job.id, req.task,
                  mo.source, mo.coverage, clock.timings)
@@ -260,7 +275,7 @@ class Worker:
             image=artifacts.get("image"), mask=artifacts["mask"], overlay=artifacts["overlay"],
             images=[artifacts["image" if i == 0 else f"image.{i}"] for i in range(len(results))],
             seeds=[seed + i for i in range(len(results))] if seed is not None else [],
-            conditioning=conditioning,
+            conditioning=conditioning, sampling=sampling,
             mask_info=MaskInfo(source=mo.source, reason=mo.reason, fallback=mo.fallback,
                                coverage=round(mo.coverage, 5), detections=mo.detections,
                                faces=mo.faces, hands=mo.hands, pose=mo.pose,
@@ -271,16 +286,16 @@ class Worker:
         # the record goes last: from here on every delivery of this id returns the first result
         # recorded (another attempt may have won the race; then its result is returned)
         mine = _recordable(result)
-        recorded = write_record(self.storage, job.id, request_sha, mine)
+        recorded = write_record(storage, job.id, request_sha, mine)
         if recorded is not mine:
             log.info("job %s: another attempt recorded first; returning its result", job.id,
                      extra={"job_id": job.id})
-            return self._deliver(recorded, req)
+            return self._deliver(recorded, req, storage)
         return result
 
-    def _deliver(self, recorded: dict, req: JobRequest) -> JobResult:
+    def _deliver(self, recorded: dict, req: JobRequest, storage: Storage) -> JobResult:
         """A recorded result, with fresh URLs for this request's ``url_expires_s`` and the bytes
-        inlined again when it asks for ``return_base64``."""
+        inlined again (read from ``storage``) when it asks for ``return_base64``."""
         try:
             out = JobResult.model_validate(recorded)
         except ValidationError:  # recorded by a version of the contract this one cannot read
@@ -292,9 +307,9 @@ class Worker:
         for name, art in named:
             if art is None:
                 continue
-            art.url = self.storage.url(art.key, req.output.url_expires_s)
+            art.url = storage.url(art.key, req.output.url_expires_s)
             if req.output.return_base64:
-                data = self.storage.get(art.key)
+                data = storage.get(art.key)
                 if data is None:
                     raise JobError(ErrorCode.storage_error,
                                    f"a recorded {name} is missing from storage", retryable=False)
@@ -308,11 +323,12 @@ def load_models(settings: Settings | None = None) -> ModelSet:
 
     Modal calls this before its memory snapshot with ``device="cpu"`` (no GPU is attached then,
     and CUDA must not be initialised before the snapshot). ``models.load_ms`` holds the per-model
-    times; ``models.load_ms["models"]`` the whole phase, ms.
+    times; ``models.load_ms["models"]`` the whole phase, ms. StartupError: see check_output_dir.
     """
     from core.models import ModelSet
 
     settings = settings or Settings()
+    check_output_dir(settings)
     t = time.perf_counter()
     models = ModelSet.load(settings)
     load_ms = (time.perf_counter() - t) * 1000

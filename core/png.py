@@ -1,4 +1,5 @@
-"""PNG writer for photos, deflated with ISA-L (``isal``, Intel's Intelligent Storage Acceleration
+"""PNG writer for photos (8 or 16 bits per sample, RGB or greyscale, with or without alpha),
+deflated with ISA-L (``isal``, Intel's Intelligent Storage Acceleration
 Library through python-isal's zlib-compatible API) (#16).
 
 Why hand-written: the library PNG writers (OpenCV, Pillow, libpng) deflate with zlib, and zlib
@@ -44,23 +45,44 @@ def iccp_chunk(icc: bytes) -> bytes:
     return _chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))
 
 
-def encode_png(rgb: np.ndarray, *, alpha: np.ndarray | None = None,
+#: PNG colour type by (grey or colour, with alpha): PNG spec 11.2.2, table 11.1.
+_COLOUR_TYPE = {(1, False): 0, (3, False): 2, (1, True): 4, (3, True): 6}
+
+
+def encode_png(pixels: np.ndarray, *, alpha: np.ndarray | None = None,
                icc: bytes | None = None) -> bytes:
-    """Encode H x W x 3 uint8 RGB (with an optional H x W uint8 ``alpha``: an RGBA file) as an
-    8-bit PNG, lossless. ``icc`` (an RGB ICC profile) goes into an ``iCCP`` chunk before the
-    pixel data (PNG spec 11.3.3.3). Returns the file's bytes.
+    """Encode a photo as a PNG of its own depth and mode, lossless.
+
+    Args:
+        pixels: H x W x 3 RGB or H x W greyscale, uint8 (an 8-bit file) or uint16 (16-bit,
+            written big-endian as PNG stores samples, PNG spec 7.2).
+        alpha: H x W of ``pixels``' dtype, or None: an RGBA / grey+alpha file when given.
+        icc: an ICC profile of ``pixels``' colour space for the ``iCCP`` chunk, before the pixel
+            data (PNG spec 11.3.3.3); None writes an untagged file.
+
+    Returns the file's bytes. The "Up" filter works on bytes (PNG spec 9.2), so 16-bit rows
+    are filtered as their big-endian bytes, as a decoder undoes it.
     """
-    h, w = rgb.shape[:2]
-    channels = 3 if alpha is None else 4
-    stride = w * channels
+    h, w = pixels.shape[:2]
+    grey = pixels.ndim == 2
+    if pixels.dtype not in (np.uint8, np.uint16) or (alpha is not None
+                                                     and alpha.dtype != pixels.dtype):
+        raise ValueError("PNG pixels (and alpha) must be uint8 or uint16, the same for both")
+    depth = 8 * pixels.dtype.itemsize
+    channels = (1 if grey else 3) + (alpha is not None)
+    stride = w * channels * pixels.dtype.itemsize
     rows = max(1, STRIP_BYTES // (stride + 1))
     co = isal_zlib.compressobj(ISAL_LEVEL, isal_zlib.DEFLATED, 15)  # zlib format
     parts = []
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
         lo = max(0, y0 - 1)  # the row above the strip, for the filter
-        px = rgb[lo:y1] if alpha is None else np.dstack([rgb[lo:y1], alpha[lo:y1]])
-        px = px.reshape(y1 - lo, stride)
+        px = pixels[lo:y1]
+        if alpha is not None:
+            px = np.dstack([px, alpha[lo:y1]])
+        if depth == 16:
+            px = px.astype(">u2")  # (a copy of the strip only)
+        px = np.ascontiguousarray(px).view(np.uint8).reshape(y1 - lo, stride)
         f = np.empty((y1 - y0, stride + 1), np.uint8)
         f[:, 0] = 2  # filter type Up
         if y0 == 0:
@@ -74,7 +96,8 @@ def encode_png(rgb: np.ndarray, *, alpha: np.ndarray | None = None,
     crc = zlib.crc32(b"IDAT")
     for part in parts:
         crc = zlib.crc32(part, crc)
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2 if alpha is None else 6, 0, 0, 0)
+    colour_type = _COLOUR_TYPE[(1 if grey else 3, alpha is not None)]
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0)
     return b"".join([_SIGNATURE, _chunk(b"IHDR", ihdr), iccp_chunk(icc) if icc else b"",
                      struct.pack(">I", sum(map(len, parts))), b"IDAT", *parts,
                      struct.pack(">I", crc), _chunk(b"IEND", b"")])

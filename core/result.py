@@ -127,6 +127,23 @@ class ConditioningInfo(BaseModel):
     control: ControlInfo | None = None
 
 
+class SamplingInfo(BaseModel):
+    """How the repaint was sampled: what ran, after draft ranges were applied."""
+
+    scheduler: str = Field(..., description="The `scheduler` name that ran (`default`: the "
+                           "model's own; a draft's `default` runs `lcm`).")
+    scheduler_class: str = Field(..., description="The diffusers scheduler class that ran.")
+    speed: Literal["draft", "standard"]
+    num_inference_steps: int = Field(..., description="Steps asked of the scheduler (the "
+                                     "pipeline runs int(steps x strength) of them).")
+    guidance_scale: float
+    lora: str | None = Field(None, description="Manifest key of the few-step LoRA applied "
+                             "(draft), else null.")
+    adjusted: list[str] = Field(
+        default_factory=list, description="Fields the request sent that were clamped into "
+        "the draft ranges (LCM-LoRA: 4-8 steps, guidance 1-2).")
+
+
 class ModerationInfo(BaseModel):
     """What the content moderation did for this job (docs/safety.md)."""
 
@@ -158,6 +175,8 @@ class JobResult(BaseModel):
     conditioning: ConditioningInfo | None = Field(
         None, description="What steered the repaint besides the prompt (reference garment, "
         "pose), when asked for.")
+    sampling: SamplingInfo | None = Field(
+        None, description="Sampler, speed, steps and guidance that ran (inpaint only).")
     mask: Artifact
     overlay: Artifact = Field(..., description="Preview: photo, tinted mask, boxes, labels.")
     mask_info: MaskInfo

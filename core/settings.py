@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     s3_prefix: str = Field("maskpaint", description="Key prefix: <prefix>/<job_id>/<name>.")
     s3_endpoint_url: str | None = Field(None, description="R2 / MinIO / B2 endpoint URL.")
     s3_region: str | None = Field(None)
-    s3_max_attempts: int = Field(4, ge=1, le=10, description="botocore standard-mode attempts.")
+    s3_max_attempts: int = Field(4, ge=1, le=10, description="Attempts per S3 call in all, the "
+                                 "first included (botocore standard mode, `total_max_attempts`).")
     s3_connect_timeout_s: float = Field(5.0, gt=0)
     s3_read_timeout_s: float = Field(30.0, gt=0)
     output_dir: Path = Field(Path("outputs"), description="Local outputs when no bucket is set.")

@@ -45,6 +45,7 @@ from typing import Protocol
 
 from core.contract import MAX_PRESIGN_SECONDS, JobRequest
 from core.errors import ErrorCode, JobError
+from core.localfs import check_output_dir, local_error, write_all  # noqa: F401 (re-export)
 from core.settings import Settings
 
 #: Name of the job record under the job's folder.
@@ -105,14 +106,16 @@ def make_s3_client(settings: Settings):
       that).
     - ``request_checksum_calculation="when_required"``: boto3 >= 1.36 otherwise sends CRC
       trailers that R2, MinIO and B2 reject.
-    - retries in botocore's ``standard`` mode with a set attempt count; bounded timeouts.
+    - ``standard`` retries, ``total_max_attempts`` = ``s3_max_attempts``, the first try
+      included (botocore's ``max_attempts`` counts retries: one attempt more than set); bounded
+      connect and read timeouts (the job's deadline bounds a call further: core.bounded).
     """
     import boto3
     from botocore.config import Config
 
     cfg = Config(
         signature_version="s3v4",
-        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
         connect_timeout=settings.s3_connect_timeout_s,
         read_timeout=settings.s3_read_timeout_s,
         request_checksum_calculation="when_required",
@@ -248,8 +251,10 @@ class LocalStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
             try:
                 os.link(tmp, path)  # atomic, fails if the name exists: no overwrite
                 return True
@@ -268,8 +273,7 @@ class LocalStorage:
                                    "a different file already exists at this job's output path; "
                                    "use a new job id", retryable=False)
         except OSError as exc:
-            raise JobError(ErrorCode.storage_error,
-                           f"writing output failed ({type(exc).__name__})") from None
+            raise local_error("writing output", exc) from None
         return Stored(key=str(path), url=path.as_uri(), sha256=digest, bytes=len(data))
 
     def create(self, key: str, data: bytes, content_type: str) -> bytes | None:
@@ -277,8 +281,7 @@ class LocalStorage:
         try:
             return None if self._link_new(path, data) else path.read_bytes()
         except OSError as exc:
-            raise JobError(ErrorCode.storage_error,
-                           f"writing the job record failed ({type(exc).__name__})") from None
+            raise local_error("writing the job record", exc) from None
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -286,8 +289,7 @@ class LocalStorage:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise JobError(ErrorCode.storage_error,
-                           f"reading stored output failed ({type(exc).__name__})") from None
+            raise local_error("reading stored output", exc) from None
 
     def url(self, key: str, url_expires_s: int) -> str:
         return self._path(key).as_uri()

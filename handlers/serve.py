@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from urllib.parse import unquote
 
+from core.errors import StartupError
 from core.settings import Settings
 from core.storage import RECORD_NAME
 from handlers.dispatch import map_artefacts
@@ -217,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
               "`make serve` does", file=sys.stderr)
     host = f"[{a.host}]" if ":" in a.host else a.host
     public_url = f"http://{host}:{a.port}"
-    worker = Worker.cold_start(settings)
+    try:  # (the output directory is checked before the models load)
+        worker = Worker.cold_start(settings)
+    except StartupError as exc:
+        print(f"maskpaint: cannot start: {exc}", file=sys.stderr)
+        return 2
     setup_logging(a.log_level)  # again: the libraries loaded at cold start add their handlers
     policy = replace(LOOPBACK, backoff_s=0.2) if a.webhook_loopback else WebhookPolicy()
     jobs_db = a.jobs_db or Path(settings.output_dir) / ".maskpaint" / "jobs.sqlite3"

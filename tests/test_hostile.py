@@ -34,6 +34,9 @@ def astro(photos) -> bytes:
 def _good(astro: bytes, **kw) -> dict:
     inp = {"image": data_url(astro, "image/png"), "mask": data_url(png_bytes(GOOD_MASK), "image/png"),
            "prompt": "a blue denim jacket", "num_inference_steps": 2, "seed": 7}
+    if kw.get("task") == "mask":  # a mask job refuses the repaint's fields
+        for name in ("prompt", "num_inference_steps", "seed"):
+            inp.pop(name, None)
     inp.update(kw)
     return inp
 
@@ -263,10 +266,15 @@ def test_deadline_returns_timeout_and_uploads_nothing(model_set, settings_factor
 
 
 class _Raises:
-    """Stands in for a pipeline *call* only, to inject an accelerator fault at that seam."""
+    """Stands in for a pipeline *call* only, to inject an accelerator fault at that seam; every
+    attribute (scheduler, components, config) is the real pipeline's."""
 
-    def __init__(self, exc):
+    def __init__(self, exc, real):
         self.exc = exc
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
 
     def __call__(self, *a, **kw):
         raise self.exc
@@ -278,7 +286,7 @@ def broken_pipe(model_set):
     real = inp.pipe
 
     def set_fault(exc):
-        inp.pipe = _Raises(exc)
+        inp.pipe = _Raises(exc, real)
 
     yield set_fault
     inp.pipe = real

@@ -74,5 +74,6 @@ def test_broken_masking_models_are_reported_and_the_rest_load_once(dev_weights, 
     assert {p.device.type for p in ms.garments.model.model.parameters()} == {"cpu"}
     assert {"sd15-inpaint", "sdxl-inpaint"} <= set(ms.inpainters)
     assert set(ms.load_ms) == {"sd15-inpaint", "sdxl-inpaint", "garments-yolov8s-seg",
-                               "faces-blazeface-full", "pose-mediapipe-full"}
+                               "faces-blazeface-full", "pose-mediapipe-full",
+                               "moderation-nudenet", "moderation-opennsfw"}
     assert all(v > 0 for v in ms.load_ms.values())

@@ -32,6 +32,9 @@ def astro(photos) -> bytes:
 def _input(astro: bytes, **kw) -> dict:
     inp = {"image": data_url(astro, "image/png"), "mask": data_url(png_bytes(MASK), "image/png"),
            "prompt": "a blue denim jacket", "num_inference_steps": 2, "seed": 7}
+    if kw.get("task") == "mask":  # a mask job refuses the repaint's fields
+        for name in ("prompt", "num_inference_steps", "seed"):
+            inp.pop(name, None)
     inp.update(kw)
     return inp
 
@@ -209,16 +212,18 @@ def test_same_id_with_a_different_request_is_a_conflict_before_any_work(
     assert _objects(s3, "reused") == stored
 
 
-def test_mask_job_redelivered_with_another_prompt_is_not_silently_reused(runpod_handler, s3,
-                                                                         astro, fetches):
-    """A ``mask`` job ignores ``prompt``, so its bytes repeat: only the request hash tells the
-    two requests apart."""
+def test_mask_job_redelivered_with_a_prompt_is_refused_not_reused(runpod_handler, s3,
+                                                                  astro, fetches):
+    """A ``mask`` job has no use for ``prompt``: the redelivery that adds one is refused by
+    name before any fetch, and the recorded result stays."""
     inp = {"image": data_url(astro, "image/png"), "task": "mask", "protect_face": False}
     first = runpod_handler({"id": "mask-reused", "input": inp})
     assert "error" not in first, first
+    stored = _objects(s3, "mask-reused")
     out = runpod_handler({"id": "mask-reused", "input": {**inp, "prompt": "something else"}})
-    assert out.get("error_code") == "storage_conflict", out
+    assert (out.get("error_code"), out.get("field")) == ("invalid_input", "prompt"), out
     assert fetches["n"] == 1
+    assert _objects(s3, "mask-reused") == stored
 
 
 def test_local_storage_redelivery_returns_the_recorded_result(model_set, settings_factory,

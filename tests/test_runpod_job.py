@@ -181,10 +181,28 @@ def test_progress_stages_and_steps_in_order(s3_worker, photos):
     s3_worker.run(job, seen.append)
     stages = list(dict.fromkeys(p["stage"] for p in seen))
     assert stages == ["fetch", "decode", "mask", "inpaint", "safety", "encode", "upload"]
+    # SD 1.5's scheduler (PNDM) calls the model once more than the steps asked (its first step
+    # twice): a person still sees steps 1..N of N, each once
     steps = [(p["step"], p["steps"]) for p in seen if "step" in p]
-    total = steps[-1][1]
-    assert total >= STEPS  # PNDM (SD 1.5's scheduler) runs one extra step
-    assert steps == [(i, total) for i in range(1, total + 1)]
+    assert steps == [(i, STEPS) for i in range(1, STEPS + 1)]
+
+
+@pytest.mark.parametrize("steps,strength", [(8, 1.0), (5, 0.6)])
+def test_progress_counts_the_steps_asked_for(s3_worker, photos, steps, strength):
+    """strength < 1 runs int(steps x strength) of them (diffusers' get_timesteps), or one
+    more where its slice starts inside PNDM's repeated timestep; each is reported once."""
+    from core.contract import parse_job
+
+    raw = photos["astronaut"].read_bytes()
+    seen = []
+    job = parse_job(f"progress-{steps}", _job(raw, _rect_mask(512, 512, (200, 300, 330, 460)),
+                                              num_inference_steps=steps, strength=strength))
+    s3_worker.run(job, seen.append)
+    got = [(p["step"], p["steps"]) for p in seen if "step" in p]
+    total = got[-1][1]
+    assert total in (int(steps * strength), int(steps * strength) + 1)
+    assert total == steps or strength < 1
+    assert got == [(i, total) for i in range(1, total + 1)]
 
 
 def test_return_base64_inlines_the_stored_bytes(runpod_handler, s3, photos):

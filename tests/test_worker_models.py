@@ -35,6 +35,9 @@ def _job(photo: Path, **kw) -> dict:
            "mask": data_url(png_bytes(_rect_mask(512, 512, BOX)), "image/png"),
            "prompt": "a red leather jacket", "num_inference_steps": STEPS, "seed": 7,
            "protect_face": False, "mask_dilate_px": 6, "mask_feather_px": 5}
+    if kw.get("task") == "mask":  # a mask job refuses the repaint's fields
+        for name in ("prompt", "num_inference_steps", "seed"):
+            inp.pop(name, None)
     inp.update(kw)
     return inp
 

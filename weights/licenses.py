@@ -45,6 +45,7 @@ RUNTIMES: dict[str, tuple[Runtime, ...]] = {
     "diffusers_inpaint": (DIFFUSERS, TRANSFORMERS, TORCH),
     "ip_adapter": (DIFFUSERS, TRANSFORMERS, TORCH),
     "controlnet": (DIFFUSERS, TORCH),
+    "lora": (DIFFUSERS, Runtime("peft", "Apache-2.0", True), TORCH),
     "yolo_seg": (Runtime("ultralytics", "AGPL-3.0", False,
                          "a network service running it must publish its own source, or buy "
                          "Ultralytics' enterprise licence"),

@@ -48,6 +48,8 @@ ModelKind = Literal[
     # issue #15: conditioning add-ons of an inpainting model (``base``)
     "ip_adapter",
     "controlnet",
+    # a few-step LoRA (LCM-LoRA) of an inpainting model (``base``): draft jobs switch it on
+    "lora",
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -217,7 +219,8 @@ class ManifestEntry(BaseModel):
     pack: str | None = Field(None, description="insightface model pack name (insightface_det).")
     # issue #15 (conditioning): which inpainting model an IP-Adapter / ControlNet belongs to
     base: str | None = Field(
-        None, description="ip_adapter / controlnet: key of the inpainting model it conditions.")
+        None, description="ip_adapter / controlnet / lora: key of the inpainting model it "
+        "conditions or adapts.")
     weight_name: str | None = Field(
         None, description="ip_adapter: the adapter file under `path` (e.g. "
         "`models/ip-adapter_sd15.safetensors`); the image encoder is `models/image_encoder`.")

@@ -50,6 +50,10 @@ def writers() -> dict[str, Callable[[Path], object]]:
                            ("ip-adapter-sdxl-vith", "write_tiny_ip_adapter"),
                            ("controlnet-openpose-sd15", "write_tiny_controlnet"),
                            ("controlnet-openpose-sdxl", "write_tiny_controlnet"))},
+        # draft LoRAs (LCM-LoRA), shaped by their base model's UNet
+        **{key: (lambda out, key=key: importlib.import_module(
+            "weights.tiny.lora").write_tiny_lcm_lora(out, key))
+           for key in ("lcm-lora-sd15", "lcm-lora-sdxl")},
     }
 
 

@@ -360,6 +360,9 @@ $("#job").addEventListener("submit", async (e) => {
     output: { format: "png" },
   };
   if (f.seed.value !== "") job.seed = Number(f.seed.value);
+  // a draft runs the model's LCM-LoRA at its own few steps (unsent: the worker takes 4)
+  if (f.draft.checked) { job.speed = "draft"; delete job.num_inference_steps; }
+  if (f.scheduler.value !== "default") job.scheduler = f.scheduler.value;
   // the edited mask (white = repaint); none painted: the worker makes the mask itself
   if (!editor.isEmpty()) job.mask = editor.toDataURL();
   try {
@@ -471,7 +474,9 @@ function addResult(result, job) {
 
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = `“${job.prompt}” · seed ${result.seed} · ${result.model ?? ""} · ${seconds(result.timings_ms)} · ${result.job_id}`;
+  const sp = result.sampling; // what ran: a draft's sampler, steps and guidance
+  const ran = sp ? ` · ${sp.speed === "draft" ? "draft, " : ""}${sp.scheduler} ${sp.num_inference_steps} steps` : "";
+  meta.textContent = `“${job.prompt}” · seed ${result.seed} · ${result.model ?? ""}${ran} · ${seconds(result.timings_ms)} · ${result.job_id}`;
   const links = document.createElement("div");
   links.className = "links";
   for (const [kind, label] of ARTEFACTS) {

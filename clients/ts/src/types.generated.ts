@@ -73,7 +73,7 @@ export interface JobRequest {
    */
   mask?: string | null;
   /**
-   * `inpaint`: mask then repaint. `mask`: only the mask and a preview overlay (no diffusion), for a person to check or edit before paying for inpainting.
+   * `inpaint`: mask then repaint. `mask`: only the mask and a preview overlay (no diffusion), for a person to check or edit before paying for inpainting; a `mask` job that sets a repaint-only field (`speed`, `scheduler`, `prompt`, `negative_prompt`, `num_inference_steps`, `guidance_scale`, `strength`, `seed`, `model`, `garment_image`, `garment_scale`, `control`, `control_scale`, `num_outputs`, `output.format`, `output.quality`) is refused with `invalid_input` naming it.
    */
   task?: "inpaint" | "mask";
   /**
@@ -128,6 +128,14 @@ export interface JobRequest {
    * How far to move from the original (1 = full repaint).
    */
   strength?: number;
+  /**
+   * Sampler, by name: `default` (the model's own), `euler`, `euler_a`, `dpmpp_2m`, `dpmpp_2m_karras`, `unipc`, `ddim`; `lcm` and `tcd` only with `speed: draft`. The result's `sampling` says which one ran.
+   */
+  scheduler?: "default" | "euler" | "euler_a" | "dpmpp_2m" | "dpmpp_2m_karras" | "unipc" | "ddim" | "lcm" | "tcd";
+  /**
+   * `draft`: a quick preview through the model's baked LCM-LoRA (`lcm` sampler, 4-8 steps, guidance 1-2: unsent values take the low end, sent ones are clamped; `sampling` reports what ran); `model_not_found` on a worker without it. `standard`: the request's steps and guidance as sent.
+   */
+  speed?: "draft" | "standard";
   /**
    * Random seed. When absent one is derived from the job id (so a retried job repeats its output exactly) and returned.
    */
@@ -215,6 +223,10 @@ export interface JobResult {
    * What steered the repaint besides the prompt (reference garment, pose), when asked for.
    */
   conditioning?: ConditioningInfo | null;
+  /**
+   * Sampler, speed, steps and guidance that ran (inpaint only).
+   */
+  sampling?: SamplingInfo | null;
   mask: Artifact;
   /**
    * Preview: photo, tinted mask, boxes, labels.
@@ -329,6 +341,36 @@ export interface ControlInfo {
    * 18 OpenPose (COCO) keypoints [x px, y px, visibility] of the photo; visibility 0 = not drawn.
    */
   keypoints: number[][];
+}
+/**
+ * How the repaint was sampled: what ran, after draft ranges were applied.
+ *
+ * This interface was referenced by `MaskpaintContract`'s JSON-Schema
+ * via the `definition` "SamplingInfo".
+ */
+export interface SamplingInfo {
+  /**
+   * The `scheduler` name that ran (`default`: the model's own; a draft's `default` runs `lcm`).
+   */
+  scheduler: string;
+  /**
+   * The diffusers scheduler class that ran.
+   */
+  scheduler_class: string;
+  speed: "draft" | "standard";
+  /**
+   * Steps asked of the scheduler (the pipeline runs int(steps x strength) of them).
+   */
+  num_inference_steps: number;
+  guidance_scale: number;
+  /**
+   * Manifest key of the few-step LoRA applied (draft), else null.
+   */
+  lora?: string | null;
+  /**
+   * Fields the request sent that were clamped into the draft ranges (LCM-LoRA: 4-8 steps, guidance 1-2).
+   */
+  adjusted?: string[];
 }
 /**
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
