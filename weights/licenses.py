@@ -83,16 +83,17 @@ def runtimes(manifest: Manifest, key: str) -> tuple[Runtime, ...]:
 
 
 def unneeded_packages(manifest: Manifest, profile: str) -> list[str]:
-    """Runtime packages (:data:`RUNTIMES`) of the manifest's models that no model of ``profile``
-    needs, sorted: what an image of a commercial profile uninstalls (``requirements.lock`` is
-    one set for every profile), so AGPL code is not even on its disk.
+    """Runtime packages (:data:`RUNTIMES`) of the manifest's non-commercial models that no
+    model of ``profile`` needs, sorted: what an image of a commercial profile uninstalls
+    (``requirements.lock`` is one set for every profile), so AGPL code is not even on its disk.
 
     Raises:
         KeyError: unknown profile, or a kind without a runtime row.
     """
     needed = {r.package for k in manifest.profile(profile) for r in runtimes(manifest, k)}
-    every = {r.package for k in manifest.models for r in runtimes(manifest, k)}
-    return sorted(every - needed)
+    theirs = {r.package for k in manifest.models if commercial_problems(manifest, [k])
+              for r in runtimes(manifest, k)}
+    return sorted(theirs - needed)
 
 
 def commercial_problems(manifest: Manifest, keys: Sequence[str]) -> list[str]:
