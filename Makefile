@@ -3,7 +3,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-WEIGHTS ?= .weights
+# PROFILE=sd15-commercial (any manifest profile): dev weights of that profile only, in a
+# directory of their own (e.g. `make demo PROFILE=sd15-commercial`: no non-commercial model).
+PROFILE ?=
+WEIGHTS ?= .weights$(if $(PROFILE),-$(PROFILE))
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 .PHONY: setup dev-weights demo serve client-dist test bench load schema clean editor-deps gpu-wheels
@@ -18,7 +21,7 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml
 setup: $(VENV)/.installed
 
 dev-weights: setup
-	$(PY) -m weights.tiny --out $(WEIGHTS)
+	$(PY) -m weights.tiny --out $(WEIGHTS)$(if $(PROFILE), --profile $(PROFILE))
 
 demo: dev-weights
 	MASKPAINT_WEIGHTS_DIR=$(WEIGHTS) $(PY) -m handlers.cli demo

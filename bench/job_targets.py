@@ -201,7 +201,7 @@ def targets(s: dict) -> list[dict]:
     a = s.get("auto_vs_provided")
     if a:
         r = a["ratio"]
-        note = "" if a["auto_mask_sources"] == ["auto"] else \
+        note = "" if a["auto_mask_sources"] == ["detector+sam"] else \
             f"; automatic masking took: {', '.join(a['auto_mask_sources'])}"
         if a.get("jobs_with_overlapping_forwards"):
             note += (f"; in {a['jobs_with_overlapping_forwards']} jobs the *.forward times overlap "

@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from core.errors import ErrorCode, JobError
+from core.person_box import DESCRIPTION as PERSON_BOX_DESCRIPTION, PersonBox
 from core.taskfields import INPAINT_ONLY_MESSAGE, TASK_DESCRIPTION, inpaint_field_set
 from core.result import (  # noqa: F401 (the contract's result half, re-exported)
     Artifact, ConditioningInfo, ControlInfo, Detection, DetectorIssue, Face, GarmentInfo,
-    JobResult, MaskInfo, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
+    JobResult, MaskInfo, MaskSource, ModelInfo, ModerationInfo, PoseInfo, SamplingInfo, TargetGroup,
 )
 from core.sampling import SamplingPlan, SchedulerName, Speed, combination_error, plan
 
@@ -108,11 +109,10 @@ class JobRequest(_Strict):
         description=TASK_DESCRIPTION,
     )
     targets: list[TargetGroup] = Field(
-        default_factory=lambda: ["upper"],
-        min_length=1,
-        max_length=5,
+        default_factory=lambda: ["upper"], min_length=1, max_length=5,
         description="Garment groups to mask automatically (ignored when `mask` is given).",
     )
+    person_box: PersonBox | None = Field(None, description=PERSON_BOX_DESCRIPTION)
     protect_face: bool = Field(
         True,
         description="Never repaint detected faces: every face detector on the worker runs and "
@@ -300,6 +300,7 @@ class MaskingOptions(BaseModel):
     hand_margin: float
     mask_dilate_px: int
     mask_feather_px: int
+    person_box: list[float] | None = None
 
 
 class JobErrorBody(BaseModel):

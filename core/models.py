@@ -24,7 +24,7 @@ from typing import Any
 
 from core.contract import DetectorIssue
 from core.settings import Settings
-from weights.manifest import Manifest, load_manifest
+from weights.manifest import Manifest, load_manifest, load_receipt
 from weights.resolve import ModelMissing, ResolvedModel, resolve, set_offline_env
 
 log = logging.getLogger("maskpaint.models")
@@ -135,15 +135,21 @@ class ModelSet:
             k: _load_masking(k, manifest, wd, settings.verify_weights, device)
             for k in masking_keys if kinds[k] in _ALONE_KINDS}
         # then the ONNX face detector in a background thread (onnxruntime builds its session
-        # largely outside the GIL) while this thread loads YOLO, SAM and the pipelines
-        try:
-            import_module(_THREAD_LOADER_MODULE)  # here, not in both threads at once
-        except Exception:  # its load reports it, as before
-            log.debug("%s failed to import", _THREAD_LOADER_MODULE, exc_info=True)
+        # largely outside the GIL) while this thread loads YOLO, SAM and the pipelines; only
+        # when it is baked: its module imports insightface, which a bake without it (the
+        # commercial profiles) must never load
+        receipt = load_receipt(wd).models
+        threaded = [k for k in masking_keys if kinds[k] in _THREAD_KINDS and k in receipt
+                    and (wd / manifest.models[k].path).exists()]
+        if threaded:
+            try:
+                import_module(_THREAD_LOADER_MODULE)  # here, not in both threads at once
+            except Exception:  # its load reports it, as before
+                log.debug("%s failed to import", _THREAD_LOADER_MODULE, exc_info=True)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="masking-load") as pool:
             pending = {k: pool.submit(_load_masking, k, manifest, wd, settings.verify_weights,
                                       device)
-                       for k in masking_keys if kinds[k] in _THREAD_KINDS}
+                       for k in threaded}
             try:
                 for key in masking_keys:
                     if key not in outcomes and key not in pending:

@@ -50,7 +50,8 @@ class Face(BaseModel):
 
 
 class PoseInfo(BaseModel):
-    """The main person's pose, when the pose model ran (pose-based fallback)."""
+    """The target person's pose, when the pose model ran (the largest person, or the one in
+    the request's ``person_box``)."""
 
     score: float
     box: list[float] = Field(..., description="[x0, y0, x1, y1] px, the person's region.")
@@ -64,12 +65,23 @@ class DetectorIssue(BaseModel):
     message: str
 
 
+#: How a mask was made (``MaskInfo.source``).
+MaskSource = Literal["provided", "detector", "detector+sam", "pose", "pose+sam", "grabcut"]
+
+
 class MaskInfo(BaseModel):
-    source: Literal["provided", "auto", "fallback"]
-    reason: str | None = Field(None, description="Why the fallback was used.")
+    source: MaskSource = Field(
+        ..., description="How the mask was made: `provided` (the request's `mask`); "
+        "`detector+sam` (garment detector boxes, segmented by SAM) or `detector` (the "
+        "detector's own masks, no SAM); `pose+sam` (the target person's pose region, refined by "
+        "SAM prompted from the pose) or `pose` (pose keypoints cut by the person "
+        "segmentation); `grabcut` (no pose found: GrabCut below the largest face).")
+    reason: str | None = Field(
+        None, description="Why the garment detector's path was not used (no detector baked, "
+        "nothing found), and why SAM's refinement was not kept, when it was not.")
     fallback: Literal["pose", "grabcut"] | None = Field(
-        None, description="How the fallback region was made: from the main person's pose "
-        "keypoints and segmentation, or GrabCut below the largest face (no pose found)."
+        None, description="Set when the garment detector's path gave no mask: the region came "
+        "from the target person's pose (`source` `pose` or `pose+sam`) or from GrabCut."
     )
     coverage: float = Field(..., description="Fraction of the image repainted (alpha > 0).")
     detections: list[Detection] = Field(default_factory=list)

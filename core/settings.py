@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Root log level (any case in the environment)."
     )
+    one_job_per_worker: bool = Field(
+        False, description="Isolation: after each job the RunPod handler replies "
+        "`refresh_worker: true`, so RunPod recycles the worker and no two customers' photos "
+        "share a process; each job then pays a cold start (docs/commercial.md). On Modal the "
+        "same is `MASKPAINT_MODAL_SINGLE_USE=1`."
+    )
     malloc_mmap_threshold_bytes: int = Field(
         1 << 20, ge=0, description="glibc's mmap threshold, set at cold start: freed blocks of at "
         "least this size go back to the OS (core.memory; #16: a 12 MP job's peak RSS ~1.2 "

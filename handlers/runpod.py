@@ -4,7 +4,9 @@ Reply shapes (RunPod marks a job FAILED when the handler's dict has a top-level 
 - success: the ``JobResult`` dict;
 - failure: ``{"error": "<code>: <message>", "error_code", "message", "field", "retryable"}``,
   plus ``refresh_worker: true`` when the accelerator is unusable (RunPod then recycles the
-  worker).
+  worker);
+- with ``MASKPAINT_ONE_JOB_PER_WORKER=1`` every reply, success or failure, carries
+  ``refresh_worker: true``: one job per worker process (the SDK pops the key from the output).
 
 Progress goes through ``runpod.serverless.progress_update`` (stage changes and denoising steps,
 at most every ``handlers.common.PROGRESS_MIN_INTERVAL_S``) when running on RunPod; locally it is logged.
@@ -153,17 +155,20 @@ def route_sdk_logs() -> None:
 def make_handler(worker: Worker) -> Callable[[dict], dict]:
     """Build the function given to ``runpod.serverless.start({"handler": ...})``."""
 
+    one_job = bool(getattr(getattr(worker, "settings", None), "one_job_per_worker", False))
+
     def handler(job: dict[str, Any]) -> dict:
         job_id = str(job.get("id") or "local")
         reply, err = execute(worker, job_id, job.get("input"), _progress_sender(job))
         if err is None:
-            return reply
+            # the SDK pops the flag before storing the output, and stops the worker after it
+            return {**reply, "refresh_worker": True} if one_job else reply
         body = reply["error"]
         out = RunpodErrorOutput(error_code=body["code"], message=body["message"],
                                 field=body["field"], retryable=body["retryable"])
         # RunPod marks the job FAILED on a top-level ``error`` string and keeps the rest as output
         out = {"error": f"{body['code']}: {body['message']}", **out.model_dump(mode="json")}
-        if err.refresh_worker:
+        if err.refresh_worker or one_job:
             out["refresh_worker"] = True
         return out
 

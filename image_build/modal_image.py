@@ -19,6 +19,7 @@ from pathlib import Path
 
 import modal
 
+from weights.licenses import is_commercial_profile, unneeded_packages
 from weights.manifest import load_manifest
 from weights.resolve import OFFLINE_ENV
 
@@ -55,6 +56,15 @@ def bake_command(profile: str) -> str:
     )
 
 
+def uninstall_commands(profile: str) -> list[str]:
+    """``pip uninstall`` of the packages a commercial ``profile`` never needs
+    (:func:`weights.licenses.unneeded_packages`); none for the other profiles."""
+    if not is_commercial_profile(profile):
+        return []
+    packages = unneeded_packages(load_manifest(), profile)
+    return [f"pip uninstall -y {' '.join(packages)}"] if packages else []
+
+
 def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Image:
     """The worker image with the weights of ``profile`` baked in.
 
@@ -76,11 +86,17 @@ def build_image(profile: str = "sd15", hf_secret: str | None = None) -> modal.Im
         raise ValueError(str(e.args[0])) from None
     secrets = [modal.Secret.from_name(hf_secret)] if hf_secret else []
 
-    return (
+    deps = (
         modal.Image.from_registry(CUDA_IMAGE, add_python=PYTHON_VERSION)
         .apt_install(*APT_PACKAGES)
-        # 1. dependencies: the same lock file as the RunPod image
+        # 1. dependencies: the same lock file as the RunPod image (a commercial profile's image
+        #    then drops what only the non-commercial models need: AGPL-3.0 ultralytics, ...)
         .pip_install_from_requirements(str(REPO / "requirements.lock"))
+    )
+    if uninstall_commands(profile):
+        deps = deps.run_commands(*uninstall_commands(profile))
+    return (
+        deps
         # 2. weights: only weights/ is copied for the bake, so code edits keep this layer
         .add_local_dir(REPO / "weights", f"{BAKE_SRC}/weights", copy=True, ignore=_IGNORE)
         .run_commands(bake_command(profile), secrets=secrets)

@@ -77,6 +77,39 @@ def dev_weights() -> Path:
     return DEV_WEIGHTS
 
 
+def dev_subset(src: Path, out: Path, keys: list[str]) -> Path:
+    """A weights directory holding only ``keys`` of the dev weights ``src`` (files hard-linked,
+    the receipt narrowed): e.g. a commercial dev bake, the dev weights minus the non-commercial
+    models. Same layout and receipt as ``python -m weights.tiny --profile``, without rewriting
+    the tiny models."""
+    import shutil
+
+    from weights.manifest import Receipt, load_manifest, load_receipt
+
+    manifest, receipt = load_manifest(), load_receipt(src)
+    kept = Receipt(models={k: receipt.models[k] for k in keys if k in receipt.models})
+    for key in kept.models:
+        rel = manifest.models[key].path
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if (src / rel).is_dir():
+            shutil.copytree(src / rel, dst, copy_function=os.link)
+        else:
+            os.link(src / rel, dst)
+    (out / "receipt.json").write_text(kept.model_dump_json(indent=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def commercial_weights(dev_weights, tmp_path_factory) -> Path:
+    """A commercial dev bake: the dev weights of profile ``full-commercial`` only (no garment
+    detector, no InsightFace; the real MediaPipe models, the tiny SAM and inpainting models)."""
+    from weights.manifest import load_manifest
+
+    keys = load_manifest().profile("full-commercial")
+    return dev_subset(dev_weights, tmp_path_factory.mktemp("commercial-weights"), keys)
+
+
 def copy_moderation_models(dev_weights: Path, out: Path) -> None:
     """Put the dev weights' real moderation classifiers (and their receipt entries) into the
     weights dir ``out``: a worker refuses every job (``safety_unavailable``) without one."""

@@ -79,7 +79,7 @@ def test_inpaint_without_mask_uses_the_auto_chain_and_spares_the_face(chain_hand
         "face_margin": 0.2}})
     assert "error" not in out, out
     info = out["mask_info"]
-    assert info["source"] == "auto", info
+    assert info["source"] == "detector+sam", info
     det = info["detections"][0]
     assert det["label"] == "long_sleeved_shirt" and det["group"] == "upper"
     assert 0 < det["score"] <= 1 and isinstance(det["sam_score"], float)

@@ -94,7 +94,7 @@ JACKET = _det("long_sleeved_outwear", "outerwear", (30, 70, 170, 180), score=0.7
 ])
 def test_class_mapping_per_target(targets, expected):
     out = make_mask(_models([SHIRT, TROUSERS, JACKET]), IMG, _req(targets=targets), None)
-    assert out.source == "auto"
+    assert out.source == "detector"
     assert {d.label for d in out.detections} == expected
     union = np.zeros((H, W), bool)
     for d in (SHIRT, TROUSERS, JACKET):
@@ -107,6 +107,7 @@ def test_sam_refines_each_box_once_and_cleans_islands_and_holes():
     sam = _Sam()
     out = make_mask(_models([SHIRT, TROUSERS], sam=sam), IMG, _req(targets=["upper", "lower"]), None)
     assert sam.calls == [2]  # one call (one set_image) for both boxes
+    assert out.source == "detector+sam"
     assert not out.binary[1, 1]  # island removed
     assert out.binary[125, 100]  # hole at the shirt's centre filled
     assert all(d.sam_score == pytest.approx(0.88) for d in out.detections)
@@ -134,7 +135,7 @@ def test_with_sam_the_detector_skips_full_size_masks_and_a_sam_failure_still_mas
     calls.clear()
     models.sam = BrokenSam()
     out = make_mask(models, IMG, _req(targets=["upper", "lower"]), None)
-    assert calls == [False, True] and out.source == "auto"
+    assert calls == [False, True] and out.source == "detector"
     assert np.array_equal(out.binary, SHIRT.mask | TROUSERS.mask)
 
 
@@ -150,7 +151,7 @@ def test_faces_are_subtracted_from_auto_masks():
 
 def test_nothing_found_falls_back_with_reason():
     out = make_mask(_models([TROUSERS]), IMG, _req(targets=["dress"]), None)
-    assert out.source == "fallback"
+    assert out.source == "grabcut" and out.fallback == "grabcut"
     assert "no garment found" in out.reason and "torso heuristic" in out.reason
     assert out.coverage > 0
 
@@ -160,7 +161,19 @@ def test_missing_detector_falls_back():
     models.garments = None
     models.missing = {"garments": "garments-yolov8s-seg not baked"}
     out = make_mask(models, IMG, _req(), None)
-    assert out.source == "fallback" and "not baked" in out.reason
+    assert out.source == "grabcut" and "not baked" in out.reason
+
+
+def test_person_box_picks_the_garments_and_the_face_that_anchors_grabcut():
+    """Two people: the detector's garments and GrabCut's face are the boxed person's."""
+    left, right = _det("short_sleeved_shirt", "upper", (10, 80, 90, 170)), SHIRT
+    out = make_mask(_models([left, right]), IMG, _req(person_box=[0, 0, 95, 300]), None)
+    assert out.source == "detector" and [d.box for d in out.detections] == [list(left.box)]
+    faces = [(20.0, 20.0, 50.0, 50.0), (130.0, 20.0, 160.0, 50.0)]
+    out = make_mask(_models([], faces=faces), IMG, _req(person_box=[110, 0, 200, 300]), None)
+    assert out.source == "grabcut"
+    ys, xs = np.nonzero(out.binary)
+    assert abs(xs.mean() - 145) < 20 and ys.min() >= 50  # hung below the right face
 
 
 def test_mask_entirely_inside_a_face_is_empty_mask():
@@ -204,7 +217,7 @@ def test_haar_stands_in_when_no_face_model_is_baked(dev_weights, tmp_path, photo
     assert [d.identity["key"] for d in ms.face_detectors] == ["opencv-haar-frontalface"]
     img = np.asarray(Image.open(photos["astronaut"]).convert("RGB"))
     out = make_mask(ms, img, _req(targets=["upper"]), None)
-    assert out.source == "fallback"
+    assert out.source == "grabcut"
     (face,) = out.faces
     fx0, fy0, fx1, fy1 = FACES["astronaut"]
     bx0, by0, bx1, by1 = face.box

@@ -10,7 +10,7 @@ from bench.report import targets_table
 
 
 def _job(total: float, forwards: dict[str, float], mask: float = 0.0, encode: float = 0.0,
-         upload: float = 0.0, source: str = "auto", rss: float = 1000.0) -> dict:
+         upload: float = 0.0, source: str = "detector+sam", rss: float = 1000.0) -> dict:
     t = {"total": total, "mask": mask, "encode": encode, "upload": upload, **forwards}
     return {"timings_ms": t, "mask_source": source, "rss_mb": rss, "detail_ms":
             {"encode.result_png": encode / 2}, "bytes": {"image": 2_000_000}}
@@ -56,8 +56,8 @@ def test_rows_pass_within_goals_and_fail_beyond():
 
 def test_automatic_masking_row_says_when_the_auto_path_did_not_run():
     raw = _raw(auto_total=400, png_store=100, peaks=[1010], after=[1100])
-    raw["auto_raw"]["auto_vs_provided"]["pairs"][0]["auto"]["mask_source"] = "fallback"
-    assert "automatic masking took: fallback" in _rows(raw)["automatic masking"]["measured"]
+    raw["auto_raw"]["auto_vs_provided"]["pairs"][0]["auto"]["mask_source"] = "grabcut"
+    assert "automatic masking took: grabcut" in _rows(raw)["automatic masking"]["measured"]
 
 
 def test_targets_table_marks_failures():

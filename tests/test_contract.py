@@ -41,10 +41,21 @@ def test_defaults():
     ({"prompt": "x" * 5000}, "prompt"),
     ({"unexpected": SECRET}, "unexpected"),
     ({"image": 12}, "image"),
+    ({"person_box": [10, 10, 5, 50]}, "person_box"),  # x1 < x0
+    ({"person_box": [10, 50, 20, 50]}, "person_box"),  # no height
+    ({"person_box": [-1, 0, 20, 50]}, "person_box"),
+    ({"person_box": [0, 0, float("nan"), 50]}, "person_box.2"),
+    ({"person_box": [0, 0, 20]}, "person_box"),
 ])
 def test_bounds_name_the_field(patch, field):
     payload = {"image": SECRET, "prompt": "a dress", **patch}
     assert _err(payload).field == field
+
+
+def test_person_box_reaches_the_masking_stage():
+    job = parse_job("j", {"image": SECRET, "task": "mask", "person_box": [40, 390, 250, 905.5]})
+    assert job.request.masking.person_box == [40, 390, 250, 905.5]
+    assert parse_job("j", {"image": SECRET, "task": "mask"}).request.masking.person_box is None
 
 
 def test_prompt_required_only_for_inpaint():

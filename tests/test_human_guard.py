@@ -76,7 +76,9 @@ def test_automatic_upper_mask_falls_back_to_the_pose_region(runpod_handler, s3, 
     out = _run(runpod_handler, f"pose-{name}", image=data_url(png_bytes(img), "image/png"),
                task="mask", targets=["upper"], mask_dilate_px=0, mask_feather_px=0)
     info = out["mask_info"]
-    assert info["source"] == "fallback" and info["fallback"] == "pose", info["reason"]
+    # the dev SAM is random: its mask disagrees with the pose region, which stands
+    assert info["source"] == "pose" and info["fallback"] == "pose", info["reason"]
+    assert "SAM not used" in info["reason"], info["reason"]
     assert info["pose"] is not None
     mask = _get(s3, out["mask"]) > 0
     ann = ANNOTATIONS[name]

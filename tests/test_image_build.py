@@ -213,3 +213,34 @@ def test_wheel_cache_stays_out_of_the_images(dockerfile):
     cmd = modal_image.bake_command("sd15")
     cache = re.search(r"MASKPAINT_WHEEL_CACHE=(\S+)", cmd).group(1)
     assert cmd.endswith(f"rm -rf /tmp/hf-home {cache}")
+
+
+def test_commercial_images_leave_out_what_only_non_commercial_models_need(
+        no_modal_credentials, dockerfile):
+    """A commercial profile's image uninstalls AGPL-3.0 ultralytics (and its FLOPs counter) and
+    InsightFace after the shared lock file: the same list in both recipes, from the manifest."""
+    import subprocess
+
+    import modal
+
+    from image_build import modal_image
+    from weights.licenses import is_commercial_profile, unneeded_packages
+    from weights.manifest import load_manifest
+
+    m = load_manifest()
+    expected = ["insightface", "ultralytics", "ultralytics-thop"]
+    commercial = [p for p in m.profiles() if is_commercial_profile(p)]
+    assert all(unneeded_packages(m, p) == expected for p in commercial)
+    assert modal_image.uninstall_commands("sd15-commercial") == [
+        "pip uninstall -y " + " ".join(expected)]
+    assert modal_image.uninstall_commands("sd15") == []
+    assert isinstance(modal_image.build_image("full-commercial-outfit"), modal.Image)
+
+    ins, _ = dockerfile
+    run = next(a for w, a in ins if w == "RUN" and "pip uninstall" in a)
+    case = run[run.index("case "):]
+    for profile in m.profiles():  # run the Dockerfile's case with pip replaced by echo
+        out = subprocess.run(["bash", "-c", f'WEIGHTS_PROFILE={profile}; pip() {{ echo "$@"; }}; '
+                              + case], capture_output=True, text=True, check=True).stdout
+        want = ("uninstall -y " + " ".join(expected) + "\n") if profile in commercial else ""
+        assert out == want, profile

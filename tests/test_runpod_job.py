@@ -168,7 +168,7 @@ def test_mask_task_returns_mask_and_overlay_only(runpod_handler, s3, photos):
     names = sorted(k.rsplit("/", 1)[1] for k in keys)  # content-addressed, plus the job record
     assert re.fullmatch(r"job\.json mask-[0-9a-f]{16}\.png overlay-[0-9a-f]{16}\.jpg",
                         " ".join(names)), names
-    assert out["mask_info"]["source"] in ("auto", "fallback")
+    assert out["mask_info"]["source"] in ("detector+sam", "pose", "pose+sam", "grabcut")
     assert 0 < out["mask_info"]["coverage"] < 0.6
 
 

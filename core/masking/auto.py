@@ -1,15 +1,19 @@
-"""The masking stage: provided mask, or garments -> SAM, or the fallback; then minus the guard.
+"""The masking stage: provided mask, or garments -> SAM, or the pose (-> SAM); then minus the guard.
 
 The guard first (:mod:`core.masking.guard`): every face detector (unioned), then every hand
-detector (hands inside a person, outside faces). Chain for ``auto`` (no mask in the request):
-  1. garment detector (YOLOv8-seg) -> detections whose class maps to a requested target group;
-  2. SAM refines each kept box (``set_image`` once per image) -> the best-scoring mask each;
-     without SAM the detector's own segmentation masks are used;
-  3. union, remove islands, fill holes;
-  4. nothing found / a model missing or failing -> the fallback: the main person's region from
-     MediaPipe pose keypoints and segmentation (:func:`core.masking.pose_region.pose_region`),
-     or, when no pose is found, :func:`core.masking.fallback.fallback_mask` (GrabCut below the
-     largest face).
+detector (hands inside a person, outside faces). Chain for an automatic mask (no mask in the
+request); ``mask_info.source`` names the path that made it:
+  1. ``detector+sam`` / ``detector``: garment detector (YOLOv8-seg) -> detections whose class
+     maps to a requested target group (inside ``person_box`` when given); SAM refines each
+     kept box (``set_image`` once per image) -> the best-scoring mask each; without SAM the
+     detector's own segmentation masks are used; union, remove islands, fill holes;
+  2. no detector (the commercial profiles), nothing found, or a model failing -> ``pose`` /
+     ``pose+sam``: the target person's region from MediaPipe pose keypoints and segmentation
+     (:func:`core.masking.pose_region.pose_region`; the largest person, or the one in
+     ``person_box``), refined by SAM prompted from the pose when SAM is baked
+     (:mod:`core.masking.pose_sam`);
+  3. no pose found -> ``grabcut``: :func:`core.masking.fallback.fallback_mask` (GrabCut below
+     the largest face).
 Then for every source: dilate, feather, and finally zero every face box grown by
 ``face_margin`` and every hand box grown by ``hand_margin``.
 
@@ -32,6 +36,7 @@ from core.masking import post
 from core.masking.fallback import fallback_mask
 from core.masking.guard import run_detectors
 from core.masking.pose_region import pose_region
+from core.masking.pose_sam import refine_with_sam
 
 log = logging.getLogger("maskpaint.mask")
 
@@ -42,9 +47,9 @@ class MaskOutcome:
 
     binary: np.ndarray  # H x W bool, before dilation/feather, faces and hands removed
     alpha: np.ndarray  # H x W float32, the blend weights actually applied
-    source: str  # provided | auto | fallback
+    source: str  # core.result.MaskSource: provided | detector(+sam) | pose(+sam) | grabcut
     reason: str | None = None
-    fallback: str | None = None  # pose | grabcut
+    fallback: str | None = None  # pose | grabcut: the detector's path gave no mask
     detections: list[Detection] = field(default_factory=list)
     faces: list[Face] = field(default_factory=list)
     hands: list[Face] = field(default_factory=list)
@@ -112,13 +117,15 @@ def _guard(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome,
 
 
 def _fallback(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> np.ndarray:
-    """The main person's pose region; GrabCut below the largest face when no pose is found."""
+    """The target person's pose region (refined by SAM when baked); GrabCut below the largest
+    face when no pose is found. Sets ``out.source``."""
     if models.pose is not None:
         t = time.perf_counter()
         pose = None
         try:
             with timing.scope("mask.pose"):
-                pose = models.pose.estimate(image)
+                pose = (models.pose.estimate(image) if opts.person_box is None
+                        else models.pose.estimate(image, person_box=opts.person_box))
             out.ran(models.pose)
         except Exception as exc:
             log.exception("pose estimation failed")
@@ -131,16 +138,51 @@ def _fallback(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome)
             out.pose_keypoints = pose.keypoints
             region = pose_region(pose, opts.targets, image.shape[:2])
             if region is not None and region.any():
-                out.fallback = "pose"
-                out.reason = f"{out.reason}; region from the main person's pose"
-                return region
+                out.fallback = out.source = "pose"
+                who = "the main person" if opts.person_box is None else "the boxed person"
+                out.reason = f"{out.reason}; region from {who}'s pose"
+                return _pose_sam(models, image, opts, out, pose, region)
     t = time.perf_counter()
-    binary, how = fallback_mask(image, opts.targets, [f.box for f in out.faces])
+    faces = [f.box for f in out.faces  # the boxed person's face anchors GrabCut's region
+             if opts.person_box is None or _in_box(f.box, opts.person_box)]
+    binary, how = fallback_mask(image, opts.targets, faces)
     out.timings_ms["fallback"] = (time.perf_counter() - t) * 1000
-    out.fallback = "grabcut"
+    out.fallback = out.source = "grabcut"
     no_pose = "no pose model" if models.pose is None else "no pose found"
     out.reason = f"{out.reason}; {no_pose}: {how}"
     return binary
+
+
+def _pose_sam(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome, pose,
+              region: np.ndarray) -> np.ndarray:
+    """SAM prompted from the pose (``pose+sam``), or the pose region when SAM is not baked,
+    fails, or disagrees with it (``reason`` says which)."""
+    if models.sam is None:
+        return region
+    t = time.perf_counter()
+    try:
+        with timing.scope("mask.sam"):
+            mask, note = refine_with_sam(models.sam, image, pose, opts.targets, region)
+        out.ran(models.sam)
+    except Exception as exc:
+        log.exception("SAM from the pose failed; keeping the pose region")
+        out.issues.append(DetectorIssue(detector="sam", stage="run",
+                                        message=f"failed ({type(exc).__name__})"))
+        mask, note = None, "SAM failed"
+    out.timings_ms["sam"] = (time.perf_counter() - t) * 1000
+    if mask is None or not mask.any():
+        out.reason = f"{out.reason}; SAM not used: {note}"
+        return region
+    out.source = "pose+sam"
+    out.reason = f"{out.reason}, refined by SAM ({note})"
+    # islands only: filling holes would give back the hands cut out of the torso
+    return post.clean(mask, fill=False)
+
+
+def _in_box(box, person_box) -> bool:
+    """Whether ``box``'s centre lies in ``person_box`` (both ``(x0, y0, x1, y1)`` px)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return person_box[0] <= cx <= person_box[2] and person_box[1] <= cy <= person_box[3]
 
 
 def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> np.ndarray | None:
@@ -161,13 +203,15 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
         return None
     out.timings_ms["detect"] = (time.perf_counter() - t) * 1000
     out.ran(models.garments)
-    kept = [d for d in dets if "full" in targets or d.group in targets]
+    kept = [d for d in dets if ("full" in targets or d.group in targets)
+            and (opts.person_box is None or _in_box(d.box, opts.person_box))]
     out.detections = [Detection(label=d.label, group=d.group, score=float(d.score),
                                 box=[float(v) for v in d.box]) for d in kept]
     if not kept:
         out.reason = f"no garment found for targets {sorted(targets)}"
         return None
     masks = [d.mask for d in kept]  # (None with SAM: set below)
+    out.source = "detector"
     if models.sam is not None:
         t = time.perf_counter()
         try:
@@ -177,6 +221,7 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
             for det, (_, score) in zip(out.detections, refined):
                 det.sam_score = float(score)
             out.ran(models.sam)
+            out.source = "detector+sam"
         except Exception:
             log.exception("SAM refinement failed; using the detector's masks")
             try:  # the full-size masks were not made: the detector runs again for them
@@ -197,6 +242,23 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
         out.reason = "detections produced an empty mask"
         return None
     return union
+
+
+def _clip_person_box(opts: MaskingOptions, w: int, h: int) -> MaskingOptions:
+    """``opts`` with ``person_box`` clipped to the ``w`` x ``h`` photo.
+
+    Raises:
+        JobError(invalid_input, field person_box): the box lies outside the photo.
+    """
+    if opts.person_box is None:
+        return opts
+    x0, y0, x1, y1 = opts.person_box
+    box = [min(x0, w), min(y0, h), min(x1, w), min(y1, h)]
+    if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+        raise JobError(ErrorCode.invalid_input,
+                       f"person_box: lies outside the {w} x {h} px photo", field="person_box",
+                       retryable=False)
+    return opts.model_copy(update={"person_box": box})
 
 
 def make_mask(models, image: np.ndarray, opts: MaskingOptions,
@@ -224,10 +286,9 @@ def make_mask(models, image: np.ndarray, opts: MaskingOptions,
     if provided is not None:
         binary = provided
     else:
+        opts = _clip_person_box(opts, w, h)
         binary = _auto(models, image, opts, out)
-        out.source = "auto"
         if binary is None:
-            out.source = "fallback"
             binary = _fallback(models, image, opts, out)
     protect = [(f.box, opts.face_margin) for f in out.faces] if opts.protect_face else []
     protect += [(hd.box, opts.hand_margin) for hd in out.hands]

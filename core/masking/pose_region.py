@@ -262,19 +262,32 @@ def pose_region(pose: Pose, targets: Sequence[str], shape: tuple[int, int]) -> n
     Raises:
         ValueError: an unknown group, or a segmentation whose shape is not ``shape``.
     """
-    groups = _check_groups(targets)
     shape = (int(shape[0]), int(shape[1]))
     if pose.segmentation.shape != shape:
         raise ValueError(f"shape: segmentation is {pose.segmentation.shape}, image is {shape}")
+    region = drawn_region(pose, targets, shape)
+    if region is None:
+        return None
+    region &= pose.segmentation > SEGMENTATION_THRESHOLD
+    return region if region.any() else None
+
+
+def drawn_region(pose: Pose, targets: Sequence[str], shape: tuple[int, int]
+                 ) -> np.ndarray | None:
+    """H x W bool: the groups' polygons minus the head and the seen hands and feet, before the
+    segmentation cuts them (what SAM's mask is trimmed to); None when no group could be drawn.
+
+    Raises:
+        ValueError: an unknown group.
+    """
+    groups = _check_groups(targets)
     # one uint8 canvas: groups drawn as 1, then head and hands drawn over them as 0 (a few
     # full-size passes in all: ~20 ms at 12 MP here)
-    canvas = np.zeros(shape, np.uint8)
+    canvas = np.zeros((int(shape[0]), int(shape[1])), np.uint8)
     drawn = [_draw_group(canvas, pose, g) for g in groups]
     if not any(drawn):
         return None
     _draw_head(canvas, pose, 0)
     _draw_hands(canvas, pose, body_unit(pose), 0)
     _draw_feet(canvas, pose, body_unit(pose), 0)
-    region = canvas.view(bool)
-    region &= pose.segmentation > SEGMENTATION_THRESHOLD
-    return region if region.any() else None
+    return canvas.view(bool)

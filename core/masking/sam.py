@@ -197,3 +197,49 @@ class SamRefiner:
             finally:
                 self.predictor.reset_image()  # drop the features: no image state between jobs
         return out
+
+    def segment(self, image: np.ndarray, box: Box, points: np.ndarray, labels: np.ndarray
+                ) -> tuple[np.ndarray, float]:
+        """Segment one object from a box and points (the prompts the pose gives,
+        :mod:`core.masking.pose_sam`).
+
+        With several prompts at once SAM's single-mask output is the one to use
+        (``multimask_output=False``: the segment-anything README, "Using multiple prompts";
+        its three candidates are for an ambiguous lone point). One encoder run, one decoder
+        pass (segment-anything's ``SamPredictor.predict``); the features are dropped on return.
+
+        Args:
+            image: H x W x 3 uint8 RGB.
+            box: ``(x0, y0, x1, y1)`` px of the original image; clipped to it.
+            points: N x 2 float px of the original image (x, y).
+            labels: N ints, 1 = on the object, 0 = not on it.
+
+        Returns:
+            ``(mask, score)``: H x W bool at the original size, SAM's predicted IoU (nominally
+            0-1).
+
+        Raises:
+            ValueError: ``image`` is not H x W x 3 uint8, a box that is not 4 finite numbers,
+                or points and labels of different lengths.
+        """
+        check_rgb(image)
+        h, w = image.shape[:2]
+        arr = np.asarray(box, dtype=np.float64).reshape(-1)
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if arr.shape != (4,) or not np.isfinite(arr).all() or len(pts) != len(lab):
+            raise ValueError("segment: a box of 4 finite numbers and one label per point")
+        arr[[0, 2]] = arr[[0, 2]].clip(0, w)
+        arr[[1, 3]] = arr[[1, 3]].clip(0, h)
+        with torch.inference_mode():
+            with timing.forward():
+                self.predictor.set_image(image, image_format="RGB")
+            try:
+                with timing.forward():
+                    masks, scores, _ = self.predictor.predict(
+                        point_coords=pts if len(pts) else None,
+                        point_labels=lab if len(lab) else None,
+                        box=arr, multimask_output=False)
+            finally:
+                self.predictor.reset_image()
+        return masks[0].astype(bool), float(scores[0])

@@ -84,6 +84,10 @@ export interface JobRequest {
    */
   targets?: ("upper" | "lower" | "dress" | "outerwear" | "full" | (string & {}))[];
   /**
+   * The person whose garments are masked in a photo of several: [x0, y0, x1, y1] px of the (oriented) photo around them, x0 < x1, y0 < y1; absent: the largest person. Ignored when `mask` is given; faces and hands of everyone stay protected.
+   */
+  person_box?: [number, number, number, number, ...number[]] | null;
+  /**
    * Never repaint detected faces: every face detector on the worker runs and the union of their boxes is removed from the mask last, after dilation and feathering.
    */
   protect_face?: boolean;
@@ -373,13 +377,16 @@ export interface SamplingInfo {
  * via the `definition` "MaskInfo".
  */
 export interface MaskInfo {
-  source: "provided" | "auto" | "fallback";
   /**
-   * Why the fallback was used.
+   * How the mask was made: `provided` (the request's `mask`); `detector+sam` (garment detector boxes, segmented by SAM) or `detector` (the detector's own masks, no SAM); `pose+sam` (the target person's pose region, refined by SAM prompted from the pose) or `pose` (pose keypoints cut by the person segmentation); `grabcut` (no pose found: GrabCut below the largest face).
+   */
+  source: "provided" | "detector" | "detector+sam" | "pose" | "pose+sam" | "grabcut";
+  /**
+   * Why the garment detector's path was not used (no detector baked, nothing found), and why SAM's refinement was not kept, when it was not.
    */
   reason?: string | null;
   /**
-   * How the fallback region was made: from the main person's pose keypoints and segmentation, or GrabCut below the largest face (no pose found).
+   * Set when the garment detector's path gave no mask: the region came from the target person's pose (`source` `pose` or `pose+sam`) or from GrabCut.
    */
   fallback?: ("pose" | "grabcut") | null;
   /**
@@ -436,7 +443,8 @@ export interface Face {
   detectors?: string[];
 }
 /**
- * The main person's pose, when the pose model ran (pose-based fallback).
+ * The target person's pose, when the pose model ran (the largest person, or the one in
+ * the request's ``person_box``).
  *
  * This interface was referenced by `MaskpaintContract`'s JSON-Schema
  * via the `definition` "PoseInfo".

@@ -30,6 +30,7 @@ The landmark model sees one person only: in a group photo it may take in a neigh
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,10 @@ NUM_LANDMARKS, RAW_LANDMARKS = 33, 39
 #: model can read (t1.jpg: the largest of four, a man standing behind the table, has presence
 #: 0.27; the next one is taken).
 MAX_CANDIDATES = 3
+#: Context around a caller's ``person_box``, a fraction of its size on each side: a hand-drawn
+#: box may cut off an elbow or a foot; a quarter keeps them (on bus.jpg's people) while the
+#: boxed person stays the largest in the crop.
+PERSON_BOX_CONTEXT = 0.25
 
 
 def _roi_matrix(kp0: np.ndarray, kp1: np.ndarray, size: int) -> np.ndarray:
@@ -113,21 +118,29 @@ class MediaPipePose:
         landmarker = load_interpreter(model_dir / LANDMARK_FILE, num_threads)
         return cls(detector, landmarker, identity=identity)
 
-    def estimate(self, image: np.ndarray) -> Pose | None:
+    def estimate(self, image: np.ndarray, person_box: Sequence[float] | None = None
+                 ) -> Pose | None:
         """The main person's pose, or None when no person is found.
 
         Args:
             image: H x W x 3 uint8 RGB.
+            person_box: ``(x0, y0, x1, y1)`` px around the wanted person (a caller's choice in a
+                photo of several): the models then see only that box grown by
+                :data:`PERSON_BOX_CONTEXT` of its size on each side, where the person is the
+                largest; keypoints and segmentation come back in ``image``'s px (the
+                segmentation is 0 outside the grown box). None: the largest person in the photo.
 
         Returns:
             :class:`Pose`: 33 x 3 float32 keypoints (x, y px of ``image``; visibility 0-1),
             H x W float32 segmentation (0-1), the detector score, the ROI's bounds (clipped).
 
         Raises:
-            ValueError: ``image`` is not H x W x 3 uint8.
+            ValueError: ``image`` is not H x W x 3 uint8, or ``person_box`` lies outside it.
         """
         check_rgb(image)
         h, w = image.shape[:2]
+        if person_box is not None:
+            return self._estimate_in_box(image, person_box)
         _, scores, kps = detect_tiled(self.detector, image, self.anchors, NUM_KEYPOINTS,
                                       (-1.0, 1.0), MIN_SCORE, use_tiles=False, min_iou=NMS_IOU)
         size = self.landmarker.size
@@ -146,6 +159,28 @@ class MediaPipePose:
             if float(outputs[self._presence].reshape(-1)[0]) >= MIN_PRESENCE:
                 return self._pose(outputs, m, float(scores[main]), w, h)
         return None
+
+    def _estimate_in_box(self, image: np.ndarray, person_box: Sequence[float]) -> Pose | None:
+        """:meth:`estimate` on the grown ``person_box`` crop, mapped back to ``image``."""
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = (float(v) for v in person_box)
+        mx, my = (x1 - x0) * PERSON_BOX_CONTEXT, (y1 - y0) * PERSON_BOX_CONTEXT
+        box = clip_box((x0 - mx, y0 - my, x1 + mx, y1 + my), w, h)
+        if box is None:
+            raise ValueError(f"person_box {list(person_box)} lies outside the {w} x {h} image")
+        cx0, cy0 = int(box[0]), int(box[1])
+        cx1, cy1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+        pose = self.estimate(np.ascontiguousarray(image[cy0:cy1, cx0:cx1]))
+        if pose is None:
+            return None
+        keypoints = pose.keypoints.copy()
+        keypoints[:, 0] += cx0
+        keypoints[:, 1] += cy0
+        segmentation = np.zeros((h, w), np.float32)
+        segmentation[cy0:cy1, cx0:cx1] = pose.segmentation
+        bx0, by0, bx1, by1 = pose.box
+        return Pose(keypoints=keypoints, segmentation=segmentation, score=pose.score,
+                    box=(bx0 + cx0, by0 + cy0, bx1 + cx0, by1 + cy0))
 
     def _pose(self, outputs: list[np.ndarray], m: np.ndarray, score: float, w: int, h: int
               ) -> Pose:
