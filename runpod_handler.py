@@ -13,7 +13,7 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 # OpenMP threads that wait for work sleep instead of spinning (read when torch loads libgomp, so
 # before any torch import). On 2 cores shared with other processes (load ~4.5) a warm 0.5 MP
 # job took ~10.5 s with torch's 2 spinning threads vs ~1.0 s with 1 thread or with PASSIVE
-# (0.95 s, same process, alternating; issue #16). On a GPU the few CPU-side ops hardly notice.
+# (0.95 s, same process, alternating). On a GPU the few CPU-side ops hardly notice.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from handlers.runpod import import_sdk, make_handler, route_sdk_logs  # noqa: E402

@@ -1,4 +1,4 @@
-"""Benchmarks for the maskpaint worker (issue 7): ``python -m bench [--quick] [--out DIR]``.
+"""Benchmarks for the maskpaint worker: ``python -m bench [--quick] [--out DIR]``.
 
 What it measures (see ``bench/RESULTS.md`` for the latest numbers and ``python -m bench -h``):
 

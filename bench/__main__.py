@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--out bench/results]``: the worker benchmark (issue 7).
+"""``python -m bench [--quick] [--out bench/results]``: the worker benchmark.
 
 Runs in this (parent) process: a moto S3 server on 127.0.0.1 (a real socket for every fetch and
 upload), the benchmark photos, the weight-file read floor, and the children that are measured

@@ -121,7 +121,7 @@ class Runner:
             "timings_ms": out["timings_ms"],
             "forward_ms": {k: round(v, 2) for k, v in forward.items()},
             "model_forward_ms": round(sum(forward.values()), 2),
-            # the worker's own account (#16): total - sum of its timings_ms["*.forward"]
+            # the worker's own account: total - sum of its timings_ms["*.forward"]
             "overhead_ms": round(out["timings_ms"]["total"] - sum(
                 v for k, v in out["timings_ms"].items() if k.endswith(".forward")), 2),
             "detail_ms": {k: round(v, 2) for k, v in ins.DETAIL_MS.items()},
@@ -160,7 +160,7 @@ def _device_info(worker) -> dict:
     return info
 
 
-#: The "tiny job" of the cold-start target (#16): the smallest bench photo.
+#: The "tiny job" of the cold-start target: the smallest bench photo.
 COLD_JOB_SIZE = "0.5MP"
 
 
@@ -283,7 +283,7 @@ def mode_jobs() -> dict:
     flat = [runner.run("2MP") for _ in range(plan.get("flat_jobs", 50))]
     peak_after_flat = ins.peak_rss_mb()
     ids_mid = ins.model_ids(worker.models)
-    # 1b. #16: peak RSS of each 12 MP job above this idle worker, and growth over those jobs
+    # 1b. peak RSS of each 12 MP job above this idle worker, and growth over those jobs
     from bench import job_targets
 
     rss12 = job_targets.rss_12mp(runner, plan.get("rss_12MP_jobs", 50))
@@ -305,7 +305,7 @@ def mode_jobs() -> dict:
             rec = runner.run(label, mask)
             pairs.append({"job": rec, "codec_ms": round(bare_codec_ms(inputs[label]["file"]), 2)})
         provided[label] = pairs
-    # 2c. #16: PNG output at 2 MP (provided mask): encode + upload
+    # 2c. PNG output at 2 MP (provided mask): encode + upload
     png = job_targets.png_jobs(runner, inputs, plan.get("reps_png", 5))
     # 3. profiles
     profiles = {}
@@ -352,7 +352,7 @@ def mode_auto() -> dict:
     ins.install_detail_timers()
     runner = Runner(worker, inputs, steps, "auto")
     sweeps = {}
-    # 2 MP (#16): each automatic-masking job paired with a provided-mask job on this worker;
+    # 2 MP: each automatic-masking job paired with a provided-mask job on this worker;
     # the automatic ones are the 2 MP sweep
     from bench import job_targets
 

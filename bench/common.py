@@ -115,7 +115,7 @@ def centre_mask(path: str) -> str:
 
 
 def bare_codec_ms(path: str) -> float:
-    """The overhead floor (#16): a bare Pillow decode + JPEG q92 encode of the photo, ms."""
+    """The overhead floor: a bare Pillow decode + JPEG q92 encode of the photo, ms."""
     import io
 
     from PIL import Image

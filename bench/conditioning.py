@@ -1,4 +1,4 @@
-"""Issue #15: what a reference garment (IP-Adapter), pose lock (ControlNet) and a gallery cost.
+"""What a reference garment (IP-Adapter), pose lock (ControlNet) and a gallery cost.
 
 ``python -m bench.conditioning [--repeats 3] [--steps 4]`` prints one JSON document:
 

@@ -45,7 +45,7 @@ def overhead_ms(timings: dict) -> float:
 
 def forwards_overlap(timings: dict) -> bool:
     """True when a stage's ``*.forward`` times add up to more than the stage itself: model calls
-    ran in parallel threads, so ``total`` - their sum understates the overhead (#16 asks for the
+    ran in parallel threads, so ``total`` - their sum understates the overhead (asks for the
     union of the forward intervals then, which ``timings_ms`` cannot give)."""
     return any(sum(v for k, v in timings.items() if k.startswith(st + ".") and
                    k.endswith(".forward")) > timings[st] + 0.5

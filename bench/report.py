@@ -238,12 +238,12 @@ def markdown(r: dict, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-#: Issue #16: where the unmet targets' time goes (from the provided-mask jobs' timings_ms and
+#: where the unmet targets' time goes (from the provided-mask jobs' timings_ms and
 #: detail timers of the 2026-12-01 quick run) and what meeting them would take.
 NOTES_16 = """
-## Issue #16: where each target stands and why (full run 2026-12-01 04:00, load ~1 on 2 cores)
+## Where each target stands and why (full run 2026-12-01 04:00, load ~1 on 2 cores)
 
-What changed in #16 (each kept on a same-run A/B; pixels outside the mask and the feathered
+What changed in the overhead work (each kept on a same-run A/B; pixels outside the mask and the feathered
 alpha bit-identical, tested): paste-back blends only the feather band; plain RGB JPEGs decode
 with `cv2.imdecode` (pixel-identical to Pillow, tested on 27 variants); finalize dilates with a
 disc kernel and feathers in place; hole filling by flood fill; the overlay is a <= 2 MP preview
@@ -288,7 +288,7 @@ difference, ~20 ms less at 12 MP).
 - **Peak RSS of a 12 MP job (target 4 frames): met**, worst of 50 jobs 3.74 frames (was 7.7-8.9),
   no growth (+0.1 %): the overlay at preview size, the result in the photo's buffer, the alpha
   freed early, ultralytics' predictor no longer holding the last photo, the mmap threshold.
-- **Handler overhead < 150 ms (an older absolute target from before #16):** 195 ms at 2 MP on
+- **Handler overhead < 150 ms (an older absolute target from before the overhead work):** 195 ms at 2 MP on
   the fallback path, which now runs the pose model's pre/post too; kept as a record.
 """
 

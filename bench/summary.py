@@ -72,7 +72,7 @@ def size_summary(recs: list[dict]) -> dict:
 
 def provided_summary(pairs: list[dict]) -> dict:
     """Provided mask, `auto` output: the worker's overhead (total - sum of ``*.forward``) over a
-    bare Pillow decode + JPEG q92 encode timed right after each job (#16); median, min, max."""
+    bare Pillow decode + JPEG q92 encode timed right after each job; median, min, max."""
     ratios = [p["job"]["overhead_ms"] / p["codec_ms"] for p in pairs]
     return {"n": len(pairs), "ratio": {"median": round(statistics.median(ratios), 2),
                                        "min": round(min(ratios), 2), "max": round(max(ratios), 2)},
@@ -85,7 +85,7 @@ def provided_summary(pairs: list[dict]) -> dict:
 def _paired_ratios(cold: list[dict], floor_raw: dict) -> dict:
     """Each cold run over the floor measured right before it (its fresh ``import torch,
     diffusers`` + the median evicted weight read): median, min, max of ready / floor and of
-    first tiny job done / floor (#16's target). Unpaired runs (older raw files) use the median
+    first tiny job done / floor (the cold-start target). Unpaired runs (older raw files) use the median
     floor import."""
     read = _med(floor_raw["read_ms"]["evicted"])
     imports = [r["spawn_to_imported_ms"] for r in floor_raw["imports"]]
@@ -257,4 +257,4 @@ def targets(s: dict) -> list[dict]:
                   "measured": f"{m['growth_pct']:+.1f}% ({m['rss_after_job5_mb']:.0f} -> "
                               f"{m['rss_after_last_mb']:.0f} MiB)",
                   "pass": m["growth_pct"] <= TARGETS["memory_growth_pct"]})
-    return t + job_targets.targets(s)  # #16: automatic masking, PNG output, 12 MP memory
+    return t + job_targets.targets(s)  # automatic masking, PNG output, 12 MP memory

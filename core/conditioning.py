@@ -1,4 +1,4 @@
-"""Outfit swap conditioning (issue #15): a reference garment (IP-Adapter), pose lock (OpenPose
+"""Outfit swap conditioning: a reference garment (IP-Adapter), pose lock (OpenPose
 ControlNet) and a gallery of outputs per job.
 
 Everything goes through diffusers' own support:

@@ -185,7 +185,7 @@ class JobRequest(_Strict):
         "(a batch resubmitting after an interruption). The same key with a different request "
         "is `storage_conflict`.",
     )
-    # ---- issue #15: outfit swap (reference garment, pose lock, gallery)
+    # ---- outfit swap (reference garment, pose lock, gallery)
     garment_image: str | None = Field(
         None,
         min_length=1,

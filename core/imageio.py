@@ -233,7 +233,7 @@ _JPEG_EOI = b"\xff\xd9"
 def _fast_jpeg(opened: Image.Image, data: bytes) -> np.ndarray | None:
     """H x W x 3 uint8 RGB from OpenCV's JPEG decoder, or None where Pillow must decode.
 
-    Why: ``cv2.imdecode`` takes ~0.5x Pillow's time on a 12 MP JPEG (#16, measured 89 vs 187 ms
+    Why: ``cv2.imdecode`` takes ~0.5x Pillow's time on a 12 MP JPEG (measured 89 vs 187 ms
     with the copies Pillow's path needs), and both decode with libjpeg-turbo's defaults (ISLOW
     DCT, fancy upsampling), so the pixels are identical (tests/test_imageio.py decodes JPEGs of
     every chroma subsampling, progressive or not, odd sizes and real photos both ways).
@@ -371,13 +371,13 @@ def encode_image(arr: np.ndarray, fmt: str = "png", quality: int = 92, *,
     if alpha is not None and fmt == "jpeg":
         arr, alpha = flatten(arr, alpha), None
     if fmt == "png" and (arr.ndim == 3 or arr.dtype != np.uint8 or alpha is not None):
-        # photos: our writer, the "up" row filter deflated by ISA-L (#16: a 2 MP photo's
+        # photos: our writer, the "up" row filter deflated by ISA-L (a 2 MP photo's
         # deflate 102 -> 23 ms for 5 % more bytes than zlib level 1); see core.png
         return encode_png(arr, alpha=alpha, icc=icc)
     if fmt == "png":
         # greyscale (masks): OpenCV's writer, no row filter (0/255 runs compress well
         # unfiltered) and zlib's run-length strategy: 3-4x smaller files in the same time
-        # (#16: a 12 MP mask 62 -> 17 kB, 21 ms either way)
+        # (a 12 MP mask 62 -> 17 kB, 21 ms either way)
         ok, png = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESS_LEVEL,
                                              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
                                              cv2.IMWRITE_PNG_STRATEGY,

@@ -82,7 +82,7 @@ def shrink(img: np.ndarray, size: tuple[int, int],
     contributes; ``INTER_AREA`` is the exact area mean).
 
     Why not one ``INTER_AREA`` resize: for a non-integer factor OpenCV takes its generic path,
-    measured (#16, 2 cores) 80 ms for 3000 x 4000 -> 1224 x 1632 RGB against 9 ms this way.
+    measured (2 cores) 80 ms for 3000 x 4000 -> 1224 x 1632 RGB against 9 ms this way.
     """
     w, h = size
     while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
@@ -96,7 +96,7 @@ def shrink(img: np.ndarray, size: tuple[int, int],
 def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """H x W x 3 uint8 -> ``size`` = (width, height) px with OpenCV: area means when shrinking
     (:func:`shrink`, last step ``INTER_AREA``; anti-aliased), ``INTER_CUBIC`` when enlarging.
-    Measured (#16, 2 cores) against Pillow's LANCZOS: 384 x 512 -> 2000 x 2600 in 7 ms instead
+    Measured (2 cores) against Pillow's LANCZOS: 384 x 512 -> 2000 x 2600 in 7 ms instead
     of 142, 2000 x 2600 -> 384 x 512 in 27 ms instead of 60 (a single ``INTER_AREA``; ~8 ms
     with the halvings). Only repainted pixels pass through it."""
     w, h = size
@@ -123,7 +123,7 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
 
     Only the band is computed in float (gathered by index): on a 12 MP photo with a quarter of
     it masked that is ~60k pixels instead of the 4.8 MP crop, and the alpha == 1 part is an
-    OpenCV masked copy; measured (#16, 2 cores) 30 ms instead of 199 ms, with identical pixels.
+    OpenCV masked copy; measured (2 cores) 30 ms instead of 199 ms, with identical pixels.
     """
     if out is None:
         out = original.copy()
@@ -143,7 +143,7 @@ def composite(original: np.ndarray, generated: np.ndarray, alpha: np.ndarray,
 def _repaint_mask(alpha: np.ndarray) -> np.ndarray:
     """H x W uint8, 255 where ``alpha`` (H x W float32) > 0, else 0: OpenCV's comparison, 1 B/px
     (``(alpha > 0) * 255`` made an int64 temporary, 8 B/px: 1.3 frames for a 5.5 MP crop of a
-    12 MP photo; #16)."""
+    12 MP photo)."""
     return cv2.compare(alpha, 0.0, cv2.CMP_GT)
 
 
@@ -216,7 +216,7 @@ def inpaint(
         extra: conditioning hook (see :data:`Extra`); default: ``pipe`` with no extra keywords.
         in_place: the caller hands ``image`` over: the last output is painted into ``image``
             itself instead of a copy (on a 12 MP photo one frame, 34 MiB, less held from here
-            to the end of the job; #16). The caller must not need ``image``'s original pixels
+            to the end of the job). The caller must not need ``image``'s original pixels
             afterwards (nor ``model_image``'s, when it is the same array).
         buckets: fixed (width, height) px working sizes (:func:`core.buckets.buckets_for`):
             the crop grows to the nearest one's aspect and the model runs at that size

@@ -8,7 +8,7 @@ heap (arena). A job's resident peak then holds earlier stages' garbage on top of
 buffers. Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``, glibc's ``mallopt(3)``; the same
 as the ``MALLOC_MMAP_THRESHOLD_`` environment variable, which must be set before the process
 starts) maps every block of at least :data:`MMAP_THRESHOLD_BYTES` on its own and unmaps it on
-``free``. Measured (#16, 12 MP JPEG jobs, provided and automatic masks, 2 cores, the heap
+``free``. Measured (12 MP JPEG jobs, provided and automatic masks, 2 cores, the heap
 trimmed before each job's idle reading, 4 jobs each): peak RSS above idle median 4.87 -> 3.65
 frames (frame = 3000 x 4000 x 3 B); without the trims the default's idle RSS itself creeps up
 by 2-5 frames of retained heap while this one's stays put. The price is time (page faults:

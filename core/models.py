@@ -68,7 +68,7 @@ class ModelSet:
     default_inpaint: str | None = None
     #: Inpainting model key -> why it is not loaded ("not baked", "weights failed to load").
     inpaint_missing: dict[str, str] = field(default_factory=dict)
-    #: Issue #15: inpainting model key -> its loaded IP-Adapter / ControlNet
+    #: inpainting model key -> its loaded IP-Adapter / ControlNet
     #: (:class:`core.conditioning.Conditioners`).
     conditioning: dict[str, Any] = field(default_factory=dict)
     #: The draft LoRAs (LCM-LoRA) of the loaded inpainting models (:class:`core.sampling.Drafts`).
@@ -115,7 +115,7 @@ class ModelSet:
         An inpainting model that is missing or fails to load never raises here either: it is
         recorded in ``inpaint_missing`` (see the module docstring).
 
-        Order (issue #16): the MediaPipe models; then the ONNX face detector in one background
+        Order: the MediaPipe models; then the ONNX face detector in one background
         thread while this thread loads YOLO, SAM, the pipelines and their add-ons (why only that
         one: :data:`_THREAD_KINDS`). Each model loads once; outcomes are recorded in manifest
         order, as before.
@@ -179,7 +179,7 @@ class ModelSet:
 
     def _load_inpainting(self, settings: Settings, manifest: Manifest, wd: Path,
                          device: str) -> None:
-        """The inpainting pipelines, then their IP-Adapters / ControlNets (issue #15)."""
+        """The inpainting pipelines, then their IP-Adapters / ControlNets."""
         keys = settings.inpaint_models or [
             k for k, e in manifest.models.items() if e.kind == "diffusers_inpaint"
         ]
@@ -204,7 +204,7 @@ class ModelSet:
                 self.default_inpaint, self.inpaint_missing.get(self.default_inpaint, "not baked"),
                 wd, wd)
 
-        # issue #15: IP-Adapters and ControlNets of the loaded inpainting models
+        # IP-Adapters and ControlNets of the loaded inpainting models
         from core.conditioning import load_conditioning
 
         load_conditioning(self, manifest, wd, verify=settings.verify_weights, device=device)
@@ -244,7 +244,7 @@ class ModelSet:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         for m in self.inpainters.values():
             m.pipe.to(device, dtype)
-        for cond in self.conditioning.values():  # issue #15: the ControlNet is not in the base
+        for cond in self.conditioning.values():  # the ControlNet is not in the base
             if cond.control_pipe is not None:
                 cond.control_pipe.controlnet.to(device, dtype)
         for role in ("garments", "sam"):
@@ -259,7 +259,7 @@ def import_job_modules() -> None:
     """Import what every job uses but :mod:`core.pipeline` imports lazily (it stays torch-free
     for the handlers): the masking, inpainting and overlay stages, and every Pillow image plugin
     (``Image.open(..., formats=...)`` imports them all on the first decode, ~70 ms here). Called
-    at the end of :meth:`ModelSet.load`, so the first job imports nothing (issue #16: it did 58
+    at the end of :meth:`ModelSet.load`, so the first job imports nothing (it did 58
     modules)."""
     from PIL import Image
 

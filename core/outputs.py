@@ -25,7 +25,7 @@ from core.storage import Storage, artefact_name
 
 OVERLAY_JPEG_QUALITY = 85
 #: The overlay's pixel budget (width x height): a preview for a person to check the mask, so
-#: at most about what a full-HD screen shows (1920 x 1080 = 2.07 MP). Measured (#16, 2 cores,
+#: at most about what a full-HD screen shows (1920 x 1080 = 2.07 MP). Measured (2 cores,
 #: a 12 MP photo): rendering and JPEG-encoding it at full size took ~150 + ~100 ms; scaling the
 #: photo down to 2 MP first costs ~10 ms (:func:`core.inpaint.shrink`), and the render and
 #: encode then take a sixth (269 -> 51 ms in all, same-run A/B).
@@ -58,7 +58,7 @@ class PreviewSource:
     from full-size px to preview px (boxes are scaled by them at render time).
 
     Made right after masking (:func:`preview_source`), so the full-size sRGB photo need not be
-    kept until the encodes: the job may then repaint the photo's own buffer in place (#16)."""
+    kept until the encodes: the job may then repaint the photo's own buffer in place."""
 
     image: np.ndarray
     alpha: np.ndarray

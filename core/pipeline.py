@@ -92,7 +92,7 @@ class Worker:
         self.moderator = Moderator.build(settings, models)
         forbid_runtime_installs()  # models are loaded: undo ultralytics' pip-installing patch
         if settings.malloc_mmap_threshold_bytes:  # freed frames and masks go back to the OS
-            return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory; #16)
+            return_big_blocks(settings.malloc_mmap_threshold_bytes)  # (core.memory)
 
     @classmethod
     def cold_start(cls, settings: Settings | None = None, s3_client=None) -> Worker:
@@ -148,7 +148,7 @@ class Worker:
             # before any fetch: a worker without the model answers at once
             inpainter = self.models.inpainter(req.model)
         cond = None
-        if req.task == "inpaint":  # issue #15: the add-ons asked for, before any fetch
+        if req.task == "inpaint":  # the add-ons asked for, before any fetch
             from core.conditioning import check_available
 
             cond = check_available(self.models, inpainter.key, req)
@@ -192,7 +192,7 @@ class Worker:
         from core.outputs import job_outputs, preview_source, store
 
         # the overlay's background, scaled down now: the full-size `image` is not kept for it,
-        # and the photo's own buffer can take the repaint (inpaint(in_place=True)) (#16)
+        # and the photo's own buffer can take the repaint (inpaint(in_place=True))
         preview = preview_source(image, mo.alpha)
         clock.stage("mask", t)
 
@@ -201,7 +201,7 @@ class Worker:
         conditioning = None
         garment = pose18 = None
         if req.task == "inpaint" and (garment_photo is not None or req.control):
-            t = stage("conditioning")  # issue #15: garment crop and pose hint, when asked for
+            t = stage("conditioning")  # garment crop and pose hint, when asked for
             from core.conditioning import prepare
 
             garment, pose18, conditioning = prepare(self.models, req, image, mo, garment_photo)
@@ -260,7 +260,7 @@ class Worker:
         models = []
         if inpainter is not None:
             models.append(ModelInfo(**inpainter.identity))
-        if cond is not None:  # issue #15: the add-ons that ran
+        if cond is not None:  # the add-ons that ran
             if req.garment_image and cond.ip_identity:
                 models.append(ModelInfo(**cond.ip_identity))
             if req.control and cond.control_identity:

@@ -1,9 +1,9 @@
 """PNG writer for photos (8 or 16 bits per sample, RGB or greyscale, with or without alpha),
 deflated with ISA-L (``isal``, Intel's Intelligent Storage Acceleration
-Library through python-isal's zlib-compatible API) (#16).
+Library through python-isal's zlib-compatible API).
 
 Why hand-written: the library PNG writers (OpenCV, Pillow, libpng) deflate with zlib, and zlib
-was most of a PNG job's encode + upload: measured (#16, 2 cores, a 2 MP photo, the same
+was most of a PNG job's encode + upload: measured (2 cores, a 2 MP photo, the same
 "Up"-filtered rows) zlib level 1 102 ms for 3.02 MB, ISA-L level 2 23 ms for 3.16 MB (4.4x
 faster, +5 % bytes), and none of them takes another compressor. The file is the minimal
 valid PNG (PNG spec, ISO/IEC 15948): signature, ``IHDR``, ``iCCP`` when a profile is given,
@@ -27,7 +27,7 @@ from isal import isal_zlib
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: ISA-L compression level (0-3; 2 is its default): 3.16 MB for a 2 MP photo in 23 ms against
-#: level 1's 3.27 MB in 22 ms and level 3's longer times (measured #16, 2 cores).
+#: level 1's 3.27 MB in 22 ms and level 3's longer times (measured, 2 cores).
 ISAL_LEVEL = 2
 #: Filtered bytes fed to the compressor at once, about.
 STRIP_BYTES = 1 << 20

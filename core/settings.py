@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     )
     malloc_mmap_threshold_bytes: int = Field(
         1 << 20, ge=0, description="glibc's mmap threshold, set at cold start: freed blocks of at "
-        "least this size go back to the OS (core.memory; #16: a 12 MP job's peak RSS ~1.2 "
+        "least this size go back to the OS (core.memory; a 12 MP job's peak RSS ~1.2 "
         "frames lower, its overhead ~0.1 s higher on 2 cores); 0 leaves glibc's own dynamic "
         "threshold."
     )

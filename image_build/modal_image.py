@@ -36,7 +36,7 @@ RUNTIME_ENV = {
     **OFFLINE_ENV,  # the worker's offline environment, one definition (weights.resolve)
     "PYTHONUNBUFFERED": "1",
     "MASKPAINT_WEIGHTS_DIR": WEIGHTS_DIR,
-    # OpenMP threads sleep while they wait instead of spinning: see runpod_handler.py (#16)
+    # OpenMP threads sleep while they wait instead of spinning: see runpod_handler.py
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 

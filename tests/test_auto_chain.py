@@ -124,7 +124,7 @@ def test_mask_task_stores_mask_and_overlay(chain_handler, s3, photos):
 
 
 def test_garment_boxes_without_masks_are_the_same_detections(chain_models, photos):
-    """#16: with SAM refining, the detector is asked for boxes only; they are the ones it finds
+    """With SAM refining, the detector is asked for boxes only; they are the ones it finds
     with its full-size masks."""
     img = np.asarray(Image.open(photos["bus"]).convert("RGB"))
     full = chain_models.garments.detect(img)

@@ -115,7 +115,7 @@ def test_sam_refines_each_box_once_and_cleans_islands_and_holes():
 
 
 def test_with_sam_the_detector_skips_full_size_masks_and_a_sam_failure_still_masks():
-    """#16: SAM refines the detector's boxes, so the detector is asked for boxes only; when SAM
+    """SAM refines the detector's boxes, so the detector is asked for boxes only; when SAM
     fails, the detector's own masks are made after all and used."""
     calls = []
 

@@ -95,7 +95,7 @@ def test_results_md_keeps_the_hand_written_sections_whatever_the_out_dir(tmp_pat
     r = json.loads((results / "latest.json").read_text())
     r.update(summary.summarise(r))
     md = report.results_md(r, tmp_path)
-    assert "## Issue #16: where each target stands and why" in md
+    assert "## Where each target stands and why" in md
     for part in ("guard.md", "conditioning.md", "drafts.md"):
         heading = (results / part).read_text().strip().splitlines()[0]
         assert heading in md

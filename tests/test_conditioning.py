@@ -1,4 +1,4 @@
-"""Issue #15 end to end: a reference garment (IP-Adapter), pose lock (OpenPose ControlNet) and a
+"""Outfit swap end to end: a reference garment (IP-Adapter), pose lock (OpenPose ControlNet) and a
 gallery of outputs, through the RunPod handler, on real photos, with the tiny dev models loaded
 through diffusers' own loaders (``load_ip_adapter``, ``ControlNetModel.from_pretrained``) and the
 real MediaPipe pose model."""

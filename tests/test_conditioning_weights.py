@@ -1,4 +1,4 @@
-"""Issue #15 weights: the IP-Adapter and OpenPose ControlNet entries are pinned like the others
+"""Outfit-swap weights: the IP-Adapter and OpenPose ControlNet entries are pinned like the others
 (repo + commit + per-file sha256 + license, the image encoder included), the one unpinnable file
 is a stated gap the bake refuses, and the tiny dev models sit in the real on-disk layout and load
 through diffusers' own loaders."""

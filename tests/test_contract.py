@@ -22,7 +22,7 @@ def test_defaults():
     job = parse_job("abc", {"image": SECRET, "prompt": "a dress"})
     r = job.request
     assert (r.task, r.targets, r.protect_face, r.model) == ("inpaint", ["upper"], True, None)
-    assert r.output.format == "auto" and r.seed is None  # #16: the input's format by default
+    assert r.output.format == "auto" and r.seed is None  # the input's format by default
 
 
 @pytest.mark.parametrize("patch,field", [

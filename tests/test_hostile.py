@@ -361,7 +361,7 @@ def test_one_structured_log_line_per_stage(runpod_handler, astro, caplog):
     assert all(isinstance(r.ms, float) for r in caplog.records if hasattr(r, "stage"))
 
 
-# ------------------------------------------------------------------ issue #13: delivery and clients
+# ------------------------------------------------------------------ delivery and clients
 def test_fewer_than_one_denoising_step_is_invalid_input_naming_both_fields(runpod_handler, astro):
     """strength 0.02 x 30 steps = 0.6 steps: diffusers would raise (-> internal, retryable)."""
     for strength, steps in ((0.02, 30), (0.3, 3), (0.5, 1)):

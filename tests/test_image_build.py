@@ -186,7 +186,7 @@ def test_modal_image_builds_without_credentials(no_modal_credentials, dockerfile
 
 @pytest.mark.parametrize("profile", ["sd15", "sdxl", "full"])
 def test_the_bake_the_images_run_is_fully_pinned(profile):
-    """Issue #12: `python -m weights.bake --profile sd15` (the Dockerfile's default) used to
+    """`python -m weights.bake --profile sd15` (the Dockerfile's default) used to
     refuse. The dry run of the same command lists every file with its pinned sha256 and exits 0;
     the MediaPipe models come from the pinned wheel in every profile."""
     import subprocess

@@ -114,7 +114,7 @@ def _jpeg_variants(photos) -> dict[str, bytes]:
 
 
 def test_jpeg_fast_path_gives_pillows_pixels(photos):
-    """#16: plain RGB JPEGs decode with OpenCV; every pixel equals Pillow's decode (a libjpeg
+    """Plain RGB JPEGs decode with OpenCV; every pixel equals Pillow's decode (a libjpeg
     upgrade on either side that changed a pixel would fail here)."""
     from core.imageio import _fast_jpeg, decode_photo
 
@@ -151,7 +151,7 @@ def test_jpeg_fast_path_leaves_what_it_cannot_do_to_pillow(photos):
 
 @pytest.mark.parametrize("with_alpha", [False, True])
 def test_photo_png_decodes_bit_exact_with_pillow_and_opencv(monkeypatch, with_alpha):
-    """#16: a photo PNG from core.png (ISA-L deflate, rows filtered and fed a strip at a time;
+    """A photo PNG from core.png (ISA-L deflate, rows filtered and fed a strip at a time;
     here ~1 kB strips: dozens, the last of two rows) reads back with Pillow, OpenCV and zlib
     (which checks the stream's Adler-32) as the exact pixels, alpha and ICC profile."""
     import zlib

@@ -1,4 +1,4 @@
-"""Logs (issue #13 item 4): one handler, ours, whatever imports ran; nothing a caller sends can
+"""Logs: one handler, ours, whatever imports ran; nothing a caller sends can
 forge a line or get a payload printed.
 
 The process-level test runs the real worker entry point (``python runpod_handler.py

@@ -59,7 +59,7 @@ def test_every_entry_is_pinned_and_licensed(manifest):
 
 
 def test_no_file_of_a_shipped_profile_lacks_sha256_or_size(manifest):
-    """Issue #12: every profile an image is built from bakes (nothing left to pin)."""
+    """Every profile an image is built from bakes (nothing left to pin)."""
     for profile in SHIPPED_PROFILES + tuple(manifest.profiles()):
         for key in manifest.profile(profile):
             e = manifest.models[key]
@@ -182,7 +182,7 @@ def test_layout_and_roles_unchanged(manifest):
 
 def test_diffusers_entries_carry_one_weight_format(manifest):
     for key, e in manifest.models.items():
-        if e.kind in ("ip_adapter", "controlnet"):  # issue #15: tests/test_conditioning_weights.py
+        if e.kind in ("ip_adapter", "controlnet"):  # tests/test_conditioning_weights.py
             continue
         if e.kind != "diffusers_inpaint":
             # single checkpoints, except the two-stage MediaPipe pose and hand directories

@@ -185,7 +185,7 @@ def test_garment_detector_feeds_ultralytics_bgr_at_original_size(garments, image
 
 
 def test_garment_detector_keeps_no_photo_after_a_call(garments, images, monkeypatch):
-    """#16: ultralytics' predictor would keep its last batch and results, each with the photo
+    """Ultralytics' predictor would keep its last batch and results, each with the photo
     (a full-size frame held between jobs); none of it outlives the call."""
     import weakref
 
@@ -233,7 +233,7 @@ def test_garment_detector_input_and_missing_file(garments, tmp_path):
 
 def test_sam_refine_one_best_mask_per_box_one_encoder_run(sam, images, monkeypatch):
     """One encoder run; per box the mask and score of the best of SAM's 3 candidates, equal to
-    what segment-anything's ``predict_torch`` gives (refine upsamples only that one, #16)."""
+    what segment-anything's ``predict_torch`` gives (refine upsamples only that one)."""
     import torch
 
     img = images["astronaut"]

@@ -1,4 +1,4 @@
-"""The worker's allocator setting (core.memory, #16): freed frame-sized buffers leave the RSS."""
+"""The worker's allocator setting (core.memory): freed frame-sized buffers leave the RSS."""
 
 from __future__ import annotations
 

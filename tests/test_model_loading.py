@@ -1,4 +1,4 @@
-"""ModelSet.load (issue #16): the masking models load beside the inpainting pipelines, each once,
+"""ModelSet.load: the masking models load beside the inpainting pipelines, each once,
 and a broken one is still reported the same way (logged, in ``load_issues``, never fatal)."""
 
 from __future__ import annotations

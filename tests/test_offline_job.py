@@ -109,7 +109,7 @@ def test_bake_from_mirror_then_job_offline(dev_weights, tmp_path, photos, no_net
         "num_inference_steps": 2, "seed": 1}})
     assert "error" not in reply, reply
     assert reply["model"] == inpaint  # no `model` in the job: the worker's only one ran
-    assert len(list((tmp_path / "outputs" / "offline").glob("result-*.jpg"))) == 1  # JPEG in (#16 auto)
+    assert len(list((tmp_path / "outputs" / "offline").glob("result-*.jpg"))) == 1  # JPEG in (auto)
     assert {m["key"] for m in reply["models"]} >= {inpaint, "garments-yolov8s-seg"}
     dev = {k for k, e in load_receipt(dev_weights).models.items() if e.dev}
     assert all(m["source"] == f"maskpaint/tiny-{m['key']}" for m in reply["models"]

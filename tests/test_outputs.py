@@ -80,7 +80,7 @@ def test_shrink_sizes_and_keeps_flat_colour():
 
 
 def test_overlay_is_a_preview_within_the_pixel_budget_with_its_own_size(tmp_path):
-    """#16: a 4.3 MP photo's overlay is at most 2 MP (aspect ratio kept, boxes scaled) and its
+    """A 4.3 MP photo's overlay is at most 2 MP (aspect ratio kept, boxes scaled) and its
     Artifact gives the overlay's own width and height; the result and mask stay full size."""
     h, w = 1800, 2400
     rgb = np.full((h, w, 3), 128, np.uint8)
@@ -109,7 +109,7 @@ def test_overlay_is_a_preview_within_the_pixel_budget_with_its_own_size(tmp_path
 
 
 def test_inpaint_in_place_paints_the_photo_buffer_with_the_same_pixels():
-    """#16: with ``in_place`` the last result is the caller's own array (one full-size frame
+    """With ``in_place`` the last result is the caller's own array (one full-size frame
     less held), pixel for pixel what the copy would have been; earlier gallery images are
     copies taken before it was painted."""
     from core.inpaint import InpaintParams, inpaint

@@ -77,7 +77,7 @@ def test_windowed_finalize_equals_full_frame(dilate_px, feather_px):
 
 @pytest.mark.parametrize("px", [1, 5, 8, 12, -3, -12])
 def test_disc_dilation_equals_the_distance_transform(px):
-    """#16: small dilations/erosions use a disc kernel; the set is the transform's exactly,
+    """Small dilations/erosions use a disc kernel; the set is the transform's exactly,
     at the image border too."""
     rng = np.random.default_rng(abs(px))
     m = np.zeros((90, 120), bool)
@@ -102,7 +102,7 @@ def test_feather_values_are_the_linear_ramp():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fast_hole_filling_and_island_removal_equal_the_labelling(seed):
-    """#16: holes by a flood from the border and islands cleared in their own boxes give the
+    """Holes by a flood from the border and islands cleared in their own boxes give the
     labelling's result (many specks and pinholes, shapes touching the border)."""
     import cv2
 

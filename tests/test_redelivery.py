@@ -1,4 +1,4 @@
-"""At-least-once delivery (issue #13 item 2): the same job id delivered again, on a worker with
+"""At-least-once delivery: the same job id delivered again, on a worker with
 other numerics, twice at once, after a crash mid-job, or with a different request.
 
 "Other numerics" is a redelivery on another torch thread count plus a pipeline whose output
@@ -103,7 +103,7 @@ def _same_result(a: dict, b: dict) -> None:
     """Equal results, URLs aside (presigned again per delivery)."""
     art = lambda v: ({kk: vv for kk, vv in v.items() if kk != "url"} if isinstance(v, dict)
                      and "url" in v else v)
-    # issue #15: a gallery's `images` is a list of artefacts, each with its own fresh URL
+    # a gallery's `images` is a list of artefacts, each with its own fresh URL
     strip = lambda r: {k: ([art(x) for x in v] if isinstance(v, list) else art(v))
                        for k, v in r.items()}
     assert strip(a) == strip(b)

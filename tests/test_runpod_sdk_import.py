@@ -1,4 +1,4 @@
-"""The worker imports the runpod SDK without py-cpuinfo's second interpreter (issue #16)."""
+"""The worker imports the runpod SDK without py-cpuinfo's second interpreter."""
 
 from __future__ import annotations
 

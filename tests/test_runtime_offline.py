@@ -1,4 +1,4 @@
-"""No surprise network (issue #13 item 12): during a job a worker starts no process (no pip),
+"""No surprise network: during a job a worker starts no process (no pip),
 downloads nothing and connects nowhere but its configured endpoints, even on undecodable input
 and on a host where ultralytics believes it is online.
 

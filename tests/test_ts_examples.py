@@ -101,7 +101,7 @@ def _png_from_moto(url: str, s3_url: str, ctype: str = "image/png") -> tuple[int
     return Image.open(io.BytesIO(body)).size
 
 
-JPEG = "image/jpeg"  # a JPEG photo gives a JPEG result (output format `auto`, #16)
+JPEG = "image/jpeg"  # a JPEG photo gives a JPEG result (output format `auto`)
 
 
 @pytest.fixture(scope="module")

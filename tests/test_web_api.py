@@ -1,4 +1,4 @@
-"""What real clients do to the Modal web API (issue #13 item 11): a body nested 100k deep, field
+"""What real clients do to the Modal web API: a body nested 100k deep, field
 names of kilobytes with newlines and ANSI escapes, Modal refusing our credentials, and polls for
 function-call ids this API never issued. No models: a stub dispatcher or
 :class:`handlers.modal.ModalDispatcher` over faked Modal calls sits at the dispatch seam.

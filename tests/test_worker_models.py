@@ -1,4 +1,4 @@
-"""Which inpainting model a job runs (issue #12): SDXL end to end through the RunPod handler, the
+"""Which inpainting model a job runs: SDXL end to end through the RunPod handler, the
 worker's default when a job names no model, and a worker whose weights are missing or corrupt
 (it still starts and answers every job at once with ``model_not_found``)."""
 

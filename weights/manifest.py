@@ -45,7 +45,7 @@ ModelKind = Literal[
     # image moderation classifiers (core.moderation)
     "nudenet_onnx",
     "opennsfw_onnx",
-    # issue #15: conditioning add-ons of an inpainting model (``base``)
+    # conditioning add-ons of an inpainting model (``base``)
     "ip_adapter",
     "controlnet",
     # a few-step LoRA (LCM-LoRA) of an inpainting model (``base``): draft jobs switch it on
@@ -217,7 +217,7 @@ class ManifestEntry(BaseModel):
     variant: str | None = Field(None, description="diffusers weight variant on disk (`fp16`).")
     arch: str | None = Field(None, description="segment-anything registry key (sam).")
     pack: str | None = Field(None, description="insightface model pack name (insightface_det).")
-    # issue #15 (conditioning): which inpainting model an IP-Adapter / ControlNet belongs to
+    # (conditioning): which inpainting model an IP-Adapter / ControlNet belongs to
     base: str | None = Field(
         None, description="ip_adapter / controlnet / lora: key of the inpainting model it "
         "conditions or adapts.")

@@ -57,7 +57,7 @@ class MaskOutcome:
     issues: list[DetectorIssue] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     identities: list[dict] = field(default_factory=list)  # of every masking model that ran
-    #: 33 x 3 pose keypoints when the pose model ran (issue #15: the pose ControlNet's hint)
+    #: 33 x 3 pose keypoints when the pose model ran (the pose ControlNet's hint)
     pose_keypoints: np.ndarray | None = None
     _coverage: float | None = field(default=None, repr=False)
 
@@ -72,7 +72,7 @@ class MaskOutcome:
     def drop_alpha(self) -> None:
         """Let the full-size alpha go once the repaint is pasted back (the overlay has its own
         scaled copy, :func:`core.outputs.preview_source`): up to 4 B/px, 1.33 frames of a 12 MP
-        photo, less held through the encodes (#16). :attr:`coverage` is kept; ``alpha`` is
+        photo, less held through the encodes. :attr:`coverage` is kept; ``alpha`` is
         None from here on."""
         self._coverage = self.coverage
         self.alpha = None
@@ -194,7 +194,7 @@ def _auto(models, image: np.ndarray, opts: MaskingOptions, out: MaskOutcome) -> 
     t = time.perf_counter()
     try:
         with timing.scope("mask.garments"):
-            # with SAM the detector's boxes are all that is used: no full-size masks (#16)
+            # with SAM the detector's boxes are all that is used: no full-size masks
             dets = (models.garments.detect(image) if models.sam is None
                     else models.garments.detect(image, masks=False))
     except Exception:

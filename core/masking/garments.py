@@ -165,7 +165,7 @@ class GarmentDetector:
             image: H x W x 3 uint8 RGB (converted to ultralytics' BGR here).
             masks: False when only the boxes will be used (SAM refines them): the masks are
                 then left at the model's input size and not returned (``mask=None``), instead
-                of being computed at the photo's full size (#16: ultralytics' ``retina_masks``
+                of being computed at the photo's full size (ultralytics' ``retina_masks``
                 upsample every instance's mask to H x W).
 
         Returns:
@@ -199,7 +199,7 @@ class GarmentDetector:
         )[0]
         # ultralytics' predictor keeps its last batch, loader and results (each holding the
         # full-size photo) until its next call, which builds them anew: one frame held between
-        # jobs, and through every later job's peak (#16, found on a 12 MP photo)
+        # jobs, and through every later job's peak (found on a 12 MP photo)
         predictor = getattr(self.model, "predictor", None)
         if predictor is not None:
             predictor.results = predictor.batch = predictor.dataset = None

@@ -23,7 +23,7 @@ Box = Sequence[float]
 #: disc kernel: every integer offset v with |v|^2 <= px^2. That is the same set as the distance
 #: transform's ``d <= px`` (pixel centres lie at integer offsets, and float32 ``sqrt(n) <= px``
 #: exactly when ``n <= px^2`` for px <= 256), so the result is identical (tests/test_post.py);
-#: its cost grows with the kernel, the transform's does not. Measured (#16, 2 cores, a
+#: its cost grows with the kernel, the transform's does not. Measured (2 cores, a
 #: 1600 x 2100 window): 10 ms at 8 px vs 55 ms for the transform, 40 ms at 16 px, 160 at 32.
 DISC_DILATE_MAX_PX = 12
 
@@ -72,7 +72,7 @@ def fill_holes(mask: np.ndarray, max_hole_px: int | None = None) -> np.ndarray:
     if max_hole_px is None:
         # every hole: flood the background from a 1 px background ring around the image (4-
         # connected); what the flood cannot reach is enclosed. The same set as the labelling
-        # below, without labelling (#16: ~3x faster on a 2 MP mask)
+        # below, without labelling (~3x faster on a 2 MP mask)
         h, w = mask.shape
         bg = np.ones((h + 2, w + 2), np.uint8)  # 1 = background (the ring too), 0 = mask
         np.logical_not(mask, out=bg[1:-1, 1:-1].view(bool))

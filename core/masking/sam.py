@@ -141,7 +141,7 @@ class SamRefiner:
         boxes; each box then costs one mask-decoder pass (~0.1-0.2 s on CPU). The best of the
         three candidate masks is chosen by predicted IoU at the decoder's 256 x 256 and only it
         is upsampled to H x W (segment-anything's ``postprocess_masks``, then ``> 0``): the same
-        mask as ``predict_torch`` gives, a third of its upsampling (#16). The encoder's
+        mask as ``predict_torch`` gives, a third of its upsampling. The encoder's
         features are dropped on return, so no image state is kept between calls.
 
         Args:

@@ -43,7 +43,7 @@ def writers() -> dict[str, Callable[[Path], object]]:
         "garments-yolov8s-seg": lazy("masking", "write_tiny_yolo"),
         "sam-vit-b": lazy("masking", "write_tiny_sam"),
         "faces-scrfd": lazy("faces", "write_tiny_scrfd"),
-        # issue #15 (after the inpainting models: their UNets set the shapes)
+        # (after the inpainting models: their UNets set the shapes)
         **{key: (lambda out, key=key, fn=fn: getattr(
             importlib.import_module("weights.tiny.conditioning"), fn)(out, key))
            for key, fn in (("ip-adapter-sd15", "write_tiny_ip_adapter"),

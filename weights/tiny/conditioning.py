@@ -1,4 +1,4 @@
-"""Tiny random-weight conditioning models (issue #15) in the exact on-disk layout of the real ones.
+"""Tiny random-weight conditioning models in the exact on-disk layout of the real ones.
 
 - IP-Adapter (:func:`write_tiny_ip_adapter`), layout of ``h94/IP-Adapter``::
 

@@ -1,4 +1,4 @@
-// Outfit swap (issue #15): this jacket from a shop photo, the person's pose kept, three variants.
+// Outfit swap: this jacket from a shop photo, the person's pose kept, three variants.
 import { RunpodClient, type JobRequest } from "@maskpaint/client";
 
 export async function outfitSwap(client: RunpodClient, photo: string, shopPhoto: string): Promise<{ url: string; seed: number | undefined }[]> {
