@@ -223,11 +223,15 @@ def run(target: str, seconds: int, users: int, weights: Path, scratch: Path,
         stop_server(proc)
     keys = {}
     repeats = 0
+    # a repeat under a used key is a job of its own on RunPod (its worker returns the recorded
+    # result, no model run), while the web API's Idempotency-Key hands back the first job's id
+    repeat_jobs = 0
     for line in journal.read_text().splitlines():
         ev = json.loads(line)
         if ev["event"] == "accepted":
-            keys[ev["id"]] = ev["key"]
             repeats += bool(ev.get("repeat"))
+            repeat_jobs += bool(ev.get("repeat")) and ev["id"] not in keys
+            keys[ev["id"]] = ev["key"]
     runs = model_runs(log)
     runs.pop("key-warm-up", None)
     lost = [jid for jid, st in finals.items() if st not in ("done", "failed")]
@@ -242,6 +246,7 @@ def run(target: str, seconds: int, users: int, weights: Path, scratch: Path,
         "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
         "jobs_accepted": len(finals), "jobs_done": sum(s == "done" for s in finals.values()),
         "jobs_failed": sum(s == "failed" for s in finals.values()), "resubmitted": repeats,
+        "repeat_jobs": repeat_jobs,
         "jobs_lost": len(lost), "jobs_run_twice": len(twice), "twice_keys": twice[:10],
         "model_runs": sum(n for k, n in runs.items() if k.startswith("key-")),
         "requests": stats.get("Aggregated", {}).get("requests"),

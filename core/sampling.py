@@ -215,6 +215,9 @@ def applied(pipe, sp: SamplingPlan, lora_pipe=None) -> Iterator[str]:
     """Run ``pipe`` with ``sp``'s scheduler (and, for a draft, the LCM-LoRA of ``lora_pipe``,
     default ``pipe``, enabled); both are restored on exit, also after an error, so no state
     carries over to the next job. Yields the diffusers class name of the scheduler that runs."""
+    if sp.scheduler == "default" and sp.speed == "standard":  # nothing to swap or enable
+        yield type(getattr(pipe, "scheduler", None)).__name__
+        return
     own = pipe.scheduler
     sched = make_scheduler(pipe, sp.scheduler)
     lora_pipe = lora_pipe if lora_pipe is not None else pipe
