@@ -8,6 +8,7 @@ import {
   parseCodedMessage,
   pollLoop,
   requestJson,
+  retryTransient,
   trimBase,
 } from "./http.js";
 import type { CallOptions, CommonClientOptions, Poller, PollStep, Transport } from "./http.js";
@@ -47,12 +48,18 @@ export interface RunpodClientOptions extends CommonClientOptions {
 }
 
 /**
- * RunPod's `/run` takes no idempotency key, so a submit that fails in transit is never sent
- * again by this client (a resend could run the job twice); the web API's `ModalClient` does.
+ * RunPod's `/run` takes no idempotency key: a resend is a second RunPod job. So a submit that
+ * fails in transit is sent again only with `idempotencyKey` (or an input that carries its own
+ * `idempotency_key`): the worker keys its write-once record by it, so the second job returns
+ * the first one's stored result instead of repainting (a job racing the first may still run the
+ * model; one result is stored and returned). Opt-in, unlike `ModalClient`, because the key also
+ * names the job's storage folder (`key-<key>`).
  */
 export interface RunpodSubmitOptions extends CallOptions {
   /** RunPod calls this URL with the job's final state. */
   webhook?: string;
+  /** Sent as the input's `idempotency_key` (`[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}`); enables resends. */
+  idempotencyKey?: string;
 }
 
 export type RunpodRunOptions = RunpodSubmitOptions & ProgressOptions;
@@ -112,7 +119,7 @@ export class RunpodClient {
 
   /** `POST /run`: queue a job; returns RunPod's reply (`id`, `status`). */
   async submit(input: JobRequest, opts: RunpodSubmitOptions = {}): Promise<RunpodJobResponse> {
-    return this.withDeadline(opts, (dl) => this.submitIn(dl, "/run", input, opts.webhook));
+    return this.withDeadline(opts, (dl) => this.submitIn(dl, "/run", input, opts.webhook, opts.idempotencyKey));
   }
 
   /** One status request; returns RunPod's reply as is (FAILED is not thrown here). */
@@ -135,7 +142,7 @@ export class RunpodClient {
   async run(input: JobRequest, opts: RunpodRunOptions = {}): Promise<JobResult> {
     return this.withDeadline(opts, async (dl) => {
       const progress = new ProgressTracker("runpod", opts.onProgress);
-      const sub = await this.submitIn(dl, "/run", input, opts.webhook);
+      const sub = await this.submitIn(dl, "/run", input, opts.webhook, opts.idempotencyKey);
       const done = this.settle(sub, progress);
       if (done.done) return done.value as JobResult;
       return this.waitIn(dl, sub.id, progress);
@@ -150,7 +157,7 @@ export class RunpodClient {
     return this.withDeadline(opts, async (dl) => {
       const progress = new ProgressTracker("runpod", opts.onProgress);
       const path = this.runsyncWaitMs ? `/runsync?wait=${Math.round(this.runsyncWaitMs)}` : "/runsync";
-      const sub = await this.submitIn(dl, path, input, opts.webhook);
+      const sub = await this.submitIn(dl, path, input, opts.webhook, opts.idempotencyKey);
       const done = this.settle(sub, progress);
       if (done.done) return done.value as JobResult;
       return this.waitIn(dl, sub.id, progress);
@@ -183,13 +190,18 @@ export class RunpodClient {
     }
   }
 
-  private async submitIn(dl: Deadline, path: string, input: JobRequest, webhook?: string): Promise<RunpodJobResponse> {
-    const body: Record<string, unknown> = { input };
+  private async submitIn(dl: Deadline, path: string, input: JobRequest, webhook?: string, key?: string): Promise<RunpodJobResponse> {
+    const sent = key ? { ...input, idempotency_key: key } : input;
+    const body: Record<string, unknown> = { input: sent };
     if (webhook) body.webhook = webhook;
     const cap = path.startsWith("/runsync") ? RUNPOD_MAX_RUNSYNC_BYTES : RUNPOD_MAX_RUN_BYTES;
-    const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}${path}`, body, cap);
-    if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "runpod", path.split("?")[0]!);
-    const env = this.envelope(reply.body);
+    const send = async (): Promise<RunpodJobResponse> => {
+      const reply = await requestJson(this.transport, dl, "POST", `${this.baseUrl}${path}`, body, cap);
+      if (reply.status < 200 || reply.status >= 300) throw httpError(reply, "runpod", path.split("?")[0]!);
+      return this.envelope(reply.body);
+    };
+    // without a key the worker cannot tell a resend from a new job: one try only
+    const env = sent.idempotency_key ? await retryTransient(this.poller, dl, send) : await send();
     dl.jobId = env.id;
     return env;
   }

@@ -156,6 +156,27 @@ describe("RunpodClient.run: /run then /status polling", () => {
   });
 });
 
+describe("RunpodClient submit resends", () => {
+  test("without a key a failed submit is not sent again (a resend would be a second job)", async () => {
+    const { fetch, calls } = runpodFetch({ submit: sequence([503, "upstream unavailable"], { id: "job-x", status: "IN_QUEUE" }) });
+    const { c } = client(fetch);
+    await rejects(c.submit(INPUT), (e) => assert.equal(e.retryable, true));
+    assert.equal(calls.length, 1);
+  });
+
+  test("with idempotencyKey the input carries it and a transient failure is sent again", async () => {
+    const { fetch, calls } = runpodFetch({
+      submit: sequence(new TypeError("fetch failed"), [503, "upstream unavailable"], { id: "job-k", status: "IN_QUEUE" }),
+    });
+    const { c, waits } = client(fetch);
+    const sub = await c.submit(INPUT, { idempotencyKey: "order-42" });
+    assert.equal(sub.id, "job-k");
+    assert.equal(calls.length, 3);
+    assert.ok(calls.every((r) => r.body.input.idempotency_key === "order-42" && r.body.input.prompt === INPUT.prompt));
+    assert.equal(waits.length, 2);
+  });
+});
+
 describe("RunpodClient.runsync", () => {
   test("returns the result from /runsync alone when it completes", async () => {
     const { fetch, calls } = runpodFetch({
