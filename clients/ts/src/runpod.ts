@@ -12,6 +12,8 @@ import {
   trimBase,
 } from "./http.js";
 import type { CallOptions, CommonClientOptions, Poller, PollStep, Transport } from "./http.js";
+import { runMany as runManyWith } from "./batch.js";
+import type { RunManyOptions, RunManyResult } from "./batch.js";
 import { checkResult, ProgressTracker } from "./progress.js";
 import type { ProgressOptions } from "./progress.js";
 import type { JobRequest, JobResult, RunpodJobResponse } from "./types.generated.js";
@@ -136,6 +138,14 @@ export class RunpodClient {
       dl.jobId = jobId;
       return this.waitIn(dl, jobId, new ProgressTracker("runpod", opts.onProgress));
     });
+  }
+
+  /**
+   * Many jobs through this client: at most `concurrency` in flight, retries of retryable
+   * failures, one result per job in input order ({@link runManyWith | runMany}).
+   */
+  runMany(jobs: readonly JobRequest[], opts: RunManyOptions = {}): Promise<RunManyResult[]> {
+    return runManyWith(this, jobs, opts);
   }
 
   /** `submit` then `wait`: the way for jobs of any length. */

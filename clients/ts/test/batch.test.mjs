@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { idempotencyKey, MaskpaintError, ModalClient, runMany } from "../dist/index.js";
+import { idempotencyKey, MaskpaintError, ModalClient, RunpodClient, runMany } from "../dist/index.js";
 import { jobResult, json, mockFetch, recordingSleep } from "./helpers.mjs";
 
 const job = (n) => ({ image: `https://example.com/${n}.jpg`, prompt: "a red jacket", seed: n });
@@ -29,6 +29,19 @@ function scripted(script) {
   };
   return { client, seen };
 }
+
+describe("client.runMany", () => {
+  test("both clients offer runMany as a method, through the same loop", async () => {
+    const { fetch } = mockFetch((req) => req.method === "POST"
+      ? json({ id: "j-1", status: "queued" }, 202)
+      : json({ id: "j-1", status: "done", output: jobResult("j-1") }));
+    const { sleep } = recordingSleep();
+    const c = new ModalClient({ baseUrl: "https://api.example.com", token: "t".repeat(20), fetch, sleep });
+    const r = await c.runMany([job(1)], { concurrency: 1 });
+    assert.deepEqual(r.map((x) => x.status), ["done"]);
+    assert.equal(typeof RunpodClient.prototype.runMany, "function");
+  });
+});
 
 describe("runMany", () => {
   test("results in input order, at most `concurrency` in flight, stable keys", async () => {
