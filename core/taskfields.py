@@ -22,7 +22,7 @@ INPAINT_ONLY: tuple[str, ...] = (
 SHARED_FIELDS: tuple[str, ...] = (
     "image", "mask", "task", "targets", "protect_face", "face_margin", "protect_hands",
     "hand_margin", "mask_dilate_px", "mask_feather_px", "output", "output.url_expires_s",
-    "output.return_base64", "idempotency_key",
+    "output.return_base64", "idempotency_key", "person_box",
 )
 #: The contract's description of ``task``.
 TASK_DESCRIPTION = (
