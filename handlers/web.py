@@ -314,11 +314,16 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
         return JSONResponse({"id": job_id, "status": "queued"}, status_code=200,
                             headers={"Location": f"/jobs/{job_id}"})
 
-    @app.get("/jobs/{job_id}", dependencies=[Depends(require_token)])
-    async def poll(job_id: str) -> JSONResponse:
+    async def issued_meta(job_id: str) -> dict:
+        """What submit recorded of an id this API handed out; 404 ``not_found`` otherwise."""
         meta = await call(issued.meta, job_id)
         if meta is None:
             raise _ApiError(404, "not_found", "no job with this id", field="id")
+        return meta
+
+    @app.get("/jobs/{job_id}", dependencies=[Depends(require_token)])
+    async def poll(job_id: str) -> JSONResponse:
+        meta = await issued_meta(job_id)
         if meta.get("cancelled"):
             return JSONResponse({"id": job_id, "status": "cancelled"})
         status = await call(dispatcher.poll, job_id)
@@ -328,9 +333,7 @@ def create_web_app(dispatcher: Dispatcher, *, token: str | None = None,
 
     @app.delete("/jobs/{job_id}", dependencies=[Depends(require_token)])
     async def cancel(job_id: str) -> JSONResponse:
-        meta = await call(issued.meta, job_id)
-        if meta is None:
-            raise _ApiError(404, "not_found", "no job with this id", field="id")
+        meta = await issued_meta(job_id)
         if meta.get("cancelled"):
             return JSONResponse({"id": job_id, "status": "cancelled"})
         status = await call(dispatcher.cancel, job_id)
